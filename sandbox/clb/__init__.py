@@ -1,0 +1,3 @@
+"""The clb service."""
+
+from sandbox.clb import backend, responses  # noqa: F401

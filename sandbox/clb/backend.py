@@ -1,0 +1,1 @@
+"""clb state and rules."""

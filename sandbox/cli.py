@@ -1,0 +1,40 @@
+"""The sandbox's command line (also mounted as `tcscale sandbox`)."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sandbox.core.clock import ClockSettings, Profile
+from sandbox.core.cloud import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, SandboxConfig
+
+app = typer.Typer(help="A local Tencent Cloud: the real SDK and tccli talk to it unmodified.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="TCP port of the API endpoint")] = 9100,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    state_dir: Annotated[Path | None, typer.Option(help="persist state here across restarts")] = None,
+    secret_id: Annotated[str, typer.Option(envvar="SANDBOX_SECRET_ID")] = DEFAULT_SECRET_ID,
+    secret_key: Annotated[str, typer.Option(envvar="SANDBOX_SECRET_KEY", show_default=False)] = DEFAULT_SECRET_KEY,
+    profile: Annotated[str, typer.Option(help="latency profile: instant or realistic")] = "instant",
+    time_scale: Annotated[float, typer.Option(help="multiplies realistic latencies")] = 1.0,
+    rate_limit: Annotated[int, typer.Option(help="requests/s per action (0: unlimited)")] = 20,
+) -> None:
+    """Serve the Tencent Cloud API (cvm, vpc, clb) and the /_sandbox/ admin API."""
+    from sandbox.server import serve as run
+
+    if profile not in Profile.__args__:  # type: ignore[attr-defined]
+        raise typer.BadParameter(f"profile must be one of {Profile.__args__}")  # type: ignore[attr-defined]
+    config = SandboxConfig(
+        host=host,
+        port=port,
+        state_dir=state_dir,
+        secret_id=secret_id,
+        secret_key=secret_key,
+        rate_limit=rate_limit,
+        clock=ClockSettings(profile=profile, time_scale=time_scale),  # type: ignore[arg-type]
+    )
+    typer.echo(f"sandbox: Tencent Cloud API on http://{host}:{port} (profile {profile}, SecretId {secret_id})")
+    run(config)

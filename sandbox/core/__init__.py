@@ -1,0 +1,1 @@
+"""Service-independent machinery of the sandbox: state, clock, faults, throttling, registry."""

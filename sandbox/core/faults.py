@@ -1,0 +1,59 @@
+"""Fault injection, like LocalStack's chaos API: rules matched per request by service and action.
+
+A rule can add latency, answer with an HTTP status, answer with an API error, or let the request
+succeed while the asynchronous operation it starts ends in its failed state (a CREATEFAILED image,
+a LAUNCH_FAILED server, a CLB task with status 1). It fires with a probability, or for the
+first `count` matching requests only.
+"""
+
+import random
+
+from pydantic import BaseModel, Field
+
+from sandbox.core.ids import new_id
+
+
+class FaultRule(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("fault"))
+    service: str | None = Field(None, description="cvm, clb, vpc, as; None matches every service")
+    action: str | None = Field(None, description="API action; None matches every action")
+    error_code: str | None = None
+    error_message: str = "Injected fault."
+    http_status: int | None = Field(None, ge=400, le=599)
+    latency_ms: int = Field(0, ge=0)
+    async_failure: str | None = Field(
+        None, description="the request succeeds; the operation it starts fails with this message"
+    )
+    probability: float = Field(1.0, ge=0, le=1)
+    count: int | None = Field(None, ge=1, description="fire for the first N matches only")
+    fired: int = 0
+
+    def matches(self, service: str, action: str) -> bool:
+        return (self.service in (None, service)) and (self.action in (None, action))
+
+
+class Faults:
+    def __init__(self, seed: int | None = None) -> None:
+        self.rules: list[FaultRule] = []
+        self._random = random.Random(seed)
+
+    def add(self, rule: FaultRule) -> FaultRule:
+        self.rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def pick(self, service: str, action: str) -> list[FaultRule]:
+        """The rules that fire for this request (each counted as fired)."""
+        fired = []
+        for rule in self.rules:
+            if not rule.matches(service, action):
+                continue
+            if rule.count is not None and rule.fired >= rule.count:
+                continue
+            if self._random.random() >= rule.probability:
+                continue
+            rule.fired += 1
+            fired.append(rule)
+        return fired

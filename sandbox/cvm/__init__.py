@@ -1,0 +1,3 @@
+"""The cvm service."""
+
+from sandbox.cvm import backend, responses  # noqa: F401

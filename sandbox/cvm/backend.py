@@ -1,0 +1,85 @@
+"""CVM state and rules: key pairs, images, instances (no HTTP here)."""
+
+import re
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import BaseModel, Field
+
+from sandbox.core.backend import Backend, backend
+from sandbox.core.errors import ApiError
+from sandbox.core.ids import new_id
+
+KEY_NAME = re.compile(r"^[A-Za-z0-9_]{1,25}$")
+
+
+class KeyPair(BaseModel):
+    key_id: str
+    key_name: str
+    region: str
+    project_id: int = 0
+    description: str = ""
+    public_key: str
+    created_time: str
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class CvmState(BaseModel):
+    key_pairs: dict[str, KeyPair] = Field(default_factory=dict)
+
+
+@backend
+class CvmBackend(Backend):
+    service = "cvm"
+    state_model = CvmState
+    state: CvmState
+
+    # Key pairs
+    def create_key_pair(self, region: str, name: str, project_id: int, tags: dict[str, str]) -> tuple[KeyPair, str]:
+        """A new RSA key pair; the private key is returned once and never stored (as on the real cloud)."""
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        ).decode()
+        public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        key = self.import_key_pair(region, name, project_id, f"{public.decode()} skey", tags)
+        return key, pem
+
+    def import_key_pair(
+        self, region: str, name: str, project_id: int, public_key: str, tags: dict[str, str]
+    ) -> KeyPair:
+        if not name:
+            raise ApiError("InvalidKeyPairNameEmpty", "The key pair name must not be empty.")
+        if len(name) > 25:
+            raise ApiError("InvalidKeyPairNameTooLong", f"The key pair name `{name}` is longer than 25 characters.")
+        if not KEY_NAME.match(name):
+            raise ApiError(
+                "InvalidKeyPairNameIncludeIllegalChar",
+                f"The key pair name `{name}` may contain only letters, digits and underscores.",
+            )
+        if any(k.key_name == name and k.region == region for k in self.state.key_pairs.values()):
+            raise ApiError("InvalidKeyPairName.Duplicate", f"A key pair named `{name}` already exists.")
+        if not public_key.startswith(("ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-")):
+            raise ApiError("InvalidPublicKey.Malformed", "The public key is not in OpenSSH format.")
+        key = KeyPair(
+            key_id=new_id("skey"),
+            key_name=name,
+            region=region,
+            project_id=project_id,
+            public_key=public_key.strip(),
+            created_time=self.cloud.clock.iso(),
+            tags=tags,
+        )
+        self.state.key_pairs[key.key_id] = key
+        return key
+
+    def key_pairs(self, region: str) -> list[KeyPair]:
+        return [k for k in self.state.key_pairs.values() if k.region == region]
+
+    def key_pair(self, region: str, key_id: str) -> KeyPair:
+        if not re.fullmatch(r"skey-[a-z0-9]{8}", key_id):
+            raise ApiError("InvalidKeyPairId.Malformed", f"The key pair id `{key_id}` is malformed.")
+        key = self.state.key_pairs.get(key_id)
+        if key is None or key.region != region:
+            raise ApiError("InvalidKeyPairId.NotFound", f"The key pair `{key_id}` does not exist.")
+        return key

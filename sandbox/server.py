@@ -1,0 +1,80 @@
+"""Run the sandbox: in the foreground (`python -m sandbox serve`) or embedded in a thread (tests, demo)."""
+
+import threading
+import time
+from types import TracebackType
+
+import httpx
+import uvicorn
+
+from sandbox.core.cloud import Cloud, SandboxConfig
+from sandbox.wire.app import SandboxApp
+
+
+def _uvicorn_config(cloud: Cloud) -> uvicorn.Config:
+    return uvicorn.Config(
+        SandboxApp(cloud),
+        host=cloud.config.host,
+        port=cloud.config.port,
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+    )
+
+
+def serve(config: SandboxConfig) -> None:
+    uvicorn.Server(_uvicorn_config(Cloud(config))).run()
+
+
+class EmbeddedSandbox:
+    """A sandbox served from a background thread of this process.
+
+    Use port 0 to let the OS choose; `endpoint` is what `HttpProfile(endpoint=...)` takes.
+    """
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.cloud = Cloud(config or SandboxConfig(port=0))
+        self._server = uvicorn.Server(_uvicorn_config(self.cloud))
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._server.run, name="sandbox", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.servers[0].sockets[0].getsockname()[1]
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.cloud.config.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def start(self, timeout: float = 10.0) -> "EmbeddedSandbox":
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the embedded sandbox did not start")
+            time.sleep(delay)  # waiting on uvicorn's own `started` flag, with backoff
+            delay = min(delay * 2, 0.1)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def admin(self, method: str, path: str, json: object = None) -> object:
+        response = httpx.request(method, f"{self.url}/_sandbox/{path}", json=json, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def __enter__(self) -> "EmbeddedSandbox":
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,3 @@
+"""The vpc service."""
+
+from sandbox.vpc import backend, responses  # noqa: F401

@@ -1,0 +1,1 @@
+"""The wire layer: TC3 signatures, parameter parsing and validation, routing, response shaping."""

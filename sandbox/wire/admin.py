@@ -1,0 +1,83 @@
+"""The `/_sandbox/` admin API: not part of Tencent's API, loopback only.
+
+Routes take the cloud and the parsed JSON body and return JSON; other packages (the data
+plane) add their own routes with `@admin_route`.
+"""
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sandbox.core.clock import ClockSettings
+from sandbox.core.faults import FaultRule
+
+if TYPE_CHECKING:
+    from sandbox.core.cloud import Cloud
+
+AdminHandler = Callable[["Cloud", dict[str, Any]], Any]
+ADMIN_ROUTES: dict[tuple[str, str], AdminHandler] = {}
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def admin_route(method: str, path: str) -> Callable[[AdminHandler], AdminHandler]:
+    def register(handler: AdminHandler) -> AdminHandler:
+        ADMIN_ROUTES[(method, f"/_sandbox/{path}")] = handler
+        return handler
+
+    return register
+
+
+@admin_route("GET", "health")
+def health(cloud: "Cloud", _: dict[str, Any]) -> dict[str, Any]:
+    return {"status": "ok", "profile": cloud.clock.settings.profile, "services": sorted(cloud.backends)}
+
+
+@admin_route("POST", "reset")
+def reset(cloud: "Cloud", _: dict[str, Any]) -> dict[str, Any]:
+    cloud.reset()
+    return {"reset": True}
+
+
+@admin_route("GET", "state")
+def state(cloud: "Cloud", _: dict[str, Any]) -> dict[str, Any]:
+    cloud.advance(force=True)
+    return cloud.dump()
+
+
+@admin_route("GET", "faults")
+def list_faults(cloud: "Cloud", _: dict[str, Any]) -> list[dict[str, Any]]:
+    return [rule.model_dump() for rule in cloud.faults.rules]
+
+
+@admin_route("POST", "faults")
+def add_fault(cloud: "Cloud", body: dict[str, Any]) -> dict[str, Any]:
+    return cloud.faults.add(FaultRule.model_validate(body)).model_dump()
+
+
+@admin_route("DELETE", "faults")
+def clear_faults(cloud: "Cloud", _: dict[str, Any]) -> dict[str, Any]:
+    cloud.faults.clear()
+    return {"cleared": True}
+
+
+@admin_route("GET", "clock")
+def get_clock(cloud: "Cloud", _: dict[str, Any]) -> dict[str, Any]:
+    return {**cloud.clock.settings.model_dump(), "now": cloud.clock.iso()}
+
+
+@admin_route("POST", "clock")
+def set_clock(cloud: "Cloud", body: dict[str, Any]) -> dict[str, Any]:
+    """Body: any of `profile`, `time_scale`, and `advance` (seconds to move virtual time forward)."""
+    advance = float(body.pop("advance", 0))
+    if advance < 0:
+        raise AdminError(400, "the clock only moves forward")
+    merged = {**cloud.clock.settings.model_dump(), **body}
+    cloud.clock.settings = ClockSettings.model_validate(merged)
+    cloud.config.clock = cloud.clock.settings
+    cloud.clock.advance(advance)
+    cloud.advance(force=True)
+    return get_clock(cloud, {})
