@@ -81,3 +81,18 @@ def set_clock(cloud: "Cloud", body: dict[str, Any]) -> dict[str, Any]:
     cloud.clock.advance(advance)
     cloud.advance(force=True)
     return get_clock(cloud, {})
+
+
+@admin_route("GET", "config")
+def get_config(cloud: "Cloud", _: dict[str, Any]) -> dict[str, Any]:
+    return {"rate_limit": cloud.throttle.rate, "secret_id": cloud.config.secret_id}
+
+
+@admin_route("POST", "config")
+def set_config(cloud: "Cloud", body: dict[str, Any]) -> dict[str, Any]:
+    """Body: `rate_limit` (requests/s per action, 0 disables throttling)."""
+    rate = int(body.get("rate_limit", cloud.throttle.rate))
+    if rate < 0:
+        raise AdminError(400, "rate_limit must be 0 (unlimited) or more")
+    cloud.throttle.rate = cloud.config.rate_limit = rate
+    return get_config(cloud, {})

@@ -1,0 +1,61 @@
+"""Shared fixtures: one embedded sandbox per test session, reset before each test, and real SDK clients."""
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+# Prefect must never touch the developer's own ~/.prefect, nor phone home.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tcscale-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+from tencentcloud.common import credential
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+
+from sandbox.core.cloud import SandboxConfig
+from sandbox.server import EmbeddedSandbox
+
+REGION = "ap-guangzhou"
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[EmbeddedSandbox]:
+    # Throttling off for the shared sandbox; throttling tests turn it on through the admin API.
+    with EmbeddedSandbox(SandboxConfig(port=0, rate_limit=0)) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: EmbeddedSandbox) -> Iterator[EmbeddedSandbox]:
+    """The shared sandbox, emptied (resources, faults, clock, rate limit) before the test."""
+    sandbox_server.admin("POST", "reset")
+    sandbox_server.admin("POST", "clock", {"profile": "instant", "time_scale": 1.0})
+    sandbox_server.admin("POST", "config", {"rate_limit": 0})
+    yield sandbox_server
+    sandbox_server.admin("DELETE", "faults")
+
+
+ClientFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def client(sandbox: EmbeddedSandbox) -> ClientFactory:
+    """`client(CvmClient)`: a real SDK client (sync or asyncio class) pointed at the sandbox."""
+
+    def make(
+        client_class: type,
+        region: str = REGION,
+        method: str = "POST",
+        secret_id: str | None = None,
+        secret_key: str | None = None,
+    ) -> Any:
+        config = sandbox.cloud.config
+        cred = credential.Credential(secret_id or config.secret_id, secret_key or config.secret_key)
+        profile = ClientProfile(httpProfile=HttpProfile(protocol="http", endpoint=sandbox.endpoint, reqMethod=method))
+        return client_class(cred, region, profile)
+
+    return make
