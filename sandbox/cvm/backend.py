@@ -24,8 +24,68 @@ class KeyPair(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
+class Image(BaseModel):
+    """A private image (ImageType PRIVATE_IMAGE); public images come from `catalog.PUBLIC_IMAGES`."""
+
+    image_id: str
+    region: str
+    image_name: str
+    image_description: str = ""
+    source_instance_id: str | None = None
+    os_name: str
+    platform: str
+    architecture: str = "x86_64"
+    image_size: int = 50
+    state: str = "CREATING"  # CREATING -> NORMAL | CREATEFAILED; DELETING while DeleteImages runs
+    ready_at: float | None = None  # when CREATING ends
+    failure: str | None = None  # set by an async_failure fault: ends CREATEFAILED with this message
+    created_time: str
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class Instance(BaseModel):
+    """One CVM. Addresses are loopback addresses (127.0.0.0/8): the data plane binds them for real."""
+
+    instance_id: str
+    region: str
+    zone: str
+    project_id: int = 0
+    instance_type: str
+    instance_name: str
+    image_id: str
+    os_name: str
+    platform: str  # CentOS / TencentOS / Windows: the data plane picks the guest flavour from it
+    state: str = (
+        "PENDING"  # PENDING, LAUNCH_FAILED, RUNNING, STOPPING, STOPPED, STARTING, REBOOTING, SHUTDOWN, TERMINATING
+    )
+    pending_state: str | None = None  # the state reached at `pending_at`
+    pending_at: float | None = None
+    failure: str | None = None  # LAUNCH_FAILED message (async_failure fault)
+    latest_operation: str | None = None  # RunInstances, StopInstances, ...
+    latest_operation_state: str | None = None  # SUCCESS, OPERATING, FAILED
+    latest_operation_request_id: str | None = None
+    latest_operation_error_msg: str = ""
+    vpc_id: str
+    subnet_id: str
+    private_ip: str
+    public_ip: str | None = None  # only with InternetMaxBandwidthOut > 0
+    bandwidth_out: int = 0  # InternetAccessible.InternetMaxBandwidthOut, Mbps
+    security_group_ids: list[str] = Field(default_factory=list)
+    key_ids: list[str] = Field(default_factory=list)
+    restrict_state: str = "NORMAL"  # NORMAL, EXPIRED, PROTECTIVELY_ISOLATED
+    expired_time: str | None = None  # prepaid only
+    charge_type: str = "POSTPAID_BY_HOUR"
+    client_token: str | None = None
+    created_time: str
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
 class CvmState(BaseModel):
     key_pairs: dict[str, KeyPair] = Field(default_factory=dict)
+    images: dict[str, Image] = Field(default_factory=dict)
+    instances: dict[str, Instance] = Field(default_factory=dict)
+    # ClientToken -> instance ids, for RunInstances idempotency
+    client_tokens: dict[str, list[str]] = Field(default_factory=dict)
 
 
 @backend
