@@ -1,5 +1,6 @@
 """Shared fixtures: one embedded sandbox per test session, reset before each test, and real SDK clients."""
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -12,14 +13,10 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tcscale-prefect-"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from tencentcloud.common import credential
-from tencentcloud.common.profile.client_profile import ClientProfile
-from tencentcloud.common.profile.http_profile import HttpProfile
 
 from sandbox.core.cloud import SandboxConfig
 from sandbox.server import EmbeddedSandbox
-
-REGION = "ap-guangzhou"
+from tests.sdk import sdk_client
 
 
 @pytest.fixture(scope="session")
@@ -44,18 +41,5 @@ ClientFactory = Callable[..., Any]
 
 @pytest.fixture
 def client(sandbox: EmbeddedSandbox) -> ClientFactory:
-    """`client(CvmClient)`: a real SDK client (sync or asyncio class) pointed at the sandbox."""
-
-    def make(
-        client_class: type,
-        region: str = REGION,
-        method: str = "POST",
-        secret_id: str | None = None,
-        secret_key: str | None = None,
-    ) -> Any:
-        config = sandbox.cloud.config
-        cred = credential.Credential(secret_id or config.secret_id, secret_key or config.secret_key)
-        profile = ClientProfile(httpProfile=HttpProfile(protocol="http", endpoint=sandbox.endpoint, reqMethod=method))
-        return client_class(cred, region, profile)
-
-    return make
+    """`client(CvmClient, region=..., method="GET")`: a real SDK client pointed at the sandbox."""
+    return functools.partial(sdk_client, sandbox)

@@ -25,6 +25,9 @@ class SandboxConfig(BaseModel):
     state_dir: Path | None = None
     rate_limit: int = Field(20, ge=0, description="requests/s per action; 0 disables throttling")
     clock: ClockSettings = Field(default_factory=ClockSettings)
+    dataplane: bool = Field(True, description="run real servers (SSH, apps) and load balancers (TCP)")
+    ssh_port: int | None = Field(None, description="servers' SSH port; None: 22 when bindable, else 2222")
+    app_port: int | None = Field(None, description="guests' HTTP port; None: 80 when bindable, else 8080")
 
 
 Listener = Callable[..., None]

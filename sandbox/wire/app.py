@@ -27,6 +27,7 @@ class SandboxApp:
     def __init__(self, cloud: Cloud) -> None:
         self.cloud = cloud
         self._ticker: asyncio.Task[None] | None = None
+        self.dataplane: Any = None  # sandbox.dataplane.DataPlane once started
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -135,11 +136,18 @@ class SandboxApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.cloud.config.dataplane:
+                    from sandbox.dataplane import DataPlane
+
+                    self.dataplane = DataPlane(self.cloud)
+                    await self.dataplane.start()
                 self._ticker = asyncio.create_task(self._tick())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._ticker:
                     self._ticker.cancel()
+                if self.dataplane is not None:
+                    await self.dataplane.stop()
                 self.cloud.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -1,0 +1,58 @@
+"""The /_sandbox/ admin API and persistence across restarts."""
+
+import httpx
+from tencentcloud.cvm.v20170312 import cvm_client, models
+
+from sandbox.core.cloud import SandboxConfig
+from sandbox.server import EmbeddedSandbox
+from tests.sdk import sdk_client
+
+
+def create_key(cvm: cvm_client.CvmClient, name: str) -> str:
+    request = models.CreateKeyPairRequest()
+    request.KeyName, request.ProjectId = name, 0
+    return cvm.CreateKeyPair(request).KeyPair.KeyId
+
+
+def test_health_and_state(client, sandbox):
+    assert sandbox.admin("GET", "health")["status"] == "ok"
+    key_id = create_key(client(cvm_client.CvmClient), "stateful")
+    state = sandbox.admin("GET", "state")
+    assert key_id in state["services"]["cvm"]["key_pairs"]
+    # The state never carries a private key: the cloud does not keep it.
+    assert "PRIVATE KEY" not in httpx.get(f"{sandbox.url}/_sandbox/state").text
+
+
+def test_reset_empties_everything(client, sandbox):
+    create_key(client(cvm_client.CvmClient), "gone")
+    sandbox.admin("POST", "faults", {"action": "DescribeZones", "error_code": "InternalError"})
+    sandbox.admin("POST", "reset")
+    assert sandbox.admin("GET", "state")["services"]["cvm"]["key_pairs"] == {}
+    assert sandbox.admin("GET", "faults") == []
+
+
+def test_clock_profile_and_advance(sandbox):
+    before = sandbox.admin("GET", "clock")
+    after = sandbox.admin("POST", "clock", {"profile": "realistic", "time_scale": 0.5, "advance": 3600})
+    assert after["profile"] == "realistic" and after["time_scale"] == 0.5
+    assert after["offset"] - before["offset"] == 3600
+    bad = httpx.post(f"{sandbox.url}/_sandbox/clock", json={"profile": "warp"})
+    assert bad.status_code == 400
+
+
+def test_bad_fault_rule_is_refused(sandbox):
+    response = httpx.post(f"{sandbox.url}/_sandbox/faults", json={"probability": 3})
+    assert response.status_code == 400 and "probability" in response.json()["error"]
+
+
+def test_state_persists_across_restart(tmp_path):
+    config = SandboxConfig(port=0, state_dir=tmp_path, dataplane=False)
+    with EmbeddedSandbox(config) as first:
+        cvm = sdk_client(first, cvm_client.CvmClient)
+        key_id = create_key(cvm, "durable")
+    assert (tmp_path / "state.json").exists()
+    with EmbeddedSandbox(SandboxConfig(port=0, state_dir=tmp_path, dataplane=False)) as second:
+        cvm = sdk_client(second, cvm_client.CvmClient)
+        request = models.DescribeKeyPairsRequest()
+        request.KeyIds = [key_id]
+        assert cvm.DescribeKeyPairs(request).KeyPairSet[0].KeyName == "durable"
