@@ -11,6 +11,11 @@ from sandbox.core.cloud import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, SandboxCon
 app = typer.Typer(help="A local Tencent Cloud: the real SDK and tccli talk to it unmodified.", no_args_is_help=True)
 
 
+@app.callback()
+def main() -> None:
+    """A local Tencent Cloud: the real SDK and tccli talk to it unmodified."""
+
+
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(help="TCP port of the API endpoint")] = 9100,
@@ -38,3 +43,33 @@ def serve(
     )
     typer.echo(f"sandbox: Tencent Cloud API on http://{host}:{port} (profile {profile}, SecretId {secret_id})")
     run(config)
+
+
+@app.command()
+def seed(
+    endpoint: Annotated[
+        str, typer.Option(help="the running sandbox", envvar="SANDBOX_ENDPOINT")
+    ] = "http://127.0.0.1:9100",
+    key_file: Annotated[Path | None, typer.Option(help="write the key pair's private key here (mode 0600)")] = None,
+    region: Annotated[str, typer.Option()] = "ap-guangzhou",
+    zone: Annotated[str, typer.Option()] = "ap-guangzhou-3",
+    project_id: Annotated[int, typer.Option()] = 1001,
+) -> None:
+    """Build the guide's starting point (a session server and a business server) in a running sandbox."""
+    import json
+
+    import httpx
+
+    body: dict[str, object] = {"region": region, "zone": zone, "project_id": project_id}
+    if key_file is not None:
+        body["key_file"] = str(key_file.expanduser().absolute())
+    url = endpoint.rstrip("/") if "://" in endpoint else f"http://{endpoint.rstrip('/')}"
+    try:
+        response = httpx.post(f"{url}/_sandbox/seed", json=body, timeout=120)
+    except httpx.HTTPError as error:
+        typer.echo(f"sandbox seed: cannot reach {url}: {error}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code != 200:
+        typer.echo(f"sandbox seed failed ({response.status_code}): {response.json().get('error')}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(response.json(), indent=2, ensure_ascii=False))

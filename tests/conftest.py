@@ -22,7 +22,13 @@ from tests.sdk import sdk_client
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[EmbeddedSandbox]:
     # Throttling off for the shared sandbox; throttling tests turn it on through the admin API.
-    with EmbeddedSandbox(SandboxConfig(port=0, rate_limit=0)) as server:
+    # TCSCALE_TEST_SSH_PORT / TCSCALE_TEST_APP_PORT let two test runs share a machine.
+    ports = {
+        name: int(os.environ[var])
+        for name, var in (("ssh_port", "TCSCALE_TEST_SSH_PORT"), ("app_port", "TCSCALE_TEST_APP_PORT"))
+        if os.environ.get(var)
+    }
+    with EmbeddedSandbox(SandboxConfig(port=0, rate_limit=0, **ports)) as server:
         yield server
 
 

@@ -1,3 +1,3 @@
 """The clb service."""
 
-from sandbox.clb import backend, responses  # noqa: F401
+from sandbox.clb import backend, listener_actions, responses  # noqa: F401

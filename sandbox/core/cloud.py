@@ -42,6 +42,10 @@ class Events:
     def subscribe(self, name: str, listener: Listener) -> None:
         self._listeners.setdefault(name, []).append(listener)
 
+    def unsubscribe(self, name: str, listener: Listener) -> None:
+        if listener in self._listeners.get(name, []):
+            self._listeners[name].remove(listener)
+
     def emit(self, name: str, *args: Any) -> None:
         for listener in self._listeners.get(name, []):
             listener(*args)

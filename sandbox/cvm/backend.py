@@ -1,98 +1,41 @@
-"""CVM state and rules: key pairs, images, instances (no HTTP here)."""
+"""CVM state and rules: key pairs, images, instances (no HTTP here).
+
+The models live in `sandbox.cvm.models` (re-exported here); the image and instance rules in
+`sandbox.cvm.images` and `sandbox.cvm.instances`, mixed into `CvmBackend`. Methods other
+services call: `instance(region, id)`, `instances(region)`, `image(region, id)`, `run_instances(...)`.
+
+Events (`cloud.events`): `instance.state(instance)` after every instance state change (PENDING at
+launch, RUNNING, LAUNCH_FAILED, STOPPING, STOPPED, STARTING, REBOOTING, TERMINATING, TERMINATED,
+and on a RestrictState change); `image.creating(image, instance)` when CreateImage is accepted;
+`image.state(image)` when it becomes NORMAL / CREATEFAILED; `image.deleted(image)`.
+"""
 
 import re
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import BaseModel, Field
 
 from sandbox.core.backend import Backend, backend
 from sandbox.core.errors import ApiError
 from sandbox.core.ids import new_id
+from sandbox.cvm.images import ImageRules
+from sandbox.cvm.instances import InstanceRules, LaunchSpec
+from sandbox.cvm.models import CvmState, Image, Instance, KeyPair
+
+__all__ = ["CvmBackend", "CvmState", "Image", "Instance", "KeyPair", "LaunchSpec"]
 
 KEY_NAME = re.compile(r"^[A-Za-z0-9_]{1,25}$")
 
 
-class KeyPair(BaseModel):
-    key_id: str
-    key_name: str
-    region: str
-    project_id: int = 0
-    description: str = ""
-    public_key: str
-    created_time: str
-    tags: dict[str, str] = Field(default_factory=dict)
-
-
-class Image(BaseModel):
-    """A private image (ImageType PRIVATE_IMAGE); public images come from `catalog.PUBLIC_IMAGES`."""
-
-    image_id: str
-    region: str
-    image_name: str
-    image_description: str = ""
-    source_instance_id: str | None = None
-    os_name: str
-    platform: str
-    architecture: str = "x86_64"
-    image_size: int = 50
-    state: str = "CREATING"  # CREATING -> NORMAL | CREATEFAILED; DELETING while DeleteImages runs
-    ready_at: float | None = None  # when CREATING ends
-    failure: str | None = None  # set by an async_failure fault: ends CREATEFAILED with this message
-    created_time: str
-    tags: dict[str, str] = Field(default_factory=dict)
-
-
-class Instance(BaseModel):
-    """One CVM. Addresses are loopback addresses (127.0.0.0/8): the data plane binds them for real."""
-
-    instance_id: str
-    region: str
-    zone: str
-    project_id: int = 0
-    instance_type: str
-    instance_name: str
-    image_id: str
-    os_name: str
-    platform: str  # CentOS / TencentOS / Windows: the data plane picks the guest flavour from it
-    state: str = (
-        "PENDING"  # PENDING, LAUNCH_FAILED, RUNNING, STOPPING, STOPPED, STARTING, REBOOTING, SHUTDOWN, TERMINATING
-    )
-    pending_state: str | None = None  # the state reached at `pending_at`
-    pending_at: float | None = None
-    failure: str | None = None  # LAUNCH_FAILED message (async_failure fault)
-    latest_operation: str | None = None  # RunInstances, StopInstances, ...
-    latest_operation_state: str | None = None  # SUCCESS, OPERATING, FAILED
-    latest_operation_request_id: str | None = None
-    latest_operation_error_msg: str = ""
-    vpc_id: str
-    subnet_id: str
-    private_ip: str
-    public_ip: str | None = None  # only with InternetMaxBandwidthOut > 0
-    bandwidth_out: int = 0  # InternetAccessible.InternetMaxBandwidthOut, Mbps
-    security_group_ids: list[str] = Field(default_factory=list)
-    key_ids: list[str] = Field(default_factory=list)
-    restrict_state: str = "NORMAL"  # NORMAL, EXPIRED, PROTECTIVELY_ISOLATED
-    expired_time: str | None = None  # prepaid only
-    charge_type: str = "POSTPAID_BY_HOUR"
-    client_token: str | None = None
-    created_time: str
-    tags: dict[str, str] = Field(default_factory=dict)
-
-
-class CvmState(BaseModel):
-    key_pairs: dict[str, KeyPair] = Field(default_factory=dict)
-    images: dict[str, Image] = Field(default_factory=dict)
-    instances: dict[str, Instance] = Field(default_factory=dict)
-    # ClientToken -> instance ids, for RunInstances idempotency
-    client_tokens: dict[str, list[str]] = Field(default_factory=dict)
-
-
 @backend
-class CvmBackend(Backend):
+class CvmBackend(ImageRules, InstanceRules, Backend):
     service = "cvm"
     state_model = CvmState
     state: CvmState
+
+    def advance(self, now: float) -> float | None:
+        due = [d for d in (self._advance_images(now), self._advance_instances(now)) if d is not None]
+        return min(due) if due else None
 
     # Key pairs
     def create_key_pair(self, region: str, name: str, project_id: int, tags: dict[str, str]) -> tuple[KeyPair, str]:

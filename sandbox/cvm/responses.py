@@ -1,12 +1,15 @@
-"""CVM 2017-03-12 actions: request parameters in, response shapes out (the rules live in the backend)."""
+"""CVM 2017-03-12 actions: regions, zones, key pairs, instance types, images (instances: `instance_actions`).
+
+Request parameters in, response shapes out; the rules live in the backend.
+"""
 
 from typing import Any
 
-from sandbox.core.catalog import PROJECTS, REGIONS
+from sandbox.core.catalog import INSTANCE_TYPES, OWNER_UIN, PROJECTS, REGIONS
 from sandbox.core.errors import ApiError
 from sandbox.core.query import apply_filters, paginate, tag_list
 from sandbox.core.registry import Request, action
-from sandbox.cvm.backend import CvmBackend, KeyPair
+from sandbox.cvm.backend import CvmBackend, Image, KeyPair
 
 VERSION = "2017-03-12"
 
@@ -92,5 +95,155 @@ def describe_key_pairs(req: Request) -> dict[str, Any]:
         {"project-id": lambda k: str(k.project_id), "key-name": lambda k: k.key_name},
         tags=lambda k: k.tags,
     )
-    page = paginate(keys, req.get("Offset"), req.get("Limit"))
-    return {"TotalCount": len(keys), "KeyPairSet": [key_pair_view(k, []) for k in page]}
+    shown = paginate(keys, req.get("Offset"), req.get("Limit"))
+    return {"TotalCount": len(keys), "KeyPairSet": [key_pair_view(k, key_pair_instances(req, k)) for k in shown]}
+
+
+# ---- shared by the Describe actions ------------------------------------------------------------
+def check_filters(filters: list[dict[str, Any]] | None) -> None:
+    """The documented limits of CVM Filters: at most 10 filters of at most 5 values each."""
+    if len(filters or []) > 10:
+        raise ApiError("InvalidParameterValue.LimitExceeded", "At most 10 filters per request.")
+    if any(len(f.get("Values") or []) > 5 for f in filters or []):
+        raise ApiError("InvalidFilterValue.LimitExceeded", "At most 5 values per filter.")
+
+
+def page(items: list[Any], req: Request) -> list[Any]:
+    offset, limit = req.get("Offset"), req.get("Limit")
+    if offset is not None and offset < 0:
+        raise ApiError("InvalidParameterValueOffset", f"The offset `{offset}` is not valid.")
+    if limit is not None and not 1 <= limit <= 100:
+        raise ApiError("InvalidParameterValueLimit", f"The limit `{limit}` is not valid: it must be 1 to 100.")
+    return paginate(items, offset, limit)
+
+
+def key_pair_instances(req: Request, key: KeyPair) -> list[str]:
+    return [i.instance_id for i in cvm(req).instances(req.region) if key.key_id in i.key_ids]
+
+
+# ---- instance types and images ---------------------------------------------------------------------
+@action("cvm", VERSION, "DescribeInstanceTypeConfigs")
+def describe_instance_type_configs(req: Request) -> dict[str, Any]:
+    configs = [(zone.zone, spec) for zone in REGIONS[req.region].zones for spec in INSTANCE_TYPES.values()]
+    check_filters(req.get("Filters"))
+    configs = apply_filters(
+        configs,
+        req.get("Filters"),
+        {
+            "zone": lambda c: c[0],
+            "instance-family": lambda c: c[1].family,
+            "instance-type": lambda c: c[1].instance_type,
+        },
+    )
+    return {
+        "InstanceTypeConfigSet": [
+            {
+                "Zone": zone,
+                "InstanceType": spec.instance_type,
+                "InstanceFamily": spec.family,
+                "GPU": 0,
+                "CPU": spec.cpu,
+                "Memory": spec.memory,
+                "FPGA": 0,
+                "GpuCount": 0.0,
+            }
+            for zone, spec in configs
+        ]
+    }
+
+
+def image_view(image: Image) -> dict[str, Any]:
+    public = image.image_type == "PUBLIC_IMAGE"
+    return {
+        "ImageId": image.image_id,
+        "OsName": image.os_name,
+        "ImageType": image.image_type,
+        "CreatedTime": image.created_time,
+        "ImageName": image.image_name,
+        "ImageDescription": image.image_description,
+        "ImageSize": image.image_size,
+        "Architecture": image.architecture,
+        "ImageState": image.state,
+        "Platform": image.platform,
+        "ImageCreator": "tencent" if public else OWNER_UIN,
+        "ImageSource": "OFFICIAL" if public else "CREATE_IMAGE",
+        "SyncPercent": 0 if image.state == "CREATING" else 100,
+        "IsSupportCloudinit": True,
+        "SnapshotSet": [],
+        "Tags": tag_list(image.tags),
+        "LicenseType": "TencentCloud",
+        "ImageFamily": "",
+        "ImageDeprecated": False,
+    }
+
+
+def _contains(field: str, filters: list[dict[str, Any]]) -> Any:
+    """A fuzzy filter (image-name, platform are documented as fuzzy): keep images whose field contains a value."""
+    values = [v.lower() for f in filters if f["Name"] == field for v in f.get("Values") or []]
+    return lambda image: any(v in getattr(image, field.replace("-", "_")).lower() for v in values)
+
+
+@action("cvm", VERSION, "DescribeImages")
+def describe_images(req: Request) -> dict[str, Any]:
+    backend = cvm(req)
+    ids, filters = req.get("ImageIds"), req.get("Filters")
+    if ids and filters:
+        raise ApiError(
+            "InvalidParameter.InvalidParameterCoexistImageIdsFilters", "ImageIds and Filters cannot be used together."
+        )
+    check_filters(filters)
+    if ids:
+        if len(ids) > 100:
+            raise ApiError("InvalidParameterValue.LimitExceeded", "At most 100 image ids per request.")
+        images = []
+        for image_id in dict.fromkeys(ids):
+            try:
+                images.append(backend.image(req.region, image_id))
+            except ApiError as error:
+                if error.code != "InvalidImageId.NotFound":
+                    raise  # a malformed id is an error; an unknown one is simply absent from the answer
+    else:
+        images = backend.images(req.region)
+    fuzzy = [f for f in filters or [] if f["Name"] in ("image-name", "platform")]
+    for name in {f["Name"] for f in fuzzy}:
+        images = [i for i in images if _contains(name, fuzzy)(i)]
+    images = apply_filters(
+        images,
+        [f for f in filters or [] if f not in fuzzy],
+        {
+            "image-id": lambda i: i.image_id,
+            "image-type": lambda i: i.image_type,
+            "image-state": lambda i: i.state,
+        },
+        tags=lambda i: i.tags,
+    )
+    return {"ImageSet": [image_view(i) for i in page(images, req)], "TotalCount": len(images)}
+
+
+@action("cvm", VERSION, "CreateImage")
+def create_image(req: Request) -> dict[str, Any]:
+    instance_id = req.get("InstanceId")
+    if not instance_id:
+        if req.get("SnapshotIds"):
+            raise ApiError("UnsupportedOperation", "The sandbox creates images from instances only (InstanceId).")
+        raise ApiError("MissingParameter.AtLeastOne", "CreateImage needs `InstanceId` (or `SnapshotIds`).")
+    image = cvm(req).create_image(
+        req.region,
+        instance_id,
+        req.params["ImageName"],
+        req.get("ImageDescription", ""),
+        tags_from_specification(req.get("TagSpecification"), "image"),
+        req.request_id,
+        req.async_failure,
+        dry_run=bool(req.get("DryRun")),
+    )
+    return {"ImageId": image.image_id}
+
+
+@action("cvm", VERSION, "DeleteImages")
+def delete_images(req: Request) -> dict[str, Any]:
+    ids = req.params["ImageIds"]
+    if not ids:
+        raise ApiError("MissingParameter", "The request is missing a required parameter `ImageIds`.")
+    cvm(req).delete_images(req.region, ids, dry_run=bool(req.get("DryRun")))
+    return {}

@@ -1,0 +1,41 @@
+"""Admin routes of the servers: `GET /_sandbox/servers` tells a client everything it must not guess.
+
+Each server: instance id, state, addresses, SSH and app ports, login user, disk folder, and the
+known_hosts lines of its host key (`[ip]:port ssh-ed25519 AAAA…`, or `ip …` on port 22), so a
+client can verify the host strictly (paramiko RejectPolicy + HostKeys).
+"""
+
+from typing import Any
+
+from sandbox.core.cloud import Cloud
+from sandbox.wire.admin import admin_route
+
+
+@admin_route("GET", "servers")
+def list_servers(cloud: Cloud, _: dict[str, Any]) -> dict[str, Any]:
+    from sandbox.dataplane import dataplane_of
+
+    cloud.advance(force=True)  # report states as DescribeInstances would now
+    plane = dataplane_of(cloud)
+    if plane is None:
+        return {"dataplane": False, "servers": []}
+    return {
+        "dataplane": True,
+        "shell": plane.shell.mode,
+        "ssh_port": plane.ssh_port,
+        "app_port": plane.app_port,
+        "root": str(plane.root),
+        "servers": plane.describe(),
+    }
+
+
+@admin_route("POST", "servers/settle")
+async def settle_servers(cloud: Cloud, _: dict[str, Any]) -> dict[str, Any]:
+    """Wait until every server has converged to its instance's state (boots and shutdowns finished)."""
+    from sandbox.dataplane import dataplane_of
+
+    cloud.advance(force=True)
+    plane = dataplane_of(cloud)
+    if plane is not None:
+        await plane.settled()
+    return list_servers(cloud, {})

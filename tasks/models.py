@@ -1,0 +1,112 @@
+"""Pydantic models shared by tasks and flows: SSH access, runtime profiles, and a config change record.
+
+They double as flow parameters (the Prefect UI's run form), so every field says what it is, and
+no secret is ever a plain field: keys come from a file, a Prefect Secret block, or a `SecretStr`
+excluded from serialisation.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class HostKeyPolicy(StrEnum):
+    strict = "strict"  # known_hosts lines must name the server's key (RejectPolicy)
+    tofu = "tofu"  # trust on first use, recorded per instance id; later connections verify strictly
+    insecure = "insecure"  # accept any key: explicit opt-in only, warns on every connection
+
+
+class SshSettings(BaseModel):
+    """How to log in to the servers over SSH."""
+
+    user: str | None = Field(None, description="login user; None: the runtime profile's (root, Administrator)")
+    port: int = Field(22, ge=1, le=65535)
+    key_file: Path | None = Field(None, description="path of the private key file (OpenSSH/PEM)")
+    key_secret_block: str | None = Field(None, description="name of a Prefect Secret block holding the private key")
+    private_key: SecretStr | None = Field(None, exclude=True, description="the private key itself (never stored)")
+    password: SecretStr | None = Field(
+        None, exclude=True, description="password login (Windows servers, which take no key pair); never stored"
+    )
+    host_key_policy: HostKeyPolicy = HostKeyPolicy.strict
+    known_hosts: list[str] = Field(default_factory=list, description="known_hosts lines (`[ip]:port type base64`)")
+    known_hosts_file: Path | None = Field(None, description="a known_hosts file, read in addition to the lines")
+    tofu_store: Path | None = Field(None, description="tofu: JSON file of host keys first seen, per instance id")
+    connect_timeout: float = Field(10.0, gt=0, description="TCP connect, SSH banner and auth timeout, seconds")
+    command_timeout: float = Field(120.0, gt=0, description="default timeout of one remote command, seconds")
+    io_timeout: float = Field(30.0, gt=0, description="timeout of one SFTP read or write, seconds")
+
+
+class RuntimeProfile(BaseModel):
+    """Where a business server keeps `sdk.config` and how its app is restarted (the guide's three stacks)."""
+
+    name: str
+    platform: str = Field("linux", pattern="^(linux|windows)$")
+    config_path: str = Field(description="sdk.config as the OS names it (/etc/qcloud/..., C:\\qcloud\\...)")
+    config_encoding: str | None = Field(None, description="the file's encoding when it has no BOM and is not UTF-8")
+    restart_command: str = Field(description="run over SSH to make the app re-read its config")
+    user: str = Field("root", description="login user when SshSettings.user is not set")
+
+    @property
+    def sftp_path(self) -> str:
+        """The config path as SFTP names it: Windows' OpenSSH shows `C:\\qcloud\\x` as `/C:/qcloud/x`."""
+        return sftp_path(self.config_path)
+
+
+def sftp_path(path: str) -> str:
+    text = path.replace("\\", "/")
+    if re.match(r"^[A-Za-z]:", text):
+        text = "/" + text[0].upper() + text[1:]
+    return text
+
+
+IIS_SITE = "Default Web Site"
+
+RUNTIME_PROFILES: dict[str, RuntimeProfile] = {
+    "node-pm2": RuntimeProfile(
+        name="node-pm2",
+        config_path="/etc/qcloud/sdk.config",
+        restart_command="cd /data/release/node-weapp-demo && pm2 start process.json",
+    ),
+    "java-tomcat": RuntimeProfile(
+        name="java-tomcat",
+        config_path="/etc/qcloud/sdk.config",
+        restart_command="systemctl restart tomcat",
+    ),
+    "dotnet-iis": RuntimeProfile(
+        name="dotnet-iis",
+        platform="windows",
+        config_path="C:\\qcloud\\sdk.config",
+        restart_command=f"powershell -NoProfile -NonInteractive -Command \"Restart-WebItem 'IIS:\\Sites\\{IIS_SITE}'\"",
+        user="Administrator",
+    ),
+}
+
+
+def runtime_profile(name: str, **overrides: object) -> RuntimeProfile:
+    """A built-in profile by name, with any field overridden (e.g. `config_path=...`)."""
+    try:
+        base = RUNTIME_PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown runtime profile {name!r}; known: {', '.join(RUNTIME_PROFILES)}") from None
+    return base.model_validate({**base.model_dump(), **overrides})
+
+
+class Change(BaseModel):
+    """One rewrite of one config key on one server: enough to report it and to undo it."""
+
+    host: str
+    port: int = 22
+    instance_id: str | None = None
+    path: str = Field(description="the file as SFTP names it")
+    key: str
+    before: str = Field(description="the key's value before")
+    after: str = Field(description="the key's value after")
+    changed: bool = Field(description="False: the value was already right, nothing was written")
+    applied: bool = Field(False, description="False for a dry run's plan")
+    backup_path: str | None = None
+    before_sha256: str = Field(description="of the whole file before")
+    after_sha256: str = Field(description="of the whole file after (equal to before when unchanged)")

@@ -1,0 +1,165 @@
+"""The guide's starting point (`POST /_sandbox/seed`, `tcscale sandbox seed`): real SDK, real SSH, real HTTP."""
+
+import json
+import socket
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paramiko
+import pytest
+from tencentcloud.cvm.v20170312 import cvm_client
+from tencentcloud.cvm.v20170312 import models as cvm_models
+from tencentcloud.vpc.v20170312 import models as vpc_models
+from tencentcloud.vpc.v20170312 import vpc_client
+from typer.testing import CliRunner
+
+from sandbox.cli import app as sandbox_cli
+
+DEADLINE = 20.0
+
+
+# ---- helpers shared with test_guests.py --------------------------------------------------------
+def poll(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
+    """Poll a real state until `check` returns something truthy (or fail after the deadline)."""
+    end = time.monotonic() + deadline
+    delay = 0.01
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def seed(sandbox: Any, tmp_path: Path) -> dict[str, Any]:
+    response = httpx.post(f"{sandbox.url}/_sandbox/seed", json={"key_file": str(tmp_path / "guide.pem")}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def ssh(sandbox: Any, seeded: dict[str, Any], tier: str) -> paramiko.SSHClient:
+    """Root on a seeded server, verifying its host key strictly against the admin API's known_hosts."""
+    target = seeded[f"{tier}_server"]
+    servers = sandbox.admin("GET", "servers")["servers"]
+    info = next(s for s in servers if s["instance_id"] == target["instance_id"])
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    for line in info["known_hosts"]:
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+        assert entry is not None
+        for name in entry.hostnames:
+            client.get_host_keys().add(name, entry.key.get_name(), entry.key)
+    port = seeded["ports"]["ssh"]
+    sock = socket.create_connection((target["private_ip"], port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # paramiko never sets it
+    key = paramiko.RSAKey.from_private_key_file(seeded["key_pair"]["private_key_file"])
+    client.connect(
+        target["private_ip"], port, "root", pkey=key, sock=sock, look_for_keys=False, allow_agent=False, timeout=10
+    )
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str) -> tuple[int, str]:
+    _, stdout, stderr = client.exec_command(command, timeout=30)
+    output = stdout.read().decode() + stderr.read().decode()
+    return stdout.channel.recv_exit_status(), output
+
+
+def from_address(source_ip: str) -> httpx.Client:
+    """An HTTP client whose connections leave from `source_ip` (a server's address: its groups' view)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=source_ip), timeout=10)
+
+
+# ---- tests ------------------------------------------------------------------------------------
+def test_seed_builds_the_guides_single_server_architecture(sandbox: Any, client: Any, tmp_path: Path) -> None:
+    seeded = seed(sandbox, tmp_path)
+    session, business = seeded["session_server"], seeded["business_server"]
+    assert seeded["created"] is True
+    assert (seeded["region"], seeded["zone"], seeded["project_id"]) == ("ap-guangzhou", "ap-guangzhou-3", 1001)
+    assert seeded["vpc"]["cidr_block"].startswith("127.")
+    assert session["private_ip"].startswith("127.") and business["private_ip"].startswith("127.")
+    port = seeded["ports"]["app"]
+    expected_url = f"http://{session['private_ip']}{'' if port == 80 else f':{port}'}/mina_auth/"
+    assert seeded["auth_server_url"] == session["auth_url"] == expected_url
+
+    key_file = Path(seeded["key_pair"]["private_key_file"])
+    assert key_file == tmp_path / "guide.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert "PRIVATE KEY" in key_file.read_text()
+    assert "PRIVATE KEY" not in json.dumps(seeded)
+
+    cvm = client(cvm_client.CvmClient)
+    request = cvm_models.DescribeInstancesRequest()
+    request.from_json_string(json.dumps({"Filters": [{"Name": "tag-key", "Values": ["tcscale:tier"]}]}))
+    found = {i.InstanceId: i for i in cvm.DescribeInstances(request).InstanceSet}
+    assert set(found) == {session["instance_id"], business["instance_id"]}
+    tiers = {i.InstanceId: {t.Key: t.Value for t in i.Tags}["tcscale:tier"] for i in found.values()}
+    assert tiers == {session["instance_id"]: "session", business["instance_id"]: "business"}
+    assert all(i.InstanceState == "RUNNING" for i in found.values())
+    assert found[business["instance_id"]].LoginSettings.KeyIds == [seeded["key_pair"]["key_id"]]
+
+    vpc = client(vpc_client.VpcClient)
+
+    def ingress(group_id: str) -> list[Any]:
+        request = vpc_models.DescribeSecurityGroupPoliciesRequest()
+        request.SecurityGroupId = group_id
+        return vpc.DescribeSecurityGroupPolicies(request).SecurityGroupPolicySet.Ingress
+
+    session_rules = {(r.Port, r.CidrBlock or r.SecurityGroupId) for r in ingress(seeded["security_groups"]["session"])}
+    ssh_port = str(seeded["ports"]["ssh"])
+    assert session_rules == {(str(port), seeded["security_groups"]["business"]), (ssh_port, "0.0.0.0/0")}
+    business_rules = {(r.Port, r.CidrBlock) for r in ingress(seeded["security_groups"]["business"])}
+    assert business_rules == {(str(port), "0.0.0.0/0"), (ssh_port, "0.0.0.0/0")}
+
+
+def test_ssh_into_the_business_server_and_read_sdk_config(sandbox: Any, tmp_path: Path) -> None:
+    seeded = seed(sandbox, tmp_path)
+    with ssh(sandbox, seeded, "business") as client:
+        code, output = run(client, f"cat {seeded['business_server']['sdk_config']}")
+        assert code == 0, output
+        config = json.loads(output)
+        assert config["authServerUrl"] == seeded["auth_server_url"]
+        assert set(config) >= {"serverHost", "authServerUrl", "tunnelServerUrl", "tunnelSignatureKey", "networkTimeout"}
+        code, output = run(client, f"cd {seeded['business_server']['app_dir']} && cat process.json")
+        assert code == 0 and json.loads(output)["name"] == "node-weapp-demo"
+
+
+def test_a_second_seed_answers_the_same_servers(sandbox: Any, tmp_path: Path) -> None:
+    first = seed(sandbox, tmp_path)
+    again = httpx.post(f"{sandbox.url}/_sandbox/seed", json={}, timeout=60)
+    assert again.status_code == 200, again.text
+    second = again.json()
+    assert second["created"] is False
+    for tier in ("session_server", "business_server"):
+        assert second[tier]["instance_id"] == first[tier]["instance_id"]
+    assert second["key_pair"] == first["key_pair"]
+
+
+def test_seed_refuses_a_bad_request_clearly(sandbox: Any, tmp_path: Path) -> None:
+    response = httpx.post(f"{sandbox.url}/_sandbox/seed", json={"vpc_cidr": "10.0.0.0/16"}, timeout=60)
+    assert response.status_code == 400
+    assert "127.0.0.0/8" in response.json()["error"]
+
+
+def test_cli_seed_prints_the_description(sandbox: Any, tmp_path: Path) -> None:
+    key_file = tmp_path / "cli.pem"
+    result = CliRunner().invoke(sandbox_cli, ["seed", "--endpoint", sandbox.url, "--key-file", str(key_file)])
+    assert result.exit_code == 0, result.output
+    described = json.loads(result.output)
+    assert described["key_pair"]["private_key_file"] == str(key_file)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    health = httpx.get(described["business_server"]["health_url"], timeout=10)
+    assert health.status_code == 200 and health.json()["auth"]["reachable"] is True
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:1"])
+def test_cli_seed_says_when_the_sandbox_is_unreachable(endpoint: str) -> None:
+    result = CliRunner().invoke(sandbox_cli, ["seed", "--endpoint", endpoint])
+    assert result.exit_code == 1
+    assert "cannot reach" in result.output

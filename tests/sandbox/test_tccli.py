@@ -1,0 +1,104 @@
+"""Tencent's own CLI, tccli, completes issue 2's scenario against the sandbox.
+
+tccli (with the full SDK, ~350 MB) is no project dependency: this suite installs it aside into
+~/.cache/tcscale/tccli-venv when asked (`TCSCALE_TEST_TCCLI=1 uv run pytest -m tccli`).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [
+    pytest.mark.tccli,
+    pytest.mark.skipif(os.environ.get("TCSCALE_TEST_TCCLI") != "1", reason="set TCSCALE_TEST_TCCLI=1 to run"),
+]
+
+VENV = Path.home() / ".cache" / "tcscale" / "tccli-venv"
+
+
+@pytest.fixture(scope="module")
+def tccli_path() -> Path:
+    binary = VENV / "bin" / "tccli"
+    if not binary.exists():
+        uv = shutil.which("uv") or "uv"
+        subprocess.run([uv, "venv", "-q", str(VENV)], check=True)
+        subprocess.run([uv, "pip", "install", "-q", "--python", str(VENV / "bin" / "python"), "tccli"], check=True)
+    return binary
+
+
+@pytest.fixture
+def tccli(tccli_path: Path, sandbox):
+    config = sandbox.cloud.config
+    env = {**os.environ, "TENCENTCLOUD_SECRET_ID": config.secret_id, "TENCENTCLOUD_SECRET_KEY": config.secret_key}
+
+    def run(service: str, action: str, **params: Any) -> dict[str, Any]:
+        args = [str(tccli_path), service, action, "--region", "ap-guangzhou", "--endpoint", sandbox.url]
+        for name, value in params.items():
+            args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)
+
+    return run
+
+
+def poll(read, done, timeout: float = 20.0):
+    deadline, delay = time.monotonic() + timeout, 0.05
+    while not done(value := read()):
+        assert time.monotonic() < deadline, value
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    return value
+
+
+def test_tccli_scenario(tccli):
+    key_id = tccli("cvm", "CreateKeyPair", KeyName="cli", ProjectId=0)["KeyPair"]["KeyId"]
+    run = {
+        "Placement": {"Zone": "ap-guangzhou-3", "ProjectId": 0},
+        "ImageId": "img-l8og963d",
+        "LoginSettings": {"KeyIds": [key_id]},
+    }
+    (source,) = tccli("cvm", "RunInstances", **run, ClientToken="cli-source")["InstanceIdSet"]
+    states = lambda ids: [i["InstanceState"] for i in tccli("cvm", "DescribeInstances", InstanceIds=ids)["InstanceSet"]]  # noqa: E731
+    poll(lambda: states([source]), lambda s: s == ["RUNNING"])
+
+    image_id = tccli("cvm", "CreateImage", InstanceId=source, ImageName="cli-image")["ImageId"]
+    poll(
+        lambda: tccli("cvm", "DescribeImages", ImageIds=[image_id])["ImageSet"][0]["ImageState"],
+        lambda s: s == "NORMAL",
+    )
+
+    scale = {**run, "ImageId": image_id, "InstanceCount": 3, "ClientToken": "cli-scale-out"}
+    ids = tccli("cvm", "RunInstances", **scale)["InstanceIdSet"]
+    assert tccli("cvm", "RunInstances", **scale)["InstanceIdSet"] == ids
+    poll(lambda: states(ids), lambda s: s == ["RUNNING"] * 3)
+    page = tccli("cvm", "DescribeInstances", Filters=[{"Name": "image-id", "Values": [image_id]}], Limit=2, Offset=2)
+    assert page["TotalCount"] == 3 and len(page["InstanceSet"]) == 1
+
+    instance = tccli("cvm", "DescribeInstances", InstanceIds=[source])["InstanceSet"][0]
+    network = instance["VirtualPrivateCloud"]
+    created = tccli(
+        "clb", "CreateLoadBalancer", LoadBalancerType="INTERNAL", VpcId=network["VpcId"], SubnetId=network["SubnetId"]
+    )
+    poll(lambda: tccli("clb", "DescribeTaskStatus", DealName=created["DealName"])["Status"], lambda s: s == 0)
+    (lb_id,) = created["LoadBalancerIds"]
+    listener = tccli("clb", "CreateListener", LoadBalancerId=lb_id, Ports=[80], Protocol="TCP")
+    poll(lambda: tccli("clb", "DescribeTaskStatus", TaskId=listener["RequestId"])["Status"], lambda s: s == 0)
+    targets = [{"InstanceId": i, "Port": 80} for i in [source, *ids]]
+    registered = tccli(
+        "clb", "RegisterTargets", LoadBalancerId=lb_id, ListenerId=listener["ListenerIds"][0], Targets=targets
+    )
+    poll(lambda: tccli("clb", "DescribeTaskStatus", TaskId=registered["RequestId"])["Status"], lambda s: s == 0)
+
+    vip = tccli("clb", "DescribeLoadBalancers", LoadBalancerIds=[lb_id])["LoadBalancerSet"][0]["LoadBalancerVips"][0]
+    group = instance["SecurityGroupIds"][0]
+    rule = {"Ingress": [{"Protocol": "TCP", "Port": "80", "CidrBlock": f"{vip}/32", "Action": "ACCEPT"}]}
+    tccli("vpc", "CreateSecurityGroupPolicies", SecurityGroupId=group, SecurityGroupPolicySet=rule)
+    policies = tccli("vpc", "DescribeSecurityGroupPolicies", SecurityGroupId=group)["SecurityGroupPolicySet"]
+    assert any(p.get("CidrBlock") == f"{vip}/32" for p in policies["Ingress"])
