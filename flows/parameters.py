@@ -80,11 +80,9 @@ class TierParameters(BaseModel):
     dry_run: bool = Field(False, description="check everything and record the plan; change nothing")
 
 
-class SessionTierParameters(TierParameters):
-    source: ServerSelector = Field(
-        default_factory=lambda: ServerSelector(tag_key="tcscale:tier", tag_value="session"),
-        description="the session (auth) server to image",
-    )
+class BusinessServersAccess(BaseModel):
+    """Which business servers carry `authServerUrl`, and how their app reads it and restarts."""
+
     business_servers: ServerSelector = Field(
         default_factory=lambda: ServerSelector(tag_key="tcscale:tier", tag_value="business"),
         description="business servers whose sdk.config gets the new authServerUrl (RUNNING ones)",
@@ -98,6 +96,13 @@ class SessionTierParameters(TierParameters):
     def runtime_profile(self) -> RuntimeProfile:
         overrides = {"config_path": self.config_path, "restart_command": self.restart_command}
         return runtime_profile(self.runtime, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class SessionTierParameters(BusinessServersAccess, TierParameters):
+    source: ServerSelector = Field(
+        default_factory=lambda: ServerSelector(tag_key="tcscale:tier", tag_value="session"),
+        description="the session (auth) server to image",
+    )
 
 
 class BusinessTierParameters(TierParameters):
@@ -114,3 +119,14 @@ class ClusterParameters(BaseModel):
     session: SessionTierParameters = Field(default_factory=SessionTierParameters)
     business: BusinessTierParameters = Field(default_factory=BusinessTierParameters)
     dry_run: bool = Field(False, description="check everything and record the plan of both tiers; change nothing")
+
+
+class CleanupParameters(BusinessServersAccess):
+    run_key: str = Field(
+        pattern=r"^[a-z0-9-]{1,36}$", description="the run whose resources to remove (its flow run id)"
+    )
+    region: str = "ap-guangzhou"
+    restore_configs: bool = Field(True, description="put back the business servers' sdk.config from the run's backup")
+    ssh: SshSettings = Field(default_factory=SshSettings)
+    timeout: float = Field(600, gt=0, description="deadline of each wait, seconds")
+    dry_run: bool = Field(False, description="list what would be removed; change nothing")

@@ -127,11 +127,13 @@ def _scale_out_session(
     profile = params.runtime_profile()
     canary, rest = business[0], business[1:]
     with record.step(f"canary: repoint business server {canary.instance_id} and restart it"):
-        record.changes.append(repoint(canary, params.ssh, profile, new_url))
+        record.changes.append(repoint(canary, params.ssh, profile, new_url, record.run_key))
         _verify_business(record, params, [canary], new_url)
     if rest:
         with record.step(f"repoint the other {len(rest)} business server(s) and restart them"):
-            futures = repoint.map(rest, unmapped(params.ssh), unmapped(profile), unmapped(new_url))
+            futures = repoint.map(
+                rest, unmapped(params.ssh), unmapped(profile), unmapped(new_url), unmapped(record.run_key)
+            )
             record.changes += [f.result() for f in futures]
             _verify_business(record, params, rest, new_url)
     record.servers = _server_rows(plan.source, launched.servers, balanced, "session")

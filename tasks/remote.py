@@ -346,8 +346,22 @@ def _write_new(sftp: paramiko.SFTPClient, path: str, data: bytes, mode: int | No
         sftp.chmod(path, stat.S_IMODE(mode))
 
 
-def _unique(path: str, suffix: str) -> str:
-    return f"{path}.tcscale-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.{suffix}"
+def _unique(path: str, suffix: str, tag: str = "") -> str:
+    """`<path>.tcscale-[<tag>-]<UTC time>-<random>.<suffix>`: sorts by time within a tag."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"{path}.tcscale-{tag + '-' if tag else ''}{stamp}-{uuid.uuid4().hex[:8]}.{suffix}"
+
+
+def backups(conn: Connection, path: str, tag: str, timeout: float = 30.0) -> list[str]:
+    """The backups `rewrite_sdk_config(..., backup_tag=tag)` left of `path`, oldest first."""
+    remote_path = sftp_path(path)
+    folder, _, name = remote_path.rpartition("/")
+    prefix = f"{name}.tcscale-{tag}-"
+    try:
+        entries = _sftp(conn, timeout).listdir(folder or "/")
+    except (OSError, paramiko.SSHException) as exc:
+        raise RemoteError(_where(conn), f"cannot list {folder}: {exc}") from None
+    return [f"{folder}/{e}" for e in sorted(e for e in entries if e.startswith(prefix) and e.endswith(".bak"))]
 
 
 def _replace(conn: Connection, path: str, data: bytes, mode: int | None, timeout: float) -> None:
@@ -378,8 +392,11 @@ def rewrite_sdk_config(
     instance_id: str | None = None,
     dry_run: bool = False,
     timeout: float = 30.0,
+    backup_tag: str = "",
 ) -> Change:
     """Set top-level string `key` of the JSON file `path` to `value`, changing only that value's bytes.
+
+    `backup_tag` (the run key) goes into the backup's name, so `cleanup-run` can find it later.
 
     read -> validate JSON -> skip if unchanged -> unique backup -> temp file -> posix_rename -> read back.
     A file that is not valid JSON is refused (`sdkconfig.SdkConfigError`, naming the file and the error).
@@ -405,7 +422,7 @@ def rewrite_sdk_config(
     sftp = _sftp(conn, timeout)
     try:
         mode = sftp.stat(remote_path).st_mode
-        backup = _unique(remote_path, "bak")
+        backup = _unique(remote_path, "bak", backup_tag)
         _write_new(sftp, backup, original, mode)
     except (OSError, paramiko.SSHException) as exc:
         raise RemoteError(_where(conn), f"cannot back up {path}: {exc}") from None
@@ -436,4 +453,19 @@ def restore(conn: Connection, change: Change, force: bool = False, timeout: floa
         mode = None
     _replace(conn, change.path, original, mode, timeout)
     log.info("%s: restored %s from %s", _where(conn), change.path, change.backup_path)
+    return True
+
+
+def restore_from_backup(conn: Connection, path: str, backup_path: str, timeout: float = 30.0) -> bool:
+    """Put `path` back as `backup_path` holds it (for a run killed before its rollback); False if already so."""
+    remote_path = sftp_path(path)
+    original = read_file(conn, backup_path, timeout)
+    if read_file(conn, remote_path, timeout) == original:
+        return False
+    try:
+        mode = _sftp(conn, timeout).stat(remote_path).st_mode
+    except (OSError, paramiko.SSHException):
+        mode = None
+    _replace(conn, remote_path, original, mode, timeout)
+    log.info("%s: restored %s from %s", _where(conn), remote_path, backup_path)
     return True

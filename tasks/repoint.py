@@ -42,12 +42,12 @@ def plan_config_change(server: Server, ssh: SshSettings, profile: RuntimeProfile
 
 
 @task(name="repoint-business-server", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def repoint(server: Server, ssh: SshSettings, profile: RuntimeProfile, auth_url: str) -> Change:
-    """Rewrite authServerUrl and restart the app with the runtime profile's command."""
+def repoint(server: Server, ssh: SshSettings, profile: RuntimeProfile, auth_url: str, run_key: str) -> Change:
+    """Rewrite authServerUrl (backup named after the run) and restart the app with the runtime profile's command."""
     with remote.session(_host(server), ssh, profile, server.instance_id) as conn:
         change = remote.rewrite_sdk_config(
             conn, profile.config_path, AUTH_KEY, auth_url, profile.config_encoding, server.instance_id,
-            timeout=ssh.io_timeout,
+            timeout=ssh.io_timeout, backup_tag=run_key,
         )  # fmt: skip
         remember(server=server, ssh=ssh, profile=profile, change=change)
         try:

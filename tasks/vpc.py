@@ -78,3 +78,31 @@ def revoke(region: str, rule: IngressRule) -> bool:
         {"SecurityGroupId": rule.security_group_id, "SecurityGroupPolicySet": {"Ingress": [rule.api()]}},
     )
     return True
+
+
+def security_group_ids(region: str) -> list[str]:
+    vpc_client, ids, offset = clients_for(region).vpc, [], 0
+    while True:
+        answer = call_json(vpc_client, "DescribeSecurityGroups", {"Offset": str(offset), "Limit": "100"})
+        ids += [g["SecurityGroupId"] for g in answer["SecurityGroupSet"]]
+        offset += len(answer["SecurityGroupSet"])
+        if not answer["SecurityGroupSet"] or offset >= answer["TotalCount"]:
+            return ids
+
+
+def rules_described(region: str, marker: str) -> list[IngressRule]:
+    """Every ingress ACCEPT rule whose description contains `marker` (how a run marks the rules it adds)."""
+    found = []
+    for group in security_group_ids(region):
+        for policy in ingress_policies(region, group):
+            if marker in (policy.get("PolicyDescription") or ""):
+                found.append(
+                    IngressRule(
+                        security_group_id=group,
+                        cidr_block=policy.get("CidrBlock") or "",
+                        port=str(policy.get("Port")),
+                        protocol=str(policy.get("Protocol")).upper(),
+                        description=policy.get("PolicyDescription") or "",
+                    )
+                )
+    return found
