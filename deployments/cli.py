@@ -1,6 +1,13 @@
 """`tcscale`: the operator's command line."""
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from pydantic import BaseModel, ValidationError
 
 from sandbox.cli import app as sandbox_app
 
@@ -10,3 +17,71 @@ app = typer.Typer(
 )
 # The local Tencent Cloud ships with the tool so that anyone can try the whole job on a laptop.
 app.add_typer(sandbox_app, name="sandbox")
+
+
+def flows() -> dict[str, tuple[Any, type[BaseModel]]]:
+    """Every flow `tcscale run` can start: name (as in the Prefect UI) -> (flow, its parameter model)."""
+    from flows.cleanup import cleanup_run
+    from flows.parameters import BusinessTierParameters, CleanupParameters, ClusterParameters, SessionTierParameters
+    from flows.scale_out import scale_out_business_tier, scale_out_cluster, scale_out_session_tier
+
+    return {
+        "scale-out-session-tier": (scale_out_session_tier, SessionTierParameters),
+        "scale-out-business-tier": (scale_out_business_tier, BusinessTierParameters),
+        "scale-out-cluster": (scale_out_cluster, ClusterParameters),
+        "cleanup-run": (cleanup_run, CleanupParameters),
+    }
+
+
+@app.command()
+def demo(
+    count: Annotated[int, typer.Option(min=1, max=20, help="servers to add to each tier")] = 2,
+    workdir: Annotated[Path | None, typer.Option(help="where the sandbox and Prefect keep state")] = None,
+) -> None:
+    """The main job on a laptop: scale the guide's single servers to two clusters in the embedded sandbox."""
+    from deployments.demo import run_demo
+
+    if not run_demo(count, workdir):
+        typer.echo("demo: a verification failed", err=True)
+        raise typer.Exit(1)
+    typer.echo("demo: every verification passed")
+
+
+def _set(tree: dict[str, Any], dotted: str, raw: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for name in parents:
+        tree = tree.setdefault(name, {})
+    try:
+        tree[leaf] = json.loads(raw)  # numbers, booleans, lists, objects
+    except ValueError:
+        tree[leaf] = raw  # a plain string
+
+
+@app.command()
+def run(
+    flow: Annotated[
+        str, typer.Argument(help="scale-out-session-tier, scale-out-business-tier, scale-out-cluster, cleanup-run")
+    ],
+    params_file: Annotated[Path | None, typer.Option("--params", help="JSON file of the flow's parameters")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="dotted.name=value, repeatable")] = None,
+) -> None:
+    """Run a flow against whatever cloud is configured (TCSCALE_* environment, see README)."""
+    known = flows()
+    if flow not in known:
+        raise typer.BadParameter(f"unknown flow {flow!r}; one of: {', '.join(known)}")
+    function, model = known[flow]
+    values: dict[str, Any] = json.loads(params_file.read_text()) if params_file else {}
+    for item in param or []:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--param {item!r}: expected dotted.name=value")
+        _set(values, name, raw)
+    try:
+        params = model.model_validate(values)
+    except ValidationError as error:
+        typer.echo(f"invalid parameters for {flow}:\n{error}", err=True)
+        raise typer.Exit(2) from None
+    result = function(params)
+    outcomes = result if isinstance(result, list) else [result]
+    for outcome in outcomes:
+        typer.echo(getattr(outcome, "report", "") or outcome.model_dump_json(indent=2))
