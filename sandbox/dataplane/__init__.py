@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import shutil
+import socket
 import tempfile
 import weakref
 from pathlib import Path
