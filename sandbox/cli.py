@@ -26,6 +26,9 @@ def serve(
     profile: Annotated[str, typer.Option(help="latency profile: instant or realistic")] = "instant",
     time_scale: Annotated[float, typer.Option(help="multiplies realistic latencies")] = 1.0,
     rate_limit: Annotated[int, typer.Option(help="requests/s per action (0: unlimited)")] = 20,
+    ssh_port: Annotated[int | None, typer.Option(help="servers' SSH port (default 22 if bindable, else 2222)")] = None,
+    app_port: Annotated[int | None, typer.Option(help="apps' HTTP port (default 80 if bindable, else 8080)")] = None,
+    dataplane: Annotated[bool, typer.Option(help="run real servers and load balancers")] = True,
 ) -> None:
     """Serve the Tencent Cloud API (cvm, vpc, clb) and the /_sandbox/ admin API."""
     from sandbox.server import serve as run
@@ -39,6 +42,9 @@ def serve(
         secret_id=secret_id,
         secret_key=secret_key,
         rate_limit=rate_limit,
+        ssh_port=ssh_port,
+        app_port=app_port,
+        dataplane=dataplane,
         clock=ClockSettings(profile=profile, time_scale=time_scale),  # type: ignore[arg-type]
     )
     typer.echo(f"sandbox: Tencent Cloud API on http://{host}:{port} (profile {profile}, SecretId {secret_id})")
