@@ -20,3 +20,5 @@ bench: uv
 	$(UV) sync --frozen --quiet
 	$(UV) run python -m bench.api
 	$(UV) run python -m bench.dataplane
+	$(UV) run python -m bench.scale_out
+	$(UV) run python -m bench.rewrite

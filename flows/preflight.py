@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from flows.parameters import LoadBalancerOptions, ServerSelector, TierParameters
 from tasks.clb import LoadBalancer, describe_load_balancer
-from tasks.cloud import CloudError, call_json, clients_for
+from tasks.cloud import CloudError, call_json, clients_for, is_retryable, retrying
 from tasks.cvm import Server, describe_servers, find_images, tag_filters
 
 
@@ -121,6 +121,8 @@ def check_launch(source: Server, params: TierParameters, instance_type: str, pro
     try:
         call_json(clients_for(source.region).cvm, "RunInstances", request)
     except CloudError as error:
+        if is_retryable(error):
+            raise  # throttled: the task's retry asks again, it is no finding about the launch
         if error.code != "DryRunOperation":
             problems.append(
                 f"launching {params.count} x {instance_type} in {source.zone} would fail: {error.code}: {error.message}"
@@ -138,6 +140,7 @@ def check_image_name(source: Server, name: str, reuse: bool, run_tag: dict[str, 
 
 
 @task(name="preflight", cache_policy=NO_CACHE)
+@retrying()  # throttled describes; a PreflightFailed is never retried
 def preflight_tier(
     params: TierParameters, tier: str, lb_type: str, image_name: str, run_tag: dict[str, str]
 ) -> TierPlan:

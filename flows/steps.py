@@ -121,7 +121,7 @@ def put_behind_load_balancer(
     clb_type: str,
     tags: dict[str, str],
 ) -> Balanced:
-    """Guide step 3: a CLB (created or given), its TCP listener, the servers bound, the VIP let through."""
+    """Guide step 3: a CLB (created or given), its TCP listener, the VIP let through, the servers bound."""
     source, options, timeouts = plan.source, params.load_balancer, params.timeouts
     key, tier = record.run_key, record.tier
     with record.step(f"{'use' if plan.load_balancer else 'create'} the {clb_type} load balancer"):
@@ -159,15 +159,8 @@ def put_behind_load_balancer(
     to_bind, skipped = bindable(servers)
     for instance_id, why in skipped.items():
         record.plan.append(f"not bound: {instance_id}, because {why}")
-    with record.step(f"bind {len(to_bind)} server(s) to {balancer.load_balancer_id}"):
-        clb.register_targets(
-            source.region,
-            balancer.load_balancer_id,
-            listener.listener_id,
-            [s.instance_id for s in to_bind],
-            options.backend_port,
-            timeouts.clb,
-        )
+    # The VIP is let in before the servers are bound: the CLB's first health checks then pass at once
+    # instead of failing and needing `healthy_threshold` good intervals.
     with record.step(f"let the VIP {balancer.vip} through the servers' security groups"):
         for group in sorted({g for s in to_bind for g in s.security_group_ids}):
             rule = vpc.IngressRule(
@@ -178,6 +171,15 @@ def put_behind_load_balancer(
             )
             added = vpc.admit(source.region, rule)
             record.add("security-group", group, created=added, detail=f"ingress TCP {rule.port} from {rule.cidr_block}")
+    with record.step(f"bind {len(to_bind)} server(s) to {balancer.load_balancer_id}"):
+        clb.register_targets(
+            source.region,
+            balancer.load_balancer_id,
+            listener.listener_id,
+            [s.instance_id for s in to_bind],
+            options.backend_port,
+            timeouts.clb,
+        )
     with record.step("wait until every bound server is healthy behind the CLB"):
         clb.wait_targets_healthy(
             source.region,
@@ -214,6 +216,6 @@ def plan_tier(record: RunRecord, params: TierParameters, plan: TierPlan, clb_typ
         if lb
         else f"create {kind} CLB {options.name or f'tcscale-{record.tier}'} in {source.vpc_id}",
         f"TCP listener {options.listener_port} -> backend port {options.backend_port}",
-        f"bind {source.instance_id} and the {params.count} new servers",
         f"admit the VIP on TCP {options.backend_port} in {groups}",
+        f"bind {source.instance_id} and the {params.count} new servers",
     ]

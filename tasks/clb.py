@@ -7,6 +7,7 @@ here in-process, and retried with backoff across processes.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from typing import Any, Literal
@@ -15,10 +16,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks.cloud import call_json, clients_for, retry_options
+from tasks.cloud import call_json, clients_for, retrying
 from tasks.transactions import recalled, remember
 from tasks.waiters import wait_until
 
+log = logging.getLogger("tcscale.clb")
+CLEANUP_TIMEOUT = 60.0  # seconds a failed creation waits for its own deletion, even when the run's timeout is short
 _write_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
@@ -121,7 +124,8 @@ def wait_clb_task(region: str, timeout: float, poll: float = 1.0, task_id: str =
     )
 
 
-@task(name="create-load-balancer", cache_policy=NO_CACHE, **retry_options())
+@task(name="create-load-balancer", cache_policy=NO_CACHE)
+@retrying()
 def create_load_balancer(
     region: str,
     name: str,
@@ -146,11 +150,23 @@ def create_load_balancer(
         request["SubnetId"] = subnet_id
     created = call_json(clients_for(region).clb, "CreateLoadBalancer", request)
     remember(region=region, load_balancer_id=created["LoadBalancerIds"][0], timeout=timeout)
-    wait_clb_task(region, timeout, deal_name=created["DealName"])
+    try:
+        wait_clb_task(region, timeout, deal_name=created["DealName"])
+    except Exception:
+        # A failed task stages no rollback hook: delete the load balancer this call made, then fail.
+        _delete_quietly(region, created["LoadBalancerIds"][0], max(timeout, CLEANUP_TIMEOUT))
+        raise
     balancer = describe_load_balancer(region, created["LoadBalancerIds"][0])
     if balancer is None:
         raise TaskFailed(f"load balancer {created['LoadBalancerIds'][0]} vanished after its creation succeeded")
     return balancer
+
+
+def _delete_quietly(region: str, load_balancer_id: str, timeout: float) -> None:
+    try:
+        delete_load_balancer.fn(region, load_balancer_id, timeout)
+    except Exception as error:
+        log.error("could not delete load balancer %s after its creation failed: %s", load_balancer_id, error)
 
 
 def _write(region: str, load_balancer_id: str, action: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -166,7 +182,8 @@ def listeners(region: str, load_balancer_id: str) -> list[dict[str, Any]]:
     return answer["Listeners"]
 
 
-@task(name="ensure-tcp-listener", cache_policy=NO_CACHE, **retry_options())
+@task(name="ensure-tcp-listener", cache_policy=NO_CACHE)
+@retrying()
 def ensure_tcp_listener(
     region: str, load_balancer_id: str, port: int, name: str, health: HealthCheckSpec, health_path: str, timeout: float
 ) -> Listener:
@@ -194,7 +211,8 @@ def registered_targets(region: str, load_balancer_id: str, listener_id: str) -> 
     return {t["InstanceId"]: t["Port"] for item in answer["Listeners"] for t in item.get("Targets") or []}
 
 
-@task(name="register-targets", cache_policy=NO_CACHE, **retry_options())
+@task(name="register-targets", cache_policy=NO_CACHE)
+@retrying()
 def register_targets(
     region: str, load_balancer_id: str, listener_id: str, instance_ids: list[str], port: int, timeout: float
 ) -> list[str]:
@@ -208,7 +226,8 @@ def register_targets(
     return new
 
 
-@task(name="deregister-targets", cache_policy=NO_CACHE, **retry_options())
+@task(name="deregister-targets", cache_policy=NO_CACHE)
+@retrying()
 def deregister_targets(
     region: str, load_balancer_id: str, listener_id: str, instance_ids: list[str], timeout: float
 ) -> list[str]:
@@ -250,7 +269,8 @@ def wait_targets_healthy(
     )
 
 
-@task(name="delete-listener", cache_policy=NO_CACHE, **retry_options())
+@task(name="delete-listener", cache_policy=NO_CACHE)
+@retrying()
 def delete_listener(region: str, load_balancer_id: str, listener_id: str, timeout: float) -> bool:
     if not any(item["ListenerId"] == listener_id for item in listeners(region, load_balancer_id)):
         return False
@@ -258,7 +278,8 @@ def delete_listener(region: str, load_balancer_id: str, listener_id: str, timeou
     return True
 
 
-@task(name="delete-load-balancer", cache_policy=NO_CACHE, **retry_options())
+@task(name="delete-load-balancer", cache_policy=NO_CACHE)
+@retrying()
 def delete_load_balancer(region: str, load_balancer_id: str, timeout: float) -> bool:
     if describe_load_balancer(region, load_balancer_id) is None:
         return False

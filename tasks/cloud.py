@@ -8,9 +8,11 @@ decides whether a retry can help (DESIGN.md §3, after Terraform's Tencent provi
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
+import logging
 import random
 import threading
 import time
@@ -349,3 +351,49 @@ def call_with_retry(
                 raise
             sleep(jittered(min(cap, first * 2**attempt)))
     raise AssertionError("unreachable")
+
+
+def retrying(
+    attempts: int = 6,
+    first: float = 1.0,
+    cap: float = 30.0,
+    retry_if: Callable[[BaseException], bool] = is_retryable,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
+    """Decorator: re-run the whole function (its find-before-create included) on errors `retry_if` accepts.
+
+    Why not Prefect's task `retries`: in Prefect 3.8 a failed attempt of a task inside
+    `with transaction():` rolls back the WHOLE enclosing transaction before the retry starts (the
+    task's own transaction exits with the error and `reset()` rolls its parent back), so the retry
+    then runs against resources already deleted. Put it under `@task`: `@task(...)` / `@retrying()` / def.
+    """
+
+    def decorate(fn: Callable[..., _T]) -> Callable[..., _T]:
+        @functools.wraps(fn)
+        def attempt(*args: Any, **kwargs: Any) -> _T:
+            for number in range(1, attempts + 1):
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:
+                    if number == attempts or not retry_if(exc):
+                        raise
+                    delay = jittered(min(cap, first * 2 ** (number - 1)))
+                    _retry_logger().warning(
+                        "%s failed (%s), attempt %d/%d; retrying in %.1fs", fn.__name__, exc, number, attempts, delay
+                    )
+                    sleep(delay)
+            raise AssertionError("unreachable")
+
+        return attempt
+
+    return decorate
+
+
+def _retry_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("tcscale.retry")

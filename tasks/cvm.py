@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks.cloud import call_json, clients_for, retry_options
+from tasks.cloud import call_json, clients_for, retrying
 from tasks.transactions import recalled, remember
 from tasks.waiters import wait_all, wait_until
 
@@ -148,7 +148,8 @@ def find_images(region: str, name: str) -> list[Image]:
     ]
 
 
-@task(name="create-image", cache_policy=NO_CACHE, **retry_options())
+@task(name="create-image", cache_policy=NO_CACHE)
+@retrying()
 def create_image(source: Server, name: str, tags: dict[str, str], reuse: bool, dry_run: bool = False) -> Image:
     """Image the source server, or adopt an image of that name: this run's own (a re-run), or with `reuse`."""
     for image in find_images(source.region, name):
@@ -201,7 +202,8 @@ def wait_image_normal(region: str, image: Image, timeout: float, poll: float = 2
     return image.model_copy(update={"state": state["ImageState"]})
 
 
-@task(name="run-servers", cache_policy=NO_CACHE, **retry_options())
+@task(name="run-servers", cache_policy=NO_CACHE)
+@retrying()
 def run_servers(
     source: Server,
     image_id: str,
@@ -265,7 +267,8 @@ def wait_servers_running(region: str, instance_ids: list[str], timeout: float, p
     return [done[i] for i in instance_ids]
 
 
-@task(name="terminate-servers", cache_policy=NO_CACHE, **retry_options())
+@task(name="terminate-servers", cache_policy=NO_CACHE)
+@retrying()
 def terminate_servers(region: str, instance_ids: list[str]) -> list[str]:
     """Terminate servers (ignoring ones already gone); returns the ids it asked to terminate."""
     alive = [s.instance_id for s in describe_servers(region, instance_ids) if s.state not in ("TERMINATING",)]
@@ -274,7 +277,8 @@ def terminate_servers(region: str, instance_ids: list[str]) -> list[str]:
     return alive
 
 
-@task(name="delete-image", cache_policy=NO_CACHE, **retry_options())
+@task(name="delete-image", cache_policy=NO_CACHE)
+@retrying()
 def delete_image(region: str, image_id: str) -> bool:
     if not call_json(clients_for(region).cvm, "DescribeImages", {"ImageIds": [image_id]})["ImageSet"]:
         return False

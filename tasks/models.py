@@ -31,6 +31,9 @@ class SshSettings(BaseModel):
     password: SecretStr | None = Field(
         None, exclude=True, description="password login (Windows servers, which take no key pair); never stored"
     )
+    password_secret_block: str | None = Field(
+        None, description="name of a Prefect Secret block holding the login password (used when no key is given)"
+    )
     host_key_policy: HostKeyPolicy = HostKeyPolicy.strict
     known_hosts: list[str] = Field(default_factory=list, description="known_hosts lines (`[ip]:port type base64`)")
     known_hosts_file: Path | None = Field(None, description="a known_hosts file, read in addition to the lines")

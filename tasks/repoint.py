@@ -7,15 +7,20 @@ restores the file from that backup and restarts the app again, so a failed run l
 
 from __future__ import annotations
 
+import logging
+
+from fabric import Connection
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import remote
+from tasks.cloud import retrying
 from tasks.cvm import Server
 from tasks.models import Change, RuntimeProfile, SshSettings
 from tasks.transactions import recalled, remember
 
 AUTH_KEY = "authServerUrl"
+log = logging.getLogger("tcscale.repoint")
 
 
 def _host(server: Server) -> str:
@@ -41,7 +46,8 @@ def plan_config_change(server: Server, ssh: SshSettings, profile: RuntimeProfile
         )
 
 
-@task(name="repoint-business-server", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(name="repoint-business-server", cache_policy=NO_CACHE)
+@retrying(attempts=2, first=2.0, retry_if=remote.connection_trouble)  # not Prefect retries: see `retrying`
 def repoint(server: Server, ssh: SshSettings, profile: RuntimeProfile, auth_url: str, run_key: str) -> Change:
     """Rewrite authServerUrl (backup named after the run) and restart the app with the runtime profile's command."""
     with remote.session(_host(server), ssh, profile, server.instance_id) as conn:
@@ -54,10 +60,25 @@ def repoint(server: Server, ssh: SshSettings, profile: RuntimeProfile, auth_url:
             remote.restart(conn, profile, timeout=ssh.command_timeout)
         except Exception:
             # A failed task gets no rollback hook: put this server back now, then fail.
-            if remote.restore(conn, change, timeout=ssh.io_timeout):
-                remote.restart(conn, profile, timeout=ssh.command_timeout)
+            _put_back(conn, server, ssh, profile, change)
             raise
     return change
+
+
+def _put_back(conn: Connection, server: Server, ssh: SshSettings, profile: RuntimeProfile, change: Change) -> None:
+    """Restore the file and restart, over `conn`, or over a new connection when that one broke; never raises."""
+    try:
+        if remote.restore(conn, change, timeout=ssh.io_timeout):
+            remote.restart(conn, profile, timeout=ssh.command_timeout)
+        return
+    except Exception as error:
+        if not remote.connection_trouble(error):
+            log.error("%s: could not put %s back: %s", server.instance_id, change.path, error)
+            return
+    try:
+        restore(server, ssh, profile, change)
+    except Exception as error:
+        log.error("%s: could not put %s back over a new connection: %s", server.instance_id, change.path, error)
 
 
 @repoint.on_rollback

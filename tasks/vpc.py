@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.cloud import call_json, clients_for, retry_options
+from tasks.cloud import call_json, clients_for, retrying
 from tasks.transactions import recalled, remember
 
 
@@ -46,7 +46,8 @@ def has_rule(region: str, rule: IngressRule) -> bool:
     return any(rule.same_as(p) for p in ingress_policies(region, rule.security_group_id))
 
 
-@task(name="admit-ingress", cache_policy=NO_CACHE, **retry_options())
+@task(name="admit-ingress", cache_policy=NO_CACHE)
+@retrying()
 def admit(region: str, rule: IngressRule) -> bool:
     """Add the ACCEPT rule unless an identical one exists; True when this call added it."""
     if has_rule(region, rule):
@@ -67,7 +68,8 @@ def _revoke_admitted(txn) -> None:  # type: ignore[no-untyped-def]
         revoke.fn(region, rule)
 
 
-@task(name="revoke-ingress", cache_policy=NO_CACHE, **retry_options())
+@task(name="revoke-ingress", cache_policy=NO_CACHE)
+@retrying()
 def revoke(region: str, rule: IngressRule) -> bool:
     """Remove exactly this rule (by its identity, not by index: indexes shift); True when it was there."""
     if not has_rule(region, rule):

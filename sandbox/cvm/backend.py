@@ -8,9 +8,16 @@ Events (`cloud.events`): `instance.state(instance)` after every instance state c
 launch, RUNNING, LAUNCH_FAILED, STOPPING, STOPPED, STARTING, REBOOTING, TERMINATING, TERMINATED,
 and on a RestrictState change); `image.creating(image, instance)` when CreateImage is accepted;
 `image.state(image)` when it becomes NORMAL / CREATEFAILED; `image.deleted(image)`.
+
+Login passwords are kept only as salted hashes (`sandbox.cvm.passwords`), left out of `dump()` (so out
+of `GET /_sandbox/state`) and persisted beside the state file in `cvm-logins.json` (mode 0600).
 """
 
+import json
+import os
 import re
+from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -25,6 +32,7 @@ from sandbox.cvm.models import CvmState, Image, Instance, KeyPair
 __all__ = ["CvmBackend", "CvmState", "Image", "Instance", "KeyPair", "LaunchSpec"]
 
 KEY_NAME = re.compile(r"^[A-Za-z0-9_]{1,25}$")
+LOGINS_FILE = "cvm-logins.json"
 
 
 @backend
@@ -32,10 +40,49 @@ class CvmBackend(ImageRules, InstanceRules, Backend):
     service = "cvm"
     state_model = CvmState
     state: CvmState
+    _saved_logins: dict[str, dict[str, str]] | None = None  # what cvm-logins.json holds now
 
     def advance(self, now: float) -> float | None:
         due = [d for d in (self._advance_images(now), self._advance_instances(now)) if d is not None]
         return min(due) if due else None
+
+    # Persistence: the state without password hashes, and the hashes in a file of their own
+    def dump(self) -> dict[str, Any]:
+        self._save_logins()
+        return super().dump()
+
+    def load(self, data: dict[str, Any]) -> None:
+        super().load(data)
+        path = self._logins_path()
+        if path is None or not path.exists():
+            return
+        saved = json.loads(path.read_text())
+        for kind, items in (("instances", self.state.instances), ("images", self.state.images)):
+            for resource_id, password_hash in saved.get(kind, {}).items():
+                if resource_id in items:
+                    items[resource_id].password_hash = password_hash
+
+    def _logins_path(self) -> Path | None:
+        state_dir = self.cloud.config.state_dir
+        return state_dir / LOGINS_FILE if state_dir else None
+
+    def _save_logins(self) -> None:
+        path = self._logins_path()
+        if path is None:
+            return
+        logins = {
+            "instances": {i: x.password_hash for i, x in self.state.instances.items() if x.password_hash},
+            "images": {i: x.password_hash for i, x in self.state.images.items() if x.password_hash},
+        }
+        if logins == self._saved_logins or (not any(logins.values()) and not path.exists()):
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(logins, file)
+        os.replace(partial, path)
+        self._saved_logins = logins
 
     # Key pairs
     def create_key_pair(self, region: str, name: str, project_id: int, tags: dict[str, str]) -> tuple[KeyPair, str]:

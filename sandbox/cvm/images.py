@@ -106,6 +106,7 @@ class ImageRules:
             failure=async_failure,
             created_time=self.cloud.clock.iso(),
             tags=tags,
+            password_hash=instance.password_hash,  # what KeepImageLogin gives servers launched from it
         )
         self.state.images[image.image_id] = image
         # The data plane copies the server's disk now: the image holds the disk as it was at request time.

@@ -44,6 +44,7 @@ def launch_spec(params: dict[str, Any]) -> LaunchSpec:
         instance_type=params.get("InstanceType") or DEFAULT_INSTANCE_TYPE,
         key_ids=login.get("KeyIds") or [],
         keep_image_login=str(login.get("KeepImageLogin", "")).upper() == "TRUE",
+        password=login.get("Password"),
         bandwidth_out=internet.get("InternetMaxBandwidthOut", 0),
         tags=tags_from_specification(params.get("TagSpecification"), "instance"),
         **{k: v for k, v in optional.items() if v is not None},

@@ -19,6 +19,7 @@ from sandbox.core.ids import new_id
 from sandbox.cvm.errors import dry_run_passed, state_refused
 from sandbox.cvm.launch import LaunchSpec, default_host_name, free_addresses, instance_names
 from sandbox.cvm.models import CvmState, Image, Instance
+from sandbox.cvm.passwords import check_password, hash_password
 
 if TYPE_CHECKING:
     from sandbox.core.cloud import Cloud
@@ -98,6 +99,7 @@ class InstanceRules:
         if spec.charge_type == "PREPAID":
             expired = self.cloud.clock.iso(now + 30 * 86400 * (spec.prepaid_period or 1))  # months of 30 days
         public = spec.bandwidth_out > 0 and spec.public_ip_assigned is not False
+        password_hash = _login_password_hash(spec, image)
         launched = []
         for name in instance_names(spec.instance_name, count):
             private_ip = self.vpc.allocate_ip(subnet)
@@ -138,6 +140,7 @@ class InstanceRules:
                 system_disk_size=spec.system_disk_size,
                 system_disk_id=new_id("disk"),
                 disable_api_termination=spec.disable_api_termination,
+                password_hash=password_hash,
             )
             self.state.instances[instance.instance_id] = instance
             launched.append(instance)
@@ -180,6 +183,13 @@ class InstanceRules:
             raise ApiError("InvalidParameter.ParameterConflict", "KeyIds and KeepImageLogin cannot be used together.")
         if spec.key_ids and image.platform == "Windows":
             raise ApiError("UnsupportedOperation.KeyPairUnsupportedWindows", "Windows instances cannot use key pairs.")
+        if spec.password is not None:
+            if spec.key_ids or spec.keep_image_login:
+                raise ApiError(
+                    "InvalidParameterCombination",
+                    "LoginSettings.Password cannot be used together with KeyIds or KeepImageLogin.",
+                )
+            check_password(spec.password.get_secret_value(), image.platform)
         for key_id in spec.key_ids:
             self.key_pair(region, key_id)
         if not 0 <= spec.bandwidth_out <= 200:
@@ -371,6 +381,13 @@ class InstanceRules:
             instance.expired_time = expired_time
         self.cloud.events.emit("instance.state", instance)
         return instance
+
+
+def _login_password_hash(spec: LaunchSpec, image: Image) -> str | None:
+    """The new servers' password, salted and hashed once per call: the one given, or the image's (KeepImageLogin)."""
+    if spec.password is not None:
+        return hash_password(spec.password.get_secret_value())
+    return image.password_hash if spec.keep_image_login else None
 
 
 def check_instance_id(instance_id: str) -> None:

@@ -4,7 +4,7 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 if TYPE_CHECKING:
     from sandbox.vpc.backend import Subnet
@@ -29,6 +29,7 @@ class LaunchSpec(BaseModel):
     security_group_ids: list[str] | None = None  # None: the region's default security group
     key_ids: list[str] = Field(default_factory=list)
     keep_image_login: bool = False
+    password: SecretStr | None = Field(None, exclude=True)  # LoginSettings.Password: hashed at launch, never kept
     bandwidth_out: int = 0
     internet_charge_type: str | None = None
     public_ip_assigned: bool | None = None

@@ -35,6 +35,9 @@ class Image(BaseModel):
     created_time: str
     tags: dict[str, str] = Field(default_factory=dict)
     image_type: str = "PRIVATE_IMAGE"  # PUBLIC_IMAGE for catalog images handed out by CvmBackend.image()
+    # The source server's login password, salted and hashed, for `LoginSettings.KeepImageLogin`. Never
+    # dumped: `GET /_sandbox/state` must not show it; CvmBackend persists it in a separate file.
+    password_hash: str | None = Field(None, exclude=True, repr=False)
 
 
 class Instance(BaseModel):
@@ -81,6 +84,9 @@ class Instance(BaseModel):
     system_disk_size: int = 50
     system_disk_id: str = ""
     disable_api_termination: bool = False
+    # `LoginSettings.Password`, salted and hashed (sandbox.cvm.passwords); never the password itself, never
+    # dumped (`GET /_sandbox/state` must not show it): CvmBackend persists it in a separate file.
+    password_hash: str | None = Field(None, exclude=True, repr=False)
 
 
 class CvmState(BaseModel):

@@ -17,7 +17,7 @@ command's output, exit code 1) when its config file is missing or malformed, or 
 fires: `POST /_sandbox/faults {"service": "guest", "action": "<app>.<verb>", "error_message": ...}`
 with <app> the unit name (mina_auth, node-weapp-demo, tomcat, Default Web Site) and <verb> `start`
 (boot, or start of a stopped app) or `restart` (an app that had started before); action None
-matches every guest start.
+matches every guest start. `"action": "<instance id>/<app>.<verb>"` fires on that server only.
 """
 
 import asyncio
@@ -176,7 +176,7 @@ class Guests:
         """(Re)start one app: read its config from the disk now; on any failure leave it down with the reason."""
         verb = "restart" if run.started_at is not None else "start"
         run.state, run.app = STOPPED, None
-        failure = self._fault(run.unit.name, verb)
+        failure = self._fault(server.instance_id, run.unit.name, verb)
         if failure is None:
             failure = await self._ensure_front(server)
         app = None
@@ -224,11 +224,12 @@ class Guests:
         except ConfigError as error:
             return None, f"{unit.config}: {error}"
 
-    def _fault(self, name: str, verb: str) -> str | None:
+    def _fault(self, instance_id: str, name: str, verb: str) -> str | None:
         rules = self.cloud.faults.rules
         if not any(rule.service == "guest" for rule in rules):
             return None  # never count other services' catch-all rules against a guest start
-        fired = [r for r in self.cloud.faults.pick("guest", f"{name}.{verb}") if r.service == "guest"]
+        fired = [r for r in self.cloud.faults.pick("guest", f"{instance_id}/{name}.{verb}") if r.service == "guest"]
+        fired = fired or [r for r in self.cloud.faults.pick("guest", f"{name}.{verb}") if r.service == "guest"]
         return f"injected fault: {fired[0].error_message}" if fired else None
 
     async def _ensure_front(self, server: GuestServer) -> str | None:

@@ -4,13 +4,17 @@ Each server has its own ed25519 host key, kept outside its disk (an image never 
 a server launched from an image gets a new one); clients verify it strictly with the known_hosts
 lines the admin API reports. Logins: user `root` (Linux) or `Administrator` (Windows) with one of
 the instance's key pairs (`LoginSettings.KeyIds`), looked up at every login, or with the
-instance's password when the cvm backend keeps one (Windows instances cannot use key pairs).
+instance's password (`LoginSettings.Password`, the only login of a Windows instance, which takes no
+key pair), checked against the salted hash the cvm backend keeps (`sandbox.cvm.passwords`).
+
+Fault hook: `POST /_sandbox/faults {"service": "ssh", "action": "exec" | "sftp" | "write"}` (or
+`"<instance id>/exec"` ... for one server): `exec` and `sftp` drop the SSH connection when a command
+or an SFTP session starts, as a network failure mid-session would; `write` refuses an SFTP open for
+writing with the rule's `error_message` (a full disk, a read-only file system).
 """
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 from pathlib import Path
@@ -19,6 +23,7 @@ from typing import Any
 import asyncssh
 
 from sandbox.core.cloud import Cloud
+from sandbox.cvm.passwords import verify_password
 from sandbox.dataplane.disks import guest_path, login_user, resolve_in_root
 from sandbox.dataplane.shell import Guest, Shell
 
@@ -34,9 +39,17 @@ class DiskSFTPServer(asyncssh.SFTPServer):
     Symlinks are stored as the guest wrote them (a target is a guest path, never a host path).
     """
 
-    def __init__(self, chan: Any, root: Path) -> None:
+    def __init__(self, chan: Any, root: Path, write_fault: Any = None) -> None:
         super().__init__(chan)
         self.root = root
+        self.write_fault = write_fault  # () -> error message when an `ssh` / `write` fault fires, else None
+
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        if pflags & asyncssh.FXF_WRITE and self.write_fault is not None:
+            message = self.write_fault()
+            if message is not None:
+                raise asyncssh.SFTPFailure(message)
+        return super().open(path, pflags, attrs)
 
     def _host(self, path: bytes, follow_last: bool = True) -> bytes:
         return os.fsencode(resolve_in_root(self.root, os.fsdecode(path), "/", follow_last))
@@ -85,7 +98,7 @@ class DiskSFTPServer(asyncssh.SFTPServer):
 
 
 class GuestSSHServer(asyncssh.SSHServer):
-    """One connection to one server: public-key auth only, against the instance's key pairs."""
+    """One connection to one server: public-key auth against the instance's key pairs, or its password."""
 
     def __init__(self, servers: "SshServers", instance_id: str) -> None:
         self.servers = servers
@@ -106,8 +119,9 @@ class GuestSSHServer(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return self.servers.password_hash(self.instance_id) is not None
 
-    def validate_password(self, username: str, password: str) -> bool:
-        return self.servers.password_matches(self.instance_id, username, password)
+    async def validate_password(self, username: str, password: str) -> bool:
+        # Hashing takes a few ms: off the event loop, so many logins at once do not stall every server.
+        return await asyncio.to_thread(self.servers.password_matches, self.instance_id, username, password)
 
     def kbdint_auth_supported(self) -> bool:
         return False
@@ -176,7 +190,7 @@ class SshServers:
         return keys
 
     def password_hash(self, instance_id: str) -> str | None:
-        """`LoginSettings.Password` as the cvm backend keeps it (`password_hash`: sha256 hex), if it does."""
+        """The instance's `LoginSettings.Password` as the cvm backend keeps it (a salted hash), if it has one."""
         instance = self.cloud.backends["cvm"].state.instances.get(instance_id)
         return getattr(instance, "password_hash", None) or None
 
@@ -187,7 +201,7 @@ class SshServers:
             return False
         if username != login_user(instance.platform):
             return False
-        return hmac.compare_digest(hashlib.sha256(password.encode()).hexdigest(), expected)
+        return verify_password(password, expected)
 
     # ---- listeners -------------------------------------------------------------------------------
     async def start(self, guest: Guest, addresses: list[str]) -> list[str]:
@@ -215,7 +229,7 @@ class SshServers:
             server_factory=lambda: GuestSSHServer(self, instance_id),
             server_host_keys=[host_key],
             process_factory=lambda process: self._session(guest, process),
-            sftp_factory=lambda chan: DiskSFTPServer(chan, guest.disk),
+            sftp_factory=lambda chan: self._sftp_session(guest, chan),
             encoding=None,
             allow_scp=False,
             reuse_address=True,
@@ -251,7 +265,26 @@ class SshServers:
         return bool(self.listeners.get(instance_id))
 
     # ---- sessions ------------------------------------------------------------------------------
+    def _fault(self, instance_id: str, what: str) -> str | None:
+        """The message of an `ssh` fault rule firing for this exec / sftp / write (other services' never count)."""
+        faults = self.cloud.faults
+        if not any(rule.service == "ssh" for rule in faults.rules):
+            return None
+        fired = [r for r in faults.pick("ssh", f"{instance_id}/{what}") if r.service == "ssh"]
+        fired = fired or [r for r in faults.pick("ssh", what) if r.service == "ssh"]
+        return fired[0].error_message if fired else None
+
+    def _sftp_session(self, guest: Guest, chan: Any) -> DiskSFTPServer:
+        if self._fault(guest.instance_id, "sftp") is not None:
+            log.info("injected fault: SSH connection to %s dropped at SFTP start", guest.instance_id)
+            chan.get_connection().abort()
+        return DiskSFTPServer(chan, guest.disk, lambda: self._fault(guest.instance_id, "write"))
+
     async def _session(self, guest: Guest, process: asyncssh.SSHServerProcess) -> None:
+        if self._fault(guest.instance_id, "exec") is not None:
+            log.info("injected fault: SSH connection to %s dropped at exec", guest.instance_id)
+            process.channel.get_connection().abort()
+            return
         try:
             if self.shell.mode == "interpreter":
                 await self._interpreted(guest, process)

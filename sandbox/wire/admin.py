@@ -4,6 +4,9 @@ Routes take the cloud and the parsed JSON body and return JSON; other packages (
 plane) add their own routes with `@admin_route`.
 """
 
+import time
+import weakref
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -96,3 +99,59 @@ def set_config(cloud: "Cloud", body: dict[str, Any]) -> dict[str, Any]:
         raise AdminError(400, "rate_limit must be 0 (unlimited) or more")
     cloud.throttle.rate = cloud.config.rate_limit = rate
     return get_config(cloud, {})
+
+
+class RequestStats:
+    """API requests per (service, action) and error codes since the last reset (for benchmarks).
+
+    Counting is one Counter increment per request: cheap enough to stay on always.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.since = time.time()
+
+    def count(self, service: str, action: str) -> None:
+        self.requests[(service, action)] += 1
+
+    def error(self, code: str) -> None:
+        self.errors[code] += 1
+
+    def report(self) -> dict[str, Any]:
+        by_service: dict[str, dict[str, int]] = {}
+        for (service, action), n in sorted(self.requests.items()):
+            by_service.setdefault(service, {})[action] = n
+        return {
+            "since": self.since,
+            "seconds": time.time() - self.since,
+            "total": sum(self.requests.values()),
+            "requests": by_service,
+            "errors": dict(sorted(self.errors.items())),
+        }
+
+
+_STATS: "weakref.WeakKeyDictionary[Cloud, RequestStats]" = weakref.WeakKeyDictionary()
+
+
+def request_stats(cloud: "Cloud") -> RequestStats:
+    """The request counter of one cloud (made on first use)."""
+    stats = _STATS.get(cloud)
+    if stats is None:
+        stats = _STATS[cloud] = RequestStats()
+    return stats
+
+
+@admin_route("GET", "stats")
+def get_stats(cloud: "Cloud", _: dict[str, Any]) -> dict[str, Any]:
+    """API requests per service and action (and error codes) since the sandbox started or the last reset."""
+    return request_stats(cloud).report()
+
+
+@admin_route("POST", "stats/reset")
+def reset_stats(cloud: "Cloud", _: dict[str, Any]) -> dict[str, Any]:
+    request_stats(cloud).reset()
+    return {"reset": True}

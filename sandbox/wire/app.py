@@ -16,7 +16,7 @@ from sandbox.core.errors import ApiError
 from sandbox.core.ids import request_id
 from sandbox.core.registry import ACTIONS, VERSIONS, Request
 from sandbox.wire import spec, tc3
-from sandbox.wire.admin import ADMIN_ROUTES, AdminError
+from sandbox.wire.admin import ADMIN_ROUTES, AdminError, request_stats
 
 log = logging.getLogger("sandbox")
 TICK_SECONDS = 0.05
@@ -28,6 +28,7 @@ class SandboxApp:
         self.cloud = cloud
         self._ticker: asyncio.Task[None] | None = None
         self.dataplane: Any = None  # sandbox.dataplane.DataPlane once started
+        self.stats = request_stats(cloud)  # GET /_sandbox/stats
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -53,6 +54,7 @@ class SandboxApp:
         try:
             result = await self._dispatch(scope, body, rid)
         except ApiError as error:
+            self.stats.error(error.code)
             return {"Response": {"Error": {"Code": error.code, "Message": error.message}, "RequestId": rid}}
         except _HttpFault:
             raise
@@ -80,6 +82,7 @@ class SandboxApp:
         handler = ACTIONS.get((service, version, action))
         if handler is None:
             raise ApiError("InvalidAction", f"The action `{action}` of `{service}` {version} does not exist.")
+        self.stats.count(service, action)
         region = headers.get("x-tc-region", "")
         if not region:
             raise ApiError("MissingParameter", "The request is missing a required parameter `Region`.")

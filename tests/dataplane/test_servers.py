@@ -11,6 +11,7 @@ from typing import Any
 
 import paramiko
 import pytest
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.cvm.v20170312 import cvm_client, models
 
 from sandbox.dataplane.disks import Disks
@@ -246,20 +247,99 @@ def test_a_windows_server_keeps_drive_c_on_its_disk(fleet: Fleet) -> None:
     info = server(fleet.sandbox, instance_id)
     assert info["login_user"] == "Administrator"
     assert (Path(info["disk"]) / "C:" / "qcloud").is_dir()
-    instance = fleet.sandbox.cloud.backends["cvm"].state.instances[instance_id]
-    if not getattr(instance, "password_hash", None):
-        pytest.skip("the cvm backend does not keep LoginSettings.Password yet: no way to log into Windows")
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    entry = paramiko.hostkeys.HostKeyEntry.from_line(info["known_hosts"][0])
-    assert entry is not None
-    client.get_host_keys().add(entry.hostnames[0], entry.key.get_name(), entry.key)
-    sock = nodelay_socket(info["private_ip"], info["ssh_port"])
-    client.connect(info["private_ip"], info["ssh_port"], "Administrator", password, sock=sock, look_for_keys=False)
+    # The cloud keeps a salted hash, never the password, and shows neither in its state.
+    state = json.dumps(fleet.sandbox.admin("GET", "state"))
+    assert password not in state and "password" not in state.lower()
+    stored = fleet.sandbox.cloud.backends["cvm"].state.instances[instance_id].password_hash
+    assert stored and password not in stored and stored.startswith("pbkdf2_sha256$")
+
+    def login(secret: str, user: str = "Administrator") -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(info["known_hosts"][0])
+        assert entry is not None
+        client.get_host_keys().add(entry.hostnames[0], entry.key.get_name(), entry.key)
+        sock = nodelay_socket(info["private_ip"], info["ssh_port"])
+        client.connect(
+            info["private_ip"], info["ssh_port"], user, secret, sock=sock, look_for_keys=False, allow_agent=False
+        )
+        return client
+
+    for wrong_password, user in (("Sandbox-Pass-2025", "Administrator"), (password, "root")):
+        with pytest.raises(paramiko.AuthenticationException):
+            login(wrong_password, user)
+    client = login(password)
     with client, client.open_sftp() as sftp:
         with sftp.open("/C:/qcloud/sdk.config", "w") as file:
             file.write(b'{"authServerUrl": "http://127.0.0.1/mina_auth/"}')
         assert "mina_auth" in run(client, "cat /C:/qcloud/sdk.config")[1]
+
+
+def test_windows_passwords_follow_the_clouds_rules(fleet: Fleet) -> None:
+    launch = {"Placement": {"Zone": ZONE}, "ImageId": WINDOWS_IMAGE}
+    for weak in ("Short-1a", "alllowercaseletters", "/Starts-With-Slash1"):  # < 12, one class, leading /
+        with pytest.raises(TencentCloudSDKException) as refused:
+            call(fleet.cvm, "RunInstances", {**launch, "LoginSettings": {"Password": weak}})
+        assert refused.value.code == "InvalidPassword" and weak not in str(refused.value.message)
+    both = {"Password": "Ok-Pass-2024", "KeyIds": [fleet.key_id]}  # a Linux server takes one or the other
+    with pytest.raises(TencentCloudSDKException) as refused:
+        call(fleet.cvm, "RunInstances", {**launch, "ImageId": PUBLIC_IMAGE, "LoginSettings": both})
+    assert refused.value.code == "InvalidParameterCombination"
+
+
+def password_login(info: dict[str, Any], password: str) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    for line in info["known_hosts"]:
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+        assert entry is not None
+        client.get_host_keys().add(entry.hostnames[0], entry.key.get_name(), entry.key)
+    sock = nodelay_socket(info["private_ip"], info["ssh_port"])
+    client.connect(
+        info["private_ip"],
+        info["ssh_port"],
+        "Administrator",
+        password,
+        sock=sock,
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    return client
+
+
+def test_a_windows_password_survives_a_restart_and_an_image_keeps_it(sandbox: Any, tmp_path: Path) -> None:
+    """KeepImageLogin gives servers launched from a Windows image the source's password; hashes persist aside."""
+    import os
+    import stat
+
+    from sandbox.core.cloud import SandboxConfig
+    from sandbox.server import EmbeddedSandbox
+    from tests.sdk import sdk_client
+
+    password = "Keep-Image-Login-7"
+    ports = {k: int(os.environ[v]) for k, v in (("ssh_port", "TCSCALE_TEST_SSH_PORT"),) if os.environ.get(v)}
+    config = SandboxConfig(port=0, rate_limit=0, state_dir=tmp_path / "state", **ports)
+    with EmbeddedSandbox(config) as first:
+        cvm = sdk_client(first, cvm_client.CvmClient)
+        launch = {"Placement": {"Zone": ZONE}, "ImageId": WINDOWS_IMAGE, "LoginSettings": {"Password": password}}
+        (source,) = call(cvm, "RunInstances", launch).InstanceIdSet
+        wait_state(cvm, [source], "RUNNING")
+        image_id = call(cvm, "CreateImage", {"InstanceId": source, "ImageName": "windows-iis"}).ImageId
+        poll(
+            "image NORMAL",
+            lambda: call(cvm, "DescribeImages", {"ImageIds": [image_id]}).ImageSet[0].ImageState == "NORMAL",
+        )
+    saved = tmp_path / "state" / "cvm-logins.json"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600 and password not in saved.read_text()
+    assert "pbkdf2_sha256" not in (tmp_path / "state" / "state.json").read_text()
+    with EmbeddedSandbox(config) as second:
+        cvm = sdk_client(second, cvm_client.CvmClient)
+        keep = {"Placement": {"Zone": ZONE}, "ImageId": image_id, "LoginSettings": {"KeepImageLogin": "TRUE"}}
+        (clone,) = call(cvm, "RunInstances", keep).InstanceIdSet
+        wait_state(cvm, [clone], "RUNNING")
+        for instance_id in (source, clone):
+            with password_login(server(second, instance_id), password) as ssh:
+                assert run(ssh, "echo in")[1] == "in\n"
 
 
 # ---- images and disks ---------------------------------------------------------------------------

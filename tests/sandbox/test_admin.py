@@ -1,6 +1,8 @@
 """The /_sandbox/ admin API and persistence across restarts."""
 
 import httpx
+import pytest
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.cvm.v20170312 import cvm_client, models
 
 from sandbox.core.cloud import SandboxConfig
@@ -56,3 +58,19 @@ def test_state_persists_across_restart(tmp_path):
         request = models.DescribeKeyPairsRequest()
         request.KeyIds = [key_id]
         assert cvm.DescribeKeyPairs(request).KeyPairSet[0].KeyName == "durable"
+
+
+def test_stats_count_requests_per_action_since_reset(client, sandbox):
+    sandbox.admin("POST", "stats/reset")
+    cvm = client(cvm_client.CvmClient)
+    create_key(cvm, "counted")
+    for _ in range(3):
+        cvm.DescribeKeyPairs(models.DescribeKeyPairsRequest())
+    sandbox.admin("POST", "faults", {"action": "DescribeZones", "error_code": "InternalError", "count": 1})
+    with pytest.raises(TencentCloudSDKException, match="InternalError"):
+        cvm.DescribeZones(models.DescribeZonesRequest())
+    stats = sandbox.admin("GET", "stats")
+    assert stats["requests"]["cvm"] == {"CreateKeyPair": 1, "DescribeKeyPairs": 3, "DescribeZones": 1}
+    assert stats["total"] == 5 and stats["errors"] == {"InternalError": 1}
+    assert sandbox.admin("POST", "stats/reset") == {"reset": True}
+    assert sandbox.admin("GET", "stats")["total"] == 0

@@ -334,6 +334,7 @@ def test_async_failure_of_a_listener_write_leaves_the_lb_as_it_was(cloud: Cloud,
 def test_sandbox_events_report_lb_changes(cloud: Cloud, sandbox: Any) -> None:
     seen: list[tuple[str, str, int]] = []
     events = sandbox.cloud.events
+
     def changed(lb: Any) -> None:
         seen.append(("changed", lb.load_balancer_id, len(lb.listeners)))
 

@@ -30,7 +30,8 @@ class Weapp:
 
     def __init__(self, config_text: str, source_ip: str | None, now: Callable[[], float]) -> None:
         try:
-            config = json.loads(config_text)
+            # A UTF-8 BOM is what Windows editors write (and what .NET's config readers skip): accept it.
+            config = json.loads(config_text.removeprefix("\ufeff"))
         except ValueError as error:
             raise ConfigError(f"not valid JSON ({error})") from None
         if not isinstance(config, dict):

@@ -1,0 +1,203 @@
+"""Helpers of the flow tests: parameters for the seeded guide, and what "nothing left behind" means.
+
+`inventory` is the sandbox's state (`GET /_sandbox/state`) reduced to what a run may create or
+change: instance, image and CLB ids (with listeners and targets), and every security group's
+policies. `business_configs` reads each business server's sdk.config from its disk, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tencentcloud.cvm.v20170312 import models as cvm_models
+from tencentcloud.cvm.v20170312.cvm_client import CvmClient
+
+from flows.parameters import (
+    BusinessTierParameters,
+    LoadBalancerOptions,
+    ServerSelector,
+    SessionTierParameters,
+    Timeouts,
+)
+from sandbox.server import EmbeddedSandbox
+from tasks.health import HealthCheck
+from tasks.models import SshSettings
+from tasks.waiters import wait_until
+from tests.sdk import sdk_client
+
+SDK_CONFIG = "etc/qcloud/sdk.config"
+SHORT = Timeouts(image=20, launch=20, clb=20, health=15, poll=0.3)
+BUSINESS_TAG = ServerSelector(tag_key="tcscale:tier", tag_value="business")
+
+
+def tier_params(guide: dict[str, Any], timeouts: Timeouts = SHORT, **extra: Any) -> dict[str, Any]:
+    port = guide["ports"]["app"]
+    return {
+        "region": guide["region"],
+        "count": 2,
+        "load_balancer": LoadBalancerOptions(listener_port=port, backend_port=port),
+        "health": HealthCheck(port=port, timeout_seconds=2),
+        "ssh": ssh_settings(guide),
+        "timeouts": timeouts,
+        **extra,
+    }
+
+
+def ssh_settings(guide: dict[str, Any], **extra: Any) -> SshSettings:
+    return SshSettings(
+        port=guide["ports"]["ssh"],
+        key_file=guide["key_pair"]["private_key_file"],
+        known_hosts=guide["known_hosts"],
+        connect_timeout=5,
+        command_timeout=20,
+        io_timeout=10,
+        **extra,
+    )
+
+
+def session_params(guide: dict[str, Any], **extra: Any) -> SessionTierParameters:
+    """The session tier of the guide; business servers found by tag (every RUNNING business server)."""
+    extra.setdefault("source", ServerSelector(instance_ids=[guide["session_server"]["instance_id"]]))
+    extra.setdefault("business_servers", BUSINESS_TAG)
+    return SessionTierParameters(**tier_params(guide, **extra))
+
+
+def business_params(guide: dict[str, Any], **extra: Any) -> BusinessTierParameters:
+    extra.setdefault("source", ServerSelector(instance_ids=[guide["business_server"]["instance_id"]]))
+    return BusinessTierParameters(**tier_params(guide, **extra))
+
+
+# --- what the sandbox holds --------------------------------------------------------------------------
+
+
+def _policies(group: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """A group's rules without their timestamps (which tick)."""
+    return {
+        direction: [{k: v for k, v in rule.items() if k != "modify_time"} for rule in group[direction]]
+        for direction in ("ingress", "egress")
+    }
+
+
+def _load_balancer(lb: dict[str, Any]) -> dict[str, Any]:
+    listeners = lb.get("listeners") or {}
+    return {
+        listener_id: sorted(f"{t['instance_id']}:{t['port']}" for t in listener.get("targets") or [])
+        for listener_id, listener in listeners.items()
+    }
+
+
+def inventory(sandbox: EmbeddedSandbox) -> dict[str, Any]:
+    """What a run can create or change, once every boot and shutdown has finished."""
+    sandbox.admin("POST", "servers/settle")
+    services = sandbox.admin("GET", "state")["services"]
+    cvm, clb, vpc = services["cvm"], services["clb"], services["vpc"]
+    return {
+        "instances": sorted(i for i, item in cvm["instances"].items() if item["state"] != "TERMINATED"),
+        "images": sorted(cvm["images"]),
+        "load_balancers": {i: _load_balancer(lb) for i, lb in clb["load_balancers"].items()},
+        "security_groups": {i: _policies(group) for i, group in vpc["security_groups"].items()},
+    }
+
+
+def servers(sandbox: EmbeddedSandbox) -> dict[str, dict[str, Any]]:
+    return {s["instance_id"]: s for s in sandbox.admin("GET", "servers")["servers"]}
+
+
+def business_server_ids(sandbox: EmbeddedSandbox) -> list[str]:
+    instances = sandbox.admin("GET", "state")["services"]["cvm"]["instances"]
+    return sorted(
+        i
+        for i, item in instances.items()
+        if item["tags"].get("tcscale:tier") == "business" and item["state"] == "RUNNING"
+    )
+
+
+def business_configs(sandbox: EmbeddedSandbox) -> dict[str, bytes | None]:
+    """{instance id: sdk.config bytes (None: no such file)} of every RUNNING business server, read from its disk."""
+    known = servers(sandbox)
+    configs: dict[str, bytes | None] = {}
+    for instance_id in business_server_ids(sandbox):
+        path = Path(known[instance_id]["disk"]) / SDK_CONFIG
+        configs[instance_id] = path.read_bytes() if path.exists() else None
+    return configs
+
+
+def business_health(sandbox: EmbeddedSandbox) -> dict[str, dict[str, Any]]:
+    """{instance id: the app's /health answer} of every RUNNING business server."""
+    known = servers(sandbox)
+    answers = {}
+    for instance_id in business_server_ids(sandbox):
+        server = known[instance_id]
+        url = f"http://{server['private_ip']}:{server['app_port']}/health"
+        answers[instance_id] = httpx.get(url, timeout=5).json()
+    return answers
+
+
+def assert_business_untouched(sandbox: EmbeddedSandbox, configs: dict[str, bytes | None], auth_url: str) -> None:
+    """Every business server's sdk.config is byte-identical, its app up with the original authServerUrl."""
+    assert business_configs(sandbox) == configs
+    for instance_id, health in business_health(sandbox).items():
+        assert health.get("status") == "up", (instance_id, health)
+        assert health.get("authServerUrl") == auth_url, (instance_id, health)
+
+
+# --- more business servers, made as an operator would (image + launch through the SDK) ---------------------
+
+
+def add_business_servers(sandbox: EmbeddedSandbox, guide: dict[str, Any], count: int) -> list[str]:
+    """Launch `count` more business servers from an image of the guide's one; wait until their app is up."""
+    cvm = sdk_client(sandbox, CvmClient, guide["region"])
+    source = guide["business_server"]
+    create = cvm_models.CreateImageRequest()
+    create.from_json_string(json.dumps({"InstanceId": source["instance_id"], "ImageName": "operator-business"}))
+    image_id = cvm.CreateImage(create).ImageId
+    describe = cvm_models.DescribeImagesRequest()
+    describe.ImageIds = [image_id]
+    wait_until(
+        lambda: cvm.DescribeImages(describe).ImageSet[0].ImageState,
+        done=lambda state: state == "NORMAL",
+        failed=lambda state: state if state == "CREATEFAILED" else None,
+        what="the operator's business image",
+        timeout=20,
+        first_delay=0.05,
+        max_delay=0.3,
+    )
+    run = cvm_models.RunInstancesRequest()
+    run.from_json_string(
+        json.dumps(
+            {
+                "Placement": {"Zone": guide["zone"], "ProjectId": guide["project_id"]},
+                "ImageId": image_id,
+                "InstanceType": "S5.SMALL2",
+                "InstanceCount": count,
+                "VirtualPrivateCloud": {"VpcId": guide["vpc"]["vpc_id"], "SubnetId": guide["subnet"]["subnet_id"]},
+                "SecurityGroupIds": source["security_group_ids"],
+                "LoginSettings": {"KeyIds": [guide["key_pair"]["key_id"]]},
+                "InternetAccessible": {"InternetMaxBandwidthOut": 1},
+                "TagSpecification": [
+                    {"ResourceType": "instance", "Tags": [{"Key": "tcscale:tier", "Value": "business"}]}
+                ],
+            }
+        )
+    )
+    ids = list(cvm.RunInstances(run).InstanceIdSet)
+    sandbox.admin("POST", "servers/settle")
+    known = servers(sandbox)
+    for instance_id in ids:
+        server = known[instance_id]
+        url = f"http://{server['private_ip']}:{server['app_port']}/health"
+        wait_until(
+            lambda url=url: httpx.get(url, timeout=2).json(),
+            done=lambda health: health.get("status") == "up",
+            failed=lambda _: None,
+            what=f"business server {instance_id}'s app",
+            timeout=20,
+            first_delay=0.05,
+            max_delay=0.3,
+            transient=lambda error: isinstance(error, httpx.HTTPError),
+        )
+    guide["known_hosts"] = [line for s in servers(sandbox).values() for line in s["known_hosts"]]
+    return ids

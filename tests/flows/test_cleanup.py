@@ -1,0 +1,109 @@
+"""`cleanup-run`: what a killed run left behind, found by its tags alone, removed; the sdk.config put back.
+
+A killed process runs no rollback hook. The test leaves exactly what such a run leaves: it calls the
+run's own tasks directly (`task.fn`, no engine, no transaction) to image the session server, launch
+two servers, create a CLB with its listener and targets, admit the VIP, and rewrite and restart the
+business server, all marked with one run key. Another run's image must survive the cleanup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows.cleanup import cleanup_run
+from flows.parameters import CleanupParameters
+from flows.preflight import select_servers
+from flows.steps import client_token, ownership_tags
+from sandbox.server import EmbeddedSandbox
+from tasks import clb, cvm, vpc
+from tasks.clb import HealthCheckSpec
+from tasks.cvm import Server
+from tasks.health import auth_url
+from tasks.models import runtime_profile
+from tasks.repoint import repoint
+from tests.flows.support import BUSINESS_TAG, assert_business_untouched, business_configs, inventory, ssh_settings
+
+KILLED = "killed-run-1"
+OTHER = "another-run-2"
+
+
+def leave_what_a_killed_run_leaves(guide: dict[str, Any], key: str) -> dict[str, Any]:
+    region, port = guide["region"], guide["ports"]["app"]
+    (source,) = cvm.describe_servers(region, [guide["session_server"]["instance_id"]])
+    tags = ownership_tags(key, "session")
+    image = cvm.create_image.fn(source, f"tcscale-session-{key}", tags, reuse=False)
+    cvm.wait_image_normal.fn(region, image, timeout=20, poll=0.2)
+    ids = cvm.run_servers.fn(
+        source, image.image_id, 2, source.instance_type, "tcscale-killed", tags, client_token(key, "session", "servers")
+    )
+    new: list[Server] = cvm.wait_servers_running.fn(region, ids, timeout=20, poll=0.2)
+    balancer = clb.create_load_balancer.fn(
+        region, "tcscale-session", "INTERNAL", source.vpc_id, source.subnet_id, source.project_id, tags,
+        client_token(key, "session", "clb"), 20,
+    )  # fmt: skip
+    listener = clb.ensure_tcp_listener.fn(
+        region, balancer.load_balancer_id, port, "killed", HealthCheckSpec(), "/mina_auth/health", 20
+    )
+    bound = [source.instance_id, *ids]
+    clb.register_targets.fn(region, balancer.load_balancer_id, listener.listener_id, bound, port, 20)
+    rule = vpc.IngressRule(
+        security_group_id=source.security_group_ids[0],
+        cidr_block=f"{balancer.vip}/32",
+        port=str(port),
+        description=f"tcscale:{key} CLB {balancer.load_balancer_id}",
+    )
+    assert vpc.admit.fn(region, rule)
+    (business,) = select_servers(region, BUSINESS_TAG)
+    change = repoint.fn(
+        business, ssh_settings(guide), runtime_profile("node-pm2"), auth_url(balancer.vip or "", port), key
+    )
+    assert change.applied
+    return {
+        "image": image.image_id,
+        "instances": sorted(i.instance_id for i in new),
+        "load_balancer": balancer.load_balancer_id,
+        "rule": f"{rule.security_group_id}: TCP {port} from {balancer.vip}/32",
+        "business": business.instance_id,
+    }
+
+
+def cleanup(guide: dict[str, Any], dry_run: bool = False) -> Any:
+    params = CleanupParameters(
+        run_key=KILLED,
+        region=guide["region"],
+        business_servers=BUSINESS_TAG,
+        ssh=ssh_settings(guide),
+        timeout=20,
+        dry_run=dry_run,
+    )
+    return cleanup_run(params)
+
+
+def test_cleanup_removes_what_a_killed_run_left(guide, cloud_env: EmbeddedSandbox):
+    before, configs = inventory(cloud_env), business_configs(cloud_env)
+    (source,) = cvm.describe_servers(guide["region"], [guide["session_server"]["instance_id"]])
+    others = cvm.create_image.fn(source, "another-run-image", ownership_tags(OTHER, "session"), reuse=False)
+    cvm.wait_image_normal.fn(guide["region"], others, timeout=20, poll=0.2)
+    before = inventory(cloud_env)  # with the other run's image, which must stay
+    left = leave_what_a_killed_run_leaves(guide, KILLED)
+    killed = inventory(cloud_env)
+    assert killed != before and business_configs(cloud_env) != configs
+
+    planned = cleanup(guide, dry_run=True)
+    assert inventory(cloud_env) == killed, "a dry run removed something"
+    assert business_configs(cloud_env) != configs, "a dry run restored a config"
+    assert planned.dry_run and "would remove" in planned.markdown()
+    assert planned.images == [left["image"]] and sorted(planned.instances) == left["instances"]
+    assert planned.load_balancers == [left["load_balancer"]] and planned.rules_revoked == [left["rule"]]
+    assert planned.configs_restored == [left["business"]]
+
+    removed = cleanup(guide)
+
+    assert removed.model_dump(exclude={"dry_run"}) == planned.model_dump(exclude={"dry_run"})
+    assert inventory(cloud_env) == before, "cleanup left something behind, or removed another run's resource"
+    assert_business_untouched(cloud_env, configs, guide["auth_server_url"])
+
+    again = cleanup(guide)
+    assert not (again.images or again.instances or again.load_balancers or again.rules_revoked)
+    assert not again.configs_restored
+    assert inventory(cloud_env) == before

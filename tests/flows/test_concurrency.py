@@ -1,0 +1,66 @@
+"""One scale operation per tier at a time: a second one gets `TierBusy`, says why, and changes nothing.
+
+The lock is Prefect's global concurrency limit `tcscale-scale-<tier>` on the test's Prefect server,
+held here from another thread exactly as a running flow holds it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from flows import steps
+from flows.scale_out import scale_out_business_tier, scale_out_session_tier
+from tests.flows.support import business_configs, business_params, inventory, session_params
+
+
+@pytest.fixture
+def session_tier_held(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The session tier's lock, taken by another thread until the test ends."""
+    monkeypatch.setattr(steps, "LOCK_WAIT_SECONDS", 1.0)  # how long a second operation waits before "busy"
+    taken, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with steps.tier_lock("session"):
+                taken.set()
+                release.wait(60)
+        except BaseException as error:  # surfaced below, not lost in the thread
+            errors.append(error)
+            taken.set()
+
+    holder = threading.Thread(target=hold, name="holds-session-tier", daemon=True)
+    holder.start()
+    assert taken.wait(30) and not errors, errors
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def test_second_operation_on_a_tier_is_busy(guide, cloud_env, session_tier_held):
+    before, configs = inventory(cloud_env), business_configs(cloud_env)
+
+    with pytest.raises(steps.TierBusy) as busy:
+        scale_out_session_tier(session_params(guide))
+
+    message = str(busy.value)
+    assert "another scale operation on the session tier is running" in message
+    assert "tcscale-scale-session" in message and "cancel it in the Prefect UI" in message
+    assert inventory(cloud_env) == before and business_configs(cloud_env) == configs
+
+    # The lock is per tier: the business tier is free meanwhile.
+    outcome = scale_out_business_tier(business_params(guide, count=1))
+    assert len(outcome.new_instance_ids) == 1
+
+
+def test_tier_lock_is_released_after_use(prefect_harness, monkeypatch):
+    monkeypatch.setattr(steps, "LOCK_WAIT_SECONDS", 1.0)
+    with steps.tier_lock("session"), pytest.raises(steps.TierBusy), steps.tier_lock("session"):
+        pass  # held: busy for anyone else
+    with steps.tier_lock("session"):  # released: free again
+        pass

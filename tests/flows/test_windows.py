@@ -1,0 +1,194 @@
+"""The .NET / IIS business server of the guide, for real: a Windows server launched with a password through the SDK,
+the IIS flavour installed over SFTP (started at boot), and `scale-out-session-tier` with runtime `dotnet-iis`
+logging in as Administrator with a password from a Prefect Secret block, rewriting `C:\\qcloud\\sdk.config`
+(CRLF, UTF-8 BOM) in place and restarting the IIS site from PowerShell.
+"""
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import get_client
+from pydantic import SecretStr
+from tencentcloud.cvm.v20170312 import cvm_client, models
+
+from flows.parameters import LoadBalancerOptions, ServerSelector, SessionTierParameters, Timeouts
+from flows.preflight import PreflightFailed
+from flows.scale_out import scale_out_session_tier
+from tasks import remote
+from tasks.health import HealthCheck
+from tasks.models import SshSettings, runtime_profile
+from tests.sdk import sdk_client
+
+WINDOWS_IMAGE = "img-9id7emv7"  # Windows Server 2019 数据中心版 64位中文版
+PASSWORD = "Iis-Sandbox-2024!"
+PASSWORD_BLOCK = "tcscale-test-windows-password"
+SITE = "Default Web Site"
+BOM = b"\xef\xbb\xbf"
+DEADLINE = 30.0
+
+
+def poll(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
+    end, delay = time.monotonic() + deadline, 0.02
+    while not (result := check()):
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.3)
+    return result
+
+
+def call(cvm: Any, action: str, params: dict[str, Any]) -> Any:
+    request = getattr(models, f"{action}Request")()
+    request.from_json_string(json.dumps(params))
+    return getattr(cvm, action)(request)
+
+
+def wait_running(cvm: Any, instance_id: str) -> None:
+    def running() -> bool:
+        (instance,) = call(cvm, "DescribeInstances", {"InstanceIds": [instance_id]}).InstanceSet
+        return instance.InstanceState == "RUNNING"
+
+    poll(f"{instance_id} RUNNING", running)
+
+
+def sdk_config(auth_url: str, server_host: str) -> bytes:
+    """A Windows editor's sdk.config: UTF-8 BOM, CRLF line endings, tab indentation."""
+    lines = [
+        "{",
+        f'\t"serverHost": "{server_host}",',
+        f'\t"authServerUrl": "{auth_url}",',
+        '\t"tunnelServerUrl": "https://tunnel.ws.qcloud.la",',
+        '\t"tunnelSignatureKey": "sandbox-tunnel-key",',
+        '\t"networkTimeout": 30000',
+        "}",
+        "",
+    ]
+    return BOM + "\r\n".join(lines).encode()
+
+
+def iis_app(sandbox: Any, instance_id: str) -> dict[str, Any] | None:
+    guests = sandbox.admin("GET", "guests")["servers"]
+    server = next((s for s in guests if s["instance_id"] == instance_id), None)
+    return server["apps"].get(SITE) if server else None
+
+
+@pytest.fixture
+def windows_business(guide: dict[str, Any], cloud_env: Any) -> dict[str, Any]:
+    """A Windows business server beside the seed's, running the IIS flavour from a BOM + CRLF sdk.config."""
+    cvm = sdk_client(cloud_env, cvm_client.CvmClient, guide["region"])
+    launch = {
+        "Placement": {"Zone": guide["zone"], "ProjectId": guide["project_id"]},
+        "ImageId": WINDOWS_IMAGE,
+        "InstanceName": "weapp-business-windows",
+        "VirtualPrivateCloud": {"VpcId": guide["vpc"]["vpc_id"], "SubnetId": guide["subnet"]["subnet_id"]},
+        "SecurityGroupIds": [guide["security_groups"]["business"]],
+        "LoginSettings": {"Password": PASSWORD},  # Windows takes no key pair
+    }
+    (instance_id,) = call(cvm, "RunInstances", launch).InstanceIdSet
+    wait_running(cvm, instance_id)
+
+    def ssh_up() -> dict[str, Any] | None:
+        servers = cloud_env.admin("GET", "servers")["servers"]
+        found = next(s for s in servers if s["instance_id"] == instance_id)
+        return found if found["ssh"] == "up" and found["known_hosts"] else None
+
+    info = poll(f"SSH on {instance_id}", ssh_up)
+    profile = runtime_profile("dotnet-iis")
+    ssh = SshSettings(port=info["ssh_port"], password=SecretStr(PASSWORD), known_hosts=info["known_hosts"])
+    original = sdk_config(guide["auth_server_url"], info["private_ip"])
+    unit = {"name": SITE, "kind": "weapp", "manager": "iis", "config": profile.config_path}
+    # Install the IIS site the way the sandbox's boot manifest describes apps (apps/layout.py), then reboot:
+    # the site starts with the OS, as the guide requires of an image's app.
+    with remote.session(info["private_ip"], ssh, profile, instance_id) as conn:
+        sftp = conn.sftp()
+        for folder in ("/etc", "/etc/sandbox", "/etc/sandbox/units"):
+            with contextlib.suppress(OSError):  # exists already
+                sftp.mkdir(folder)
+        with sftp.open(f"/etc/sandbox/units/{SITE}.json", "wb") as file:
+            file.write(json.dumps(unit).encode())
+        with sftp.open(profile.sftp_path, "wb") as file:
+            file.write(original)
+    call(cvm, "RebootInstances", {"InstanceIds": [instance_id]})
+    wait_running(cvm, instance_id)
+    app = poll(
+        "the IIS site online after the reboot",
+        lambda: (a := iis_app(cloud_env, instance_id)) and a["state"] == "online" and a,
+    )
+    assert app["loaded"]["authServerUrl"] == guide["auth_server_url"]  # the guest read the BOM + CRLF file
+    return {**info, "original": original}  # the admin API's view of the server (ids, addresses, ports, known_hosts)
+
+
+def session_params(guide: dict[str, Any], windows: dict[str, Any], block: str) -> SessionTierParameters:
+    port = guide["ports"]["app"]
+    return SessionTierParameters(
+        region=guide["region"],
+        source=ServerSelector(instance_ids=[guide["session_server"]["instance_id"]]),
+        business_servers=ServerSelector(instance_ids=[windows["instance_id"]]),
+        runtime="dotnet-iis",
+        count=1,
+        load_balancer=LoadBalancerOptions(listener_port=port, backend_port=port),
+        health=HealthCheck(port=port),
+        # No key: Administrator logs in with the password kept in a Prefect Secret block.
+        ssh=SshSettings(port=windows["ssh_port"], password_secret_block=block, known_hosts=windows["known_hosts"]),
+        timeouts=Timeouts(image=30, launch=30, clb=30, health=30, poll=0.5),
+    )
+
+
+def read_config(windows: dict[str, Any]) -> bytes:
+    ssh = SshSettings(port=windows["ssh_port"], password=SecretStr(PASSWORD), known_hosts=windows["known_hosts"])
+    profile = runtime_profile("dotnet-iis")
+    with remote.session(windows["private_ip"], ssh, profile, windows["instance_id"]) as conn:
+        return remote.read_file(conn, profile.config_path)
+
+
+def test_scale_out_session_tier_repoints_an_iis_server_keeping_crlf_and_bom(guide, cloud_env, windows_business):
+    Secret(value=PASSWORD).save(PASSWORD_BLOCK, overwrite=True)
+
+    outcome = scale_out_session_tier(session_params(guide, windows_business, PASSWORD_BLOCK))
+
+    port = guide["ports"]["app"]
+    old_url, new_url = guide["auth_server_url"], f"http://{outcome.vip}{'' if port == 80 else f':{port}'}/mina_auth/"
+    (change,) = outcome.changes
+    assert change.applied and (change.before, change.after) == (old_url, new_url)
+    assert change.path == "/C:/qcloud/sdk.config"
+    # Only the value changed: BOM, CRLF, tabs and key order are byte-identical.
+    original, rewritten = windows_business["original"], read_config(windows_business)
+    assert rewritten == original.replace(old_url.encode(), new_url.encode())
+    assert rewritten.startswith(BOM) and rewritten.count(b"\r\n") == original.count(b"\r\n") == rewritten.count(b"\n")
+    # The IIS site was restarted from PowerShell and loaded the new authServerUrl, which answers.
+    health = httpx.get(f"http://{windows_business['private_ip']}:{port}/health", timeout=10).json()
+    assert health["status"] == "up" and health["app"] == SITE and health["authServerUrl"] == new_url
+    assert iis_app(cloud_env, windows_business["instance_id"])["restarts"] >= 1
+    # The password is in no record of the run: neither the report nor the flow run's parameters.
+    with get_client(sync_client=True) as client:
+        report = next(a for a in client.read_artifacts() if a.key == f"scale-out-session-tier-{outcome.run_key}")
+        runs = client.read_flow_runs()
+    assert PASSWORD not in report.data
+    assert all(PASSWORD not in json.dumps(run.parameters, default=str) for run in runs)
+
+
+def test_a_wrong_windows_password_fails_preflight_and_creates_nothing(guide, cloud_env, windows_business):
+    block = f"{PASSWORD_BLOCK}-wrong"
+    Secret(value="Not-The-Password-1").save(block, overwrite=True)
+    before = cloud_env.admin("GET", "state")["services"]
+
+    with pytest.raises(PreflightFailed) as failed:
+        scale_out_session_tier(session_params(guide, windows_business, block))
+
+    message = str(failed.value)
+    assert windows_business["instance_id"] in message and "authentication failed for user 'Administrator'" in message
+    assert "Not-The-Password-1" not in message
+    after = cloud_env.admin("GET", "state")["services"]
+    assert {k: after[k] for k in ("cvm", "clb")} == {k: before[k] for k in ("cvm", "clb")}
+    assert read_config(windows_business) == windows_business["original"]
+
+
+def test_ssh_without_a_key_or_a_password_says_what_to_set() -> None:
+    with pytest.raises(ValueError, match="password_secret_block"):
+        remote.connect("127.0.0.1", SshSettings(port=1))
