@@ -101,37 +101,10 @@ class Sandbox:
 
 
 def cluster_parameters(seed: dict[str, Any], count: int, poll: float) -> Any:
-    from flows.parameters import (
-        BusinessTierParameters,
-        ClusterParameters,
-        LoadBalancerOptions,
-        ServerSelector,
-        SessionTierParameters,
-        Timeouts,
-    )
-    from tasks.health import HealthCheck
-    from tasks.models import SshSettings
+    from deployments.demo import seed_parameters
+    from flows.parameters import Timeouts
 
-    port = seed["ports"]["app"]
-    common: dict[str, Any] = {
-        "region": seed["region"],
-        "count": count,
-        "load_balancer": LoadBalancerOptions(listener_port=port, backend_port=port),
-        "health": HealthCheck(port=port),
-        "ssh": SshSettings(
-            port=seed["ports"]["ssh"], key_file=seed["key_pair"]["private_key_file"], known_hosts=seed["known_hosts"]
-        ),
-        "timeouts": Timeouts(image=600, launch=600, clb=300, health=300, poll=poll),
-    }
-    session = SessionTierParameters(
-        source=ServerSelector(instance_ids=[seed["session_server"]["instance_id"]]),
-        business_servers=ServerSelector(instance_ids=[seed["business_server"]["instance_id"]]),
-        **common,
-    )
-    business = BusinessTierParameters(
-        source=ServerSelector(instance_ids=[seed["business_server"]["instance_id"]]), **common
-    )
-    return ClusterParameters(session=session, business=business)
+    return seed_parameters(seed, count, Timeouts(image=600, launch=600, clb=300, health=300, poll=poll))
 
 
 def critical_path(count: int, scale: float) -> dict[str, float]:

@@ -62,7 +62,8 @@ def run_demo(count: int = 2, workdir: Path | None = None) -> bool:
             f"  business server {business['instance_id']} {business['private_ip']}, authServerUrl "
             f"{guide['auth_server_url']}"
         )
-        params = cluster_parameters(guide, [line for s in servers["servers"] for line in s["known_hosts"]], count)
+        guide["known_hosts"] = [line for s in servers["servers"] for line in s["known_hosts"]]
+        params = seed_parameters(guide, count)
 
         from flows.scale_out import scale_out_cluster
 
@@ -88,34 +89,47 @@ def run_demo(count: int = 2, workdir: Path | None = None) -> bool:
         return logged_in and len(session_outcome.bound) == count + 1 and len(business_outcome.bound) == count + 1
 
 
-def cluster_parameters(guide: dict[str, Any], known_hosts: list[str], count: int) -> Any:
+def seed_parameters(
+    seed: dict[str, Any], count: int = 2, timeouts: Any = None, ssh: dict[str, Any] | None = None
+) -> Any:
+    """`scale-out-cluster` parameters for a sandbox seeded with the guide's starting point.
+
+    `seed` is `POST /_sandbox/seed`'s answer plus `known_hosts` (from `GET /_sandbox/servers`): the
+    sandbox's ports, key file and host keys are all the flows need to know; nothing else differs
+    from a real cloud.
+    """
     from flows.parameters import (
         BusinessTierParameters,
         ClusterParameters,
         LoadBalancerOptions,
         ServerSelector,
         SessionTierParameters,
+        Timeouts,
     )
     from tasks.health import HealthCheck
     from tasks.models import SshSettings
 
-    port = guide["ports"]["app"]
+    port = seed["ports"]["app"]
     common: dict[str, Any] = {
-        "region": guide["region"],
+        "region": seed["region"],
         "count": count,
         "load_balancer": LoadBalancerOptions(listener_port=port, backend_port=port),
         "health": HealthCheck(port=port),
         "ssh": SshSettings(
-            port=guide["ports"]["ssh"], key_file=guide["key_pair"]["private_key_file"], known_hosts=known_hosts
+            port=seed["ports"]["ssh"],
+            key_file=seed["key_pair"]["private_key_file"],
+            known_hosts=seed["known_hosts"],
+            **(ssh or {}),
         ),
+        "timeouts": timeouts or Timeouts(),
     }
     return ClusterParameters(
         session=SessionTierParameters(
-            source=ServerSelector(instance_ids=[guide["session_server"]["instance_id"]]),
-            business_servers=ServerSelector(instance_ids=[guide["business_server"]["instance_id"]]),
+            source=ServerSelector(instance_ids=[seed["session_server"]["instance_id"]]),
+            business_servers=ServerSelector(instance_ids=[seed["business_server"]["instance_id"]]),
             **common,
         ),
         business=BusinessTierParameters(
-            source=ServerSelector(instance_ids=[guide["business_server"]["instance_id"]]), **common
+            source=ServerSelector(instance_ids=[seed["business_server"]["instance_id"]]), **common
         ),
     )

@@ -7,6 +7,7 @@ Prefect transaction (a failure rolls back everything this run made, in reverse) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, unmapped
@@ -17,6 +18,7 @@ from flows import steps
 from flows.parameters import BusinessTierParameters, ClusterParameters, SessionTierParameters
 from flows.preflight import PreflightFailed, TierPlan, placement_mismatches, preflight_tier, select_servers
 from flows.records import RunRecord
+from tasks.cvm import Server
 from tasks.health import auth_url, probe_auth, probe_business
 from tasks.models import Change
 from tasks.repoint import plan_config_change, repoint
@@ -45,25 +47,58 @@ BUSINESS_STEPS = 8
     name="scale-out-session-tier", description="会话管理服务器扩容: the session (auth) servers behind an internal CLB"
 )
 def scale_out_session_tier(params: SessionTierParameters) -> TierOutcome:
+    def prepare(key: str, tags: dict[str, str]) -> SessionPlan:
+        plan = preflight_tier(params, "session", "INTERNAL", _image_name(params, key), tags)
+        business, planned = preflight_business_servers(params, plan)
+        return SessionPlan(tier=plan, business=business, planned=planned)
+
+    return _run_tier(
+        "scale-out-session-tier",
+        "session",
+        params,
+        SESSION_STEPS,
+        "preflight: placement, state, quota, image name, business servers' sdk.config over SSH",
+        prepare,
+        _plan_session,
+        _scale_out_session,
+    )
+
+
+class SessionPlan(BaseModel):
+    tier: TierPlan
+    business: list[Server]
+    planned: list[Change]
+
+
+def _run_tier(
+    name: str,
+    tier: str,
+    params: SessionTierParameters | BusinessTierParameters,
+    step_count: int,
+    preflight_step: str,
+    prepare: Callable[[str, dict[str, str]], Any],
+    plan_only: Callable[[RunRecord, Any, Any], TierOutcome],
+    scale_out: Callable[[RunRecord, Any, Any, dict[str, str]], TierOutcome],
+) -> TierOutcome:
+    """What every tier flow does: preflight; then the plan (dry run), or the steps in one transaction
+    under the tier's lock; and, whatever happens, a report."""
     key = steps.run_key(params)
-    record = RunRecord("scale-out-session-tier", "session", params.region, key, params.dry_run, SESSION_STEPS)
-    tags = steps.ownership_tags(key, "session")
-    outcome = "failed"
+    record = RunRecord(name, tier, params.region, key, params.dry_run, step_count)
+    tags = steps.ownership_tags(key, tier)
+    outcome, result = "failed", None
     try:
-        with record.step("preflight: placement, state, quota, image name, business servers' sdk.config over SSH"):
-            plan = preflight_tier(params, "session", "INTERNAL", _image_name(params, key), tags)
-            business, planned = preflight_business_servers(params, plan)
+        with record.step(preflight_step):
+            prepared = prepare(key, tags)
         if params.dry_run:
-            result = _plan_session(record, params, plan, business, planned)
-            outcome = "planned"
-            return result
-        with steps.tier_lock("session"), transaction():
-            result = _scale_out_session(record, params, plan, business, tags)
-        outcome = "succeeded"
+            result, outcome = plan_only(record, params, prepared), "planned"
+        else:
+            with steps.tier_lock(tier), transaction():
+                result = scale_out(record, params, prepared, tags)
+            outcome = "succeeded"
         return result
     finally:
         report = record.publish(outcome)
-        if outcome != "failed":
+        if result is not None:
             result.report = report
 
 
@@ -72,7 +107,7 @@ def _image_name(params: SessionTierParameters | BusinessTierParameters, key: str
     return params.image.name or f"tcscale-{tier}-{key[:8]}"
 
 
-def preflight_business_servers(params: SessionTierParameters, plan: TierPlan) -> tuple[list[Any], list[Change]]:
+def preflight_business_servers(params: SessionTierParameters, plan: TierPlan) -> tuple[list[Server], list[Change]]:
     """Every business server: found, RUNNING, placed like the session server, sdk.config readable over SSH."""
     problems: list[str] = []
     business = select_servers(params.region, params.business_servers)
@@ -99,10 +134,9 @@ def preflight_business_servers(params: SessionTierParameters, plan: TierPlan) ->
     return running, planned
 
 
-def _plan_session(
-    record: RunRecord, params: SessionTierParameters, plan: TierPlan, business: list[Any], planned: list[Change]
-) -> TierOutcome:
-    steps.plan_tier(record, params, plan, "INTERNAL", _image_name(params, record.run_key))
+def _plan_session(record: RunRecord, params: SessionTierParameters, prepared: SessionPlan) -> TierOutcome:
+    business, planned = prepared.business, prepared.planned
+    steps.plan_tier(record, params, prepared.tier, "INTERNAL", _image_name(params, record.run_key))
     record.plan += [
         f"rewrite authServerUrl on {len(business)} business server(s) (canary {business[0].instance_id} first), "
         f"restart with {params.runtime}",
@@ -112,8 +146,9 @@ def _plan_session(
 
 
 def _scale_out_session(
-    record: RunRecord, params: SessionTierParameters, plan: TierPlan, business: list[Any], tags: dict[str, str]
+    record: RunRecord, params: SessionTierParameters, prepared: SessionPlan, tags: dict[str, str]
 ) -> TierOutcome:
+    plan, business = prepared.tier, prepared.business
     # 1-2. Image the session server; create session servers from the image.
     launched = steps.launch_from_image(record, plan, params, tags)
     # 3. Internal CLB, TCP listener, bind old and new session servers, let the VIP in.
@@ -136,19 +171,7 @@ def _scale_out_session(
             )
             record.changes += [f.result() for f in futures]
             _verify_business(record, params, rest, new_url)
-    record.servers = _server_rows(plan.source, launched.servers, balanced, "session")
-    return TierOutcome(
-        tier="session",
-        run_key=record.run_key,
-        dry_run=False,
-        image_id=launched.image.image_id,
-        new_instance_ids=[s.instance_id for s in launched.servers],
-        load_balancer_id=balanced.load_balancer.load_balancer_id,
-        vip=vip,
-        listener_id=balanced.listener.listener_id,
-        bound=balanced.bound,
-        changes=record.changes,
-    )
+    return _outcome(record, plan, launched, balanced)
 
 
 def _auth_probe(url: str, params: SessionTierParameters) -> Any:
@@ -164,42 +187,49 @@ def _business_probe(host: str, params: Any, expected_url: str | None) -> Any:
     return lambda: probe_business(host, params.health, expected_url)
 
 
-def _server_rows(source: Any, new: list[Any], balanced: steps.Balanced, tier: str) -> list[dict[str, Any]]:
-    return [
+def _outcome(record: RunRecord, plan: TierPlan, launched: steps.Launched, balanced: steps.Balanced) -> TierOutcome:
+    """What a tier's run made, for the caller; also the servers table of the report."""
+    record.servers = [
         {
             "instance_id": s.instance_id,
-            "role": "existing" if s.instance_id == source.instance_id else "new",
-            "tier": tier,
+            "role": "existing" if s.instance_id == plan.source.instance_id else "new",
+            "tier": record.tier,
             "private_ip": s.private_ip,
             "zone": s.zone,
             "bound_to_clb": s.instance_id in balanced.bound,
             "not_bound_because": balanced.skipped.get(s.instance_id, ""),
         }
-        for s in [source, *new]
+        for s in [plan.source, *launched.servers]
     ]
+    return TierOutcome(
+        tier=record.tier,
+        run_key=record.run_key,
+        dry_run=False,
+        image_id=launched.image.image_id,
+        new_instance_ids=[s.instance_id for s in launched.servers],
+        load_balancer_id=balanced.load_balancer.load_balancer_id,
+        vip=balanced.load_balancer.vip,
+        listener_id=balanced.listener.listener_id,
+        bound=balanced.bound,
+        changes=record.changes,
+    )
 
 
 @flow(name="scale-out-business-tier", description="业务服务器扩容: the business servers behind a public CLB")
 def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
-    key = steps.run_key(params)
-    record = RunRecord("scale-out-business-tier", "business", params.region, key, params.dry_run, BUSINESS_STEPS)
-    tags = steps.ownership_tags(key, "business")
-    outcome = "failed"
-    try:
-        with record.step("preflight: placement, state, quota, image name"):
-            plan = preflight_tier(params, "business", "OPEN", _image_name(params, key), tags)
-        if params.dry_run:
-            result = _plan_business(record, params, plan)
-            outcome = "planned"
-            return result
-        with steps.tier_lock("business"), transaction():
-            result = _scale_out_business(record, params, plan, tags)
-        outcome = "succeeded"
-        return result
-    finally:
-        report = record.publish(outcome)
-        if outcome != "failed":
-            result.report = report
+    def prepare(key: str, tags: dict[str, str]) -> TierPlan:
+        return preflight_tier(params, "business", "OPEN", _image_name(params, key), tags)
+
+    return _run_tier(
+        "scale-out-business-tier",
+        "business",
+        params,
+        BUSINESS_STEPS,
+        "preflight: placement, state, quota, image name",
+        prepare,
+        _plan_business,
+        _scale_out_business,
+    )
 
 
 def _plan_business(record: RunRecord, params: BusinessTierParameters, plan: TierPlan) -> TierOutcome:
@@ -222,18 +252,7 @@ def _scale_out_business(
         url = f"{vip}:{through.port}"
         steps.verify(record, {url: lambda: probe_business(vip, through, None)},
                      "the business app through the VIP", params.timeouts.health, 1.0)  # fmt: skip
-    record.servers = _server_rows(plan.source, launched.servers, balanced, "business")
-    return TierOutcome(
-        tier="business",
-        run_key=record.run_key,
-        dry_run=False,
-        image_id=launched.image.image_id,
-        new_instance_ids=[s.instance_id for s in launched.servers],
-        load_balancer_id=balanced.load_balancer.load_balancer_id,
-        vip=vip,
-        listener_id=balanced.listener.listener_id,
-        bound=balanced.bound,
-    )
+    return _outcome(record, plan, launched, balanced)
 
 
 @flow(name="scale-out-cluster", description="集群版架构扩容: the session tier first, then the business tier")

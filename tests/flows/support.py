@@ -15,15 +15,15 @@ import httpx
 from tencentcloud.cvm.v20170312 import models as cvm_models
 from tencentcloud.cvm.v20170312.cvm_client import CvmClient
 
+from deployments.demo import seed_parameters
 from flows.parameters import (
     BusinessTierParameters,
-    LoadBalancerOptions,
+    ClusterParameters,
     ServerSelector,
     SessionTierParameters,
     Timeouts,
 )
 from sandbox.server import EmbeddedSandbox
-from tasks.health import HealthCheck
 from tasks.models import SshSettings
 from tasks.waiters import wait_until
 from tests.sdk import sdk_client
@@ -33,41 +33,29 @@ SHORT = Timeouts(image=20, launch=20, clb=20, health=15, poll=0.3)
 BUSINESS_TAG = ServerSelector(tag_key="tcscale:tier", tag_value="business")
 
 
-def tier_params(guide: dict[str, Any], timeouts: Timeouts = SHORT, **extra: Any) -> dict[str, Any]:
-    port = guide["ports"]["app"]
-    return {
-        "region": guide["region"],
-        "count": 2,
-        "load_balancer": LoadBalancerOptions(listener_port=port, backend_port=port),
-        "health": HealthCheck(port=port, timeout_seconds=2),
-        "ssh": ssh_settings(guide),
-        "timeouts": timeouts,
-        **extra,
-    }
+def cluster_params(guide: dict[str, Any], timeouts: Timeouts = SHORT, count: int = 2) -> ClusterParameters:
+    """The demo's parameters for the seeded guide, with the tests' short timeouts."""
+    ssh = {"connect_timeout": 5, "command_timeout": 20, "io_timeout": 10}
+    cluster = seed_parameters(guide, count, timeouts, ssh)
+    for tier in (cluster.session, cluster.business):
+        tier.health = tier.health.model_copy(update={"timeout_seconds": 2})
+    return cluster
 
 
 def ssh_settings(guide: dict[str, Any], **extra: Any) -> SshSettings:
-    return SshSettings(
-        port=guide["ports"]["ssh"],
-        key_file=guide["key_pair"]["private_key_file"],
-        known_hosts=guide["known_hosts"],
-        connect_timeout=5,
-        command_timeout=20,
-        io_timeout=10,
-        **extra,
-    )
+    return cluster_params(guide).session.ssh.model_copy(update=extra)
 
 
-def session_params(guide: dict[str, Any], **extra: Any) -> SessionTierParameters:
+def session_params(guide: dict[str, Any], timeouts: Timeouts = SHORT, **extra: Any) -> SessionTierParameters:
     """The session tier of the guide; business servers found by tag (every RUNNING business server)."""
-    extra.setdefault("source", ServerSelector(instance_ids=[guide["session_server"]["instance_id"]]))
     extra.setdefault("business_servers", BUSINESS_TAG)
-    return SessionTierParameters(**tier_params(guide, **extra))
+    base = cluster_params(guide, timeouts).session.model_dump(exclude={"ssh"})
+    return SessionTierParameters.model_validate({**base, "ssh": ssh_settings(guide), **extra})
 
 
-def business_params(guide: dict[str, Any], **extra: Any) -> BusinessTierParameters:
-    extra.setdefault("source", ServerSelector(instance_ids=[guide["business_server"]["instance_id"]]))
-    return BusinessTierParameters(**tier_params(guide, **extra))
+def business_params(guide: dict[str, Any], timeouts: Timeouts = SHORT, **extra: Any) -> BusinessTierParameters:
+    base = cluster_params(guide, timeouts).business.model_dump(exclude={"ssh"})
+    return BusinessTierParameters.model_validate({**base, "ssh": ssh_settings(guide), **extra})
 
 
 # --- what the sandbox holds --------------------------------------------------------------------------
