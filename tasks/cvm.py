@@ -228,8 +228,8 @@ def run_servers(
         "ClientToken": client_token,
         "DryRun": dry_run,
     }
-    if source.key_ids:
-        request["LoginSettings"] = {"KeyIds": source.key_ids}
+    # Log in as on the source: its key pairs, or (a password server, e.g. Windows) the image's own login.
+    request["LoginSettings"] = {"KeyIds": source.key_ids} if source.key_ids else {"KeepImageLogin": "TRUE"}
     ids = call_json(clients_for(source.region).cvm, "RunInstances", request)["InstanceIdSet"]
     remember(region=source.region, instance_ids=ids)
     return ids

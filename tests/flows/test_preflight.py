@@ -25,7 +25,7 @@ from flows.parameters import ImageOptions, LoadBalancerOptions, ServerSelector, 
 from flows.preflight import PreflightFailed
 from flows.scale_out import scale_out_business_tier, scale_out_session_tier
 from sandbox.server import EmbeddedSandbox
-from tasks.remote import known_host_name
+from tasks.ssh_keys import known_host_name
 from tasks.waiters import wait_until
 from tests.flows.support import business_configs, business_params, inventory, session_params, ssh_settings
 from tests.sdk import sdk_client

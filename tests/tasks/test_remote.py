@@ -20,7 +20,7 @@ import pytest
 from pydantic import SecretStr
 from tencentcloud.cvm.v20170312 import cvm_client
 
-from tasks import remote
+from tasks import remote, ssh_keys
 from tasks.cloud import call
 from tasks.models import HostKeyPolicy, SshSettings, runtime_profile
 from tasks.sdkconfig import SdkConfigError
@@ -123,7 +123,7 @@ def test_a_corrupt_config_is_refused_with_its_path_and_left_alone(seeded, ssh):
             file.write(broken)
         with pytest.raises(SdkConfigError) as info:
             remote.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL)
-        where = remote.known_host_name(host, ssh.port)
+        where = ssh_keys.known_host_name(host, ssh.port)
         assert str(info.value).startswith(f"{where}:{SDK_CONFIG}: not valid JSON")
         assert "line 4 column 1" in str(info.value)
         assert remote.read_file(conn, SDK_CONFIG) == broken
@@ -161,7 +161,7 @@ def test_strict_refuses_an_unknown_or_wrong_host_key(sandbox, seeded, ssh):
     with pytest.raises(remote.RemoteError, match="host key unknown \\(policy strict\\)"):
         remote.connect(host, ssh.model_copy(update={"known_hosts": []}))
     session_ip = seeded["session_server"]["private_ip"]
-    session_name, business_name = (remote.known_host_name(ip, ssh.port) for ip in (session_ip, host))
+    session_name, business_name = (ssh_keys.known_host_name(ip, ssh.port) for ip in (session_ip, host))
     other_key = next(line for line in ssh.known_hosts if line.split()[0] == session_name)
     forged = f"{business_name} {other_key.split(' ', 1)[1]}"
     with pytest.raises(remote.RemoteError, match="host key mismatch"):
@@ -172,7 +172,7 @@ def test_tofu_records_per_instance_then_verifies_strictly(seeded, ssh):
     host, instance_id = business(seeded)
     tofu = ssh.model_copy(update={"known_hosts": [], "host_key_policy": HostKeyPolicy.tofu})
     with remote.session(host, tofu, instance_id=instance_id) as conn:
-        line = remote.host_key_line(conn)
+        line = ssh_keys.host_key_line(conn)
     assert line in ssh.known_hosts  # what was trusted is the server's real key
     assert json.loads(tofu.tofu_store.read_text()) == {instance_id: line.split(" ", 1)[1]}
     with remote.session(host, tofu, instance_id=instance_id):
@@ -207,7 +207,7 @@ def test_a_key_given_as_a_string_works_and_a_wrong_key_is_named_without_showing_
 
 
 def test_connect_errors_and_timeouts_name_the_host(seeded, ssh):
-    absent = re.escape(remote.known_host_name("127.83.3.250", ssh.port))
+    absent = re.escape(ssh_keys.known_host_name("127.83.3.250", ssh.port))
     with pytest.raises(remote.RemoteError, match=f"^{absent}: cannot connect"):
         remote.connect("127.83.3.250", ssh)  # no server at this address: refused at once
     started = time.monotonic()
@@ -225,7 +225,7 @@ def test_run_returns_or_raises_naming_host_and_command(seeded, ssh):
         assert exit_code != 0 and "nowhere" in stderr
         with pytest.raises(remote.RemoteCommandFailed) as info:
             remote.run(conn, "ls /nowhere")
-        assert str(info.value).startswith(f"{remote.known_host_name(host, ssh.port)}: `ls /nowhere` exited")
+        assert str(info.value).startswith(f"{ssh_keys.known_host_name(host, ssh.port)}: `ls /nowhere` exited")
         assert info.value.exit_code == exit_code
 
 
