@@ -90,9 +90,11 @@ class RunRecord:
             record.seconds = time.monotonic() - start
             self._update_progress()
 
-    def _update_progress(self) -> None:
+    def _update_progress(self, finished: str | None = None) -> None:
         done = 100.0 * sum(s.outcome != "running" for s in self.steps) / max(self.total_steps, 1)
         description = f"{self.flow}: {self.steps[-1].name} ({self.steps[-1].outcome})" if self.steps else self.flow
+        if finished is not None:  # a run may skip a step (no other business server): the end is the end
+            done, description = 100.0, f"{self.flow}: {finished}"
         if self._progress is None:
             self._progress = create_progress_artifact(done, key=f"{self.key}-progress", description=description)
         else:
@@ -138,6 +140,8 @@ class RunRecord:
     def publish(self, outcome: str) -> str:
         """Write the report and the server table as artifacts; return the markdown."""
         text = self.markdown(outcome)
+        if outcome != "failed":
+            self._update_progress(outcome)
         create_markdown_artifact(text, key=self.key, description=f"{self.flow} report ({outcome})")
         if self.servers:
             create_table_artifact(self.servers, key=f"{self.key}-servers", description=f"{self.tier} tier servers")

@@ -39,8 +39,8 @@ class TierOutcome(BaseModel):
     report: str = ""
 
 
-SESSION_STEPS = 9
-BUSINESS_STEPS = 8
+SESSION_STEPS = 10  # preflight, image, launch, CLB, admit, bind, healthy, VIP, canary, the rest
+BUSINESS_STEPS = 9  # preflight, image, launch, apps healthy, CLB, admit, bind, healthy, VIP
 
 
 @flow(

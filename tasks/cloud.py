@@ -299,58 +299,9 @@ def is_retryable(exc: BaseException) -> bool:
     return code in RETRYABLE_CODES or any(code == p or code.startswith(p + ".") for p in RETRYABLE_PREFIXES)
 
 
-def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect `retry_condition_fn`: retry a failed task only when its exception `is_retryable`.
-
-    Prefect 3.8 calls `fn(task, task_run, state)` and only when `inspect.isfunction(fn)`: this must
-    stay a plain function (not a partial or a callable object, which Prefect silently treats as "no").
-    """
-    exc = getattr(state, "data", None)
-    return isinstance(exc, BaseException) and is_retryable(exc)
-
-
-RETRY_JITTER_FACTOR = 0.5  # Prefect's `retry_jitter_factor`: spreads retries of many tasks apart
-
-
-def backoff_delays(retries: int, first: float = 1.0, cap: float = 30.0) -> list[float]:
-    """Exponential delays for `retry_delay_seconds`: first, 2*first, 4*first ... capped."""
-    return [min(cap, first * 2**attempt) for attempt in range(retries)]
-
-
-def retry_options(retries: int = 5, first: float = 1.0, cap: float = 30.0) -> dict[str, Any]:
-    """Keyword arguments for `@task(**retry_options())`: retry retryable cloud errors with backoff and jitter."""
-    return {
-        "retries": retries,
-        "retry_delay_seconds": backoff_delays(retries, first, cap),
-        "retry_jitter_factor": RETRY_JITTER_FACTOR,
-        "retry_condition_fn": retry_condition,
-    }
-
-
 def jittered(delay: float, rng: random.Random | None = None) -> float:
     """`delay` spread uniformly over [delay/2, delay] ("equal jitter")."""
     return delay / 2 + (rng or random).uniform(0, delay / 2)
-
-
-def call_with_retry(
-    fn: Callable[[], _T],
-    attempts: int = 5,
-    first: float = 0.5,
-    cap: float = 10.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> _T:
-    """Run `fn` in-process, retrying retryable errors with jittered exponential backoff.
-
-    For calls outside a task's own retries (e.g. one describe inside a longer step).
-    """
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if attempt == attempts - 1 or not is_retryable(exc):
-                raise
-            sleep(jittered(min(cap, first * 2**attempt)))
-    raise AssertionError("unreachable")
 
 
 def retrying(

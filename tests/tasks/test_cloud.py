@@ -13,16 +13,13 @@ from tasks.cloud import (
     CloudError,
     CloudSettings,
     RateLimiter,
-    backoff_delays,
     call,
     call_json,
-    call_with_retry,
     clients_for,
     configure,
     is_retryable,
     make_client,
-    retry_condition,
-    retry_options,
+    retrying,
 )
 
 ZONE, CENTOS = "ap-guangzhou-3", "img-l8og963d"
@@ -133,24 +130,27 @@ def test_plain_network_exceptions_are_retryable_and_bugs_are_not():
     assert not is_retryable(ValueError("bug")) and not is_retryable(KeyError("x"))
 
 
-def test_backoff_helpers():
-    assert backoff_delays(5, first=1, cap=5) == [1, 2, 4, 5, 5]
-    options = retry_options(retries=3, first=0.5)
-    assert options["retry_delay_seconds"] == [0.5, 1, 2] and options["retry_condition_fn"] is retry_condition
-    sleeps = []
+def test_retrying_reruns_retryable_errors_with_backoff_and_stops_at_others():
+    sleeps: list[float] = []
     attempts = iter([CloudError("ResourceBusy", "x"), CloudError("RequestLimitExceeded", "y"), "ok"])
 
-    def flaky():
+    @retrying(first=1, sleep=sleeps.append)
+    def flaky() -> str:
         result = next(attempts)
         if isinstance(result, Exception):
             raise result
         return result
 
-    assert call_with_retry(flaky, first=1, sleep=sleeps.append) == "ok"
-    assert 0.5 <= sleeps[0] <= 1 and 1 <= sleeps[1] <= 2
+    assert flaky() == "ok"
+    assert 0.5 <= sleeps[0] <= 1 and 1 <= sleeps[1] <= 2  # equal jitter over exponential delays
+
+    @retrying(sleep=sleeps.append)
+    def broken() -> None:
+        raise CloudError("InternalError", "z")
+
     with pytest.raises(CloudError, match="InternalError"):
-        call_with_retry(lambda: (_ for _ in ()).throw(CloudError("InternalError", "z")), sleep=sleeps.append)
-    assert len(sleeps) == 2
+        broken()
+    assert len(sleeps) == 2  # InternalError is not retried
 
 
 # ---- the rate limit -----------------------------------------------------------------------------------
@@ -193,38 +193,6 @@ def test_a_burst_through_call_never_trips_the_servers_throttle(settings, sandbox
         results = list(pool.map(lambda _: call(cvm, "DescribeZones", {}), range(50)))
     assert len(results) == 50  # no RequestLimitExceeded
     assert time.monotonic() - started >= 2.0  # 50 at 15/s
-
-
-# ---- Prefect retries -----------------------------------------------------------------------------------
-def test_prefect_retries_retryable_errors_only(settings, sandbox):
-    from prefect import flow, task
-    from prefect.testing.utilities import prefect_test_harness
-
-    attempts: list[str] = []
-
-    @task(**{**retry_options(retries=3, first=0), "retry_delay_seconds": 0})
-    def describe_regions() -> int:
-        attempts.append("try")
-        return len(call(make_client("cvm", settings), "DescribeRegions", {}).RegionSet)
-
-    @flow
-    def probe() -> int:
-        return describe_regions()
-
-    with prefect_test_harness(server_startup_timeout=120):
-        sandbox.admin(
-            "POST",
-            "faults",
-            {"service": "cvm", "action": "DescribeRegions", "error_code": "RequestLimitExceeded", "count": 2},
-        )
-        assert probe() >= 1 and len(attempts) == 3
-
-        attempts.clear()
-        sandbox.admin("DELETE", "faults")
-        sandbox.admin("POST", "faults", {"service": "cvm", "action": "DescribeRegions", "error_code": "InternalError"})
-        with pytest.raises(CloudError, match="InternalError"):
-            probe()
-        assert len(attempts) == 1
 
 
 def test_clients_for_follows_the_environment_or_configured_settings(sandbox, settings, monkeypatch):
