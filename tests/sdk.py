@@ -1,6 +1,8 @@
 """Real Tencent SDK clients pointed at a sandbox (tests only)."""
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from tencentcloud.common import credential
 from tencentcloud.common.profile.client_profile import ClientProfile
@@ -9,6 +11,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from sandbox.server import EmbeddedSandbox
 
 REGION = "ap-guangzhou"
+T = TypeVar("T")
 
 
 def sdk_client(
@@ -24,3 +27,16 @@ def sdk_client(
     cred = credential.Credential(secret_id or config.secret_id, secret_key or config.secret_key)
     profile = ClientProfile(httpProfile=HttpProfile(protocol="http", endpoint=server.endpoint, reqMethod=method))
     return client_class(cred, region, profile)
+
+
+def poll(read: Callable[[], T], done: Callable[[T], Any] = bool, what: str = "a condition", timeout: float = 10.0) -> T:
+    """Poll a real state with backoff until `done(read())`; return that value, or fail at the deadline."""
+    deadline, delay = time.monotonic() + timeout, 0.01
+    while True:
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {value!r}")
+        time.sleep(delay)  # the pause between two polls of a real state, not a stand-in for one
+        delay = min(delay * 2, 0.2)

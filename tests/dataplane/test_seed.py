@@ -3,7 +3,6 @@
 import json
 import socket
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,23 +17,14 @@ from tencentcloud.vpc.v20170312 import vpc_client
 from typer.testing import CliRunner
 
 from sandbox.cli import app as sandbox_cli
+from tests.sdk import poll as poll_state
 
 DEADLINE = 20.0
 
 
 # ---- helpers shared with test_guests.py --------------------------------------------------------
 def poll(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
-    """Poll a real state until `check` returns something truthy (or fail after the deadline)."""
-    end = time.monotonic() + deadline
-    delay = 0.01
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+    return poll_state(check, what=what, timeout=deadline)
 
 
 def seed(sandbox: Any, tmp_path: Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from tencentcloud.cvm.v20170312 import cvm_client, models
 
 from sandbox.dataplane.disks import Disks
 from sandbox.dataplane.shell import Guest, Shell
+from tests.sdk import poll as poll_state
 
 PUBLIC_IMAGE = "img-l8og963d"  # CentOS 7.9
 WINDOWS_IMAGE = "img-9id7emv7"
@@ -31,17 +32,7 @@ def call(cvm: Any, action: str, params: dict[str, Any]) -> Any:
 
 
 def poll(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
-    """Poll a real state until `check` returns something truthy (or fail after the deadline)."""
-    end = time.monotonic() + deadline
-    delay = 0.01
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+    return poll_state(check, what=what, timeout=deadline)
 
 
 def instance_states(cvm: Any, ids: list[str]) -> dict[str, str]:

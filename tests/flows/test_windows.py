@@ -6,7 +6,6 @@ logging in as Administrator with a password from a Prefect Secret block, rewriti
 
 import contextlib
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from flows.scale_out import scale_out_session_tier
 from tasks import remote
 from tasks.health import HealthCheck
 from tasks.models import SshSettings, runtime_profile
+from tests.sdk import poll as poll_state
 from tests.sdk import sdk_client
 
 WINDOWS_IMAGE = "img-9id7emv7"  # Windows Server 2019 数据中心版 64位中文版
@@ -34,13 +34,7 @@ DEADLINE = 30.0
 
 
 def poll(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
-    end, delay = time.monotonic() + deadline, 0.02
-    while not (result := check()):
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.3)
-    return result
+    return poll_state(check, what=what, timeout=deadline)
 
 
 def call(cvm: Any, action: str, params: dict[str, Any]) -> Any:

@@ -1,7 +1,6 @@
 """CLB 2018-03-17 conformance, through the real SDK: load balancers, listeners, targets, asynchronous tasks."""
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from tencentcloud.vpc.v20170312 import vpc_client
 
 import sandbox.services  # noqa: F401  (registers every action, for `needs_instances`)
 from sandbox.core.registry import ACTIONS
+from tests.sdk import poll as poll_state
 
 ZONE = "ap-guangzhou-3"
 IMAGE = "img-l8og963d"  # the catalog's public CentOS
@@ -35,15 +35,7 @@ def error_of(thunk: Callable[[], Any]) -> TencentCloudSDKException:
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll a real state until `check` returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    return poll_state(check, what=what, timeout=timeout)
 
 
 class Cloud:

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,8 @@ from typing import Any
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.cvm.v20170312 import cvm_client, cvm_client_async, models
+
+from tests.sdk import poll as poll_state
 
 ZONE, OTHER_ZONE = "ap-guangzhou-3", "ap-guangzhou-4"
 CENTOS, WINDOWS = "img-l8og963d", "img-9id7emv7"
@@ -38,15 +39,7 @@ def code_of(sdk: Any, action: str, params: dict[str, Any] | None = None) -> str:
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll a real state until `check` returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)  # polling interval of a readiness check, not a fixed wait
+    return poll_state(check, what=what, timeout=timeout)
 
 
 def launch(sdk: Any, count: int = 1, **params: Any) -> list[str]:

@@ -12,20 +12,14 @@ from tencentcloud.cvm.v20170312 import models as cvm
 from tencentcloud.vpc.v20170312 import models as vpc
 from tencentcloud.vpc.v20170312 import vpc_client
 
+from tests.sdk import poll as poll_state
+
 ZONE = "ap-guangzhou-3"
 CENTOS = "img-l8og963d"
 
 
 def poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 10.0) -> Any:
-    """Poll a real state until `done`, with backoff and a deadline."""
-    deadline, delay = time.monotonic() + timeout, 0.01
-    while True:
-        value = read()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"timed out; last state: {value}"
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
+    return poll_state(read, done, timeout=timeout)
 
 
 def run_request(image_id: str, count: int, token: str, key_id: str) -> cvm.RunInstancesRequest:

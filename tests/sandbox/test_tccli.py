@@ -8,11 +8,12 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.sdk import poll as poll_state
 
 pytestmark = [
     pytest.mark.tccli,
@@ -49,12 +50,7 @@ def tccli(tccli_path: Path, sandbox):
 
 
 def poll(read, done, timeout: float = 20.0):
-    deadline, delay = time.monotonic() + timeout, 0.05
-    while not done(value := read()):
-        assert time.monotonic() < deadline, value
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
-    return value
+    return poll_state(read, done, timeout=timeout)
 
 
 def test_tccli_scenario(tccli):
