@@ -48,7 +48,7 @@ BUSINESS_STEPS = 9  # preflight, image, launch, apps healthy, CLB, admit, bind, 
 )
 def scale_out_session_tier(params: SessionTierParameters) -> TierOutcome:
     def prepare(key: str, tags: dict[str, str]) -> SessionPlan:
-        plan = preflight_tier(params, "session", "INTERNAL", _image_name(params, key), tags)
+        plan = preflight_tier(params, "session", "INTERNAL", steps.image_name(params, "session", key), tags)
         business, planned = preflight_business_servers(params, plan)
         return SessionPlan(tier=plan, business=business, planned=planned)
 
@@ -102,11 +102,6 @@ def _run_tier(
             result.report = report
 
 
-def _image_name(params: SessionTierParameters | BusinessTierParameters, key: str) -> str:
-    tier = "session" if isinstance(params, SessionTierParameters) else "business"
-    return params.image.name or f"tcscale-{tier}-{key[:8]}"
-
-
 def preflight_business_servers(params: SessionTierParameters, plan: TierPlan) -> tuple[list[Server], list[Change]]:
     """Every business server: found, RUNNING, placed like the session server, sdk.config readable over SSH."""
     problems: list[str] = []
@@ -136,7 +131,7 @@ def preflight_business_servers(params: SessionTierParameters, plan: TierPlan) ->
 
 def _plan_session(record: RunRecord, params: SessionTierParameters, prepared: SessionPlan) -> TierOutcome:
     business, planned = prepared.business, prepared.planned
-    steps.plan_tier(record, params, prepared.tier, "INTERNAL", _image_name(params, record.run_key))
+    steps.plan_tier(record, params, prepared.tier, "INTERNAL")
     record.plan += [
         f"rewrite authServerUrl on {len(business)} business server(s) (canary {business[0].instance_id} first), "
         f"restart with {params.runtime}",
@@ -218,7 +213,7 @@ def _outcome(record: RunRecord, plan: TierPlan, launched: steps.Launched, balanc
 @flow(name="scale-out-business-tier", description="业务服务器扩容: the business servers behind a public CLB")
 def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
     def prepare(key: str, tags: dict[str, str]) -> TierPlan:
-        return preflight_tier(params, "business", "OPEN", _image_name(params, key), tags)
+        return preflight_tier(params, "business", "OPEN", steps.image_name(params, "business", key), tags)
 
     return _run_tier(
         "scale-out-business-tier",
@@ -233,7 +228,7 @@ def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
 
 
 def _plan_business(record: RunRecord, params: BusinessTierParameters, plan: TierPlan) -> TierOutcome:
-    steps.plan_tier(record, params, plan, "OPEN", _image_name(params, record.run_key))
+    steps.plan_tier(record, params, plan, "OPEN")
     return TierOutcome(tier="business", run_key=record.run_key, dry_run=True, plan=record.plan)
 
 

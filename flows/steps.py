@@ -48,6 +48,10 @@ def ownership_tags(key: str, tier: str) -> dict[str, str]:
     return {"tcscale:run": key, "tcscale:tier": tier}
 
 
+def image_name(params: TierParameters, tier: str, key: str) -> str:
+    return params.image.name or f"tcscale-{tier}-{key[:8]}"
+
+
 def client_token(key: str, tier: str, what: str) -> str:
     return f"tcscale-{key}-{tier}-{what}"[:64]
 
@@ -73,10 +77,10 @@ def tier_lock(tier: str) -> Iterator[None]:
 def launch_from_image(record: RunRecord, plan: TierPlan, params: TierParameters, tags: dict[str, str]) -> Launched:
     """Guide steps 1 and 2: make an image of the server, then create servers from the image."""
     source, key, tier = plan.source, record.run_key, record.tier
-    image_name = params.image.name or f"tcscale-{tier}-{key[:8]}"
-    with record.step(f"image {source.instance_id} as {image_name!r}"):
-        image = cvm.create_image(source, image_name, tags, params.image.reuse)
-        record.add("image", image.image_id, created=not image.reused, detail=image_name)
+    name = image_name(params, tier, key)
+    with record.step(f"image {source.instance_id} as {name!r}"):
+        image = cvm.create_image(source, name, tags, params.image.reuse)
+        record.add("image", image.image_id, created=not image.reused, detail=name)
         image = cvm.wait_image_normal(source.region, image, params.timeouts.image, params.timeouts.poll)
     with record.step(f"launch {params.count} x {plan.instance_type} from {image.image_id}"):
         ids = cvm.run_servers(
@@ -203,13 +207,14 @@ def verify(record: RunRecord, probes: dict, what: str, timeout: float, poll: flo
     return list(results.values())
 
 
-def plan_tier(record: RunRecord, params: TierParameters, plan: TierPlan, clb_type: str, image_name: str) -> None:
+def plan_tier(record: RunRecord, params: TierParameters, plan: TierPlan, clb_type: str) -> None:
     """The dry run's account of what `launch_from_image` and `put_behind_load_balancer` would do."""
     source, lb, options = plan.source, plan.load_balancer, params.load_balancer
     kind = "internal" if clb_type == "INTERNAL" else "public"
     groups = ", ".join(sorted(set(source.security_group_ids)))
     record.plan += [
-        f"image {record.tier} server {source.instance_id} ({source.private_ip}) as {image_name!r}",
+        f"image {record.tier} server {source.instance_id} ({source.private_ip}) as "
+        f"{image_name(params, record.tier, record.run_key)!r}",
         f"launch {params.count} x {plan.instance_type} in {source.zone} (project {source.project_id}, VPC "
         f"{source.vpc_id}, subnet {source.subnet_id}, security groups {groups})",
         f"use {kind} CLB {lb.load_balancer_id} (VIP {lb.vip})"
