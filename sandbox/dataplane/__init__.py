@@ -86,6 +86,7 @@ class DataPlane:
         self._controls: dict[str, asyncio.AbstractServer] = {}
         self._up: set[str] = set()
         self._changed: set[str] = set()
+        self._went_down: set[str] = set()  # left RUNNING since last converged (a reboot too)
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._chores: set[asyncio.Task[Any]] = set()  # keeps background tasks referenced
 
@@ -132,6 +133,9 @@ class DataPlane:
         if instance.state != "RUNNING":
             # Refuse new SSH connections at once: the address may be handed to a new server right away.
             self.ssh.close_listeners(instance.instance_id)
+            # Remember it: under the instant profile a reboot is back to RUNNING before we converge,
+            # and its apps must still restart (re-reading their config) like on a real reboot.
+            self._went_down.add(instance.instance_id)
         self._mark(instance.instance_id)
 
     def _on_image_creating(self, image: Any, instance: Any, *_: Any) -> None:
@@ -179,7 +183,11 @@ class DataPlane:
             self.disks.remove_disk(instance_id)
             self.ssh.forget_host_key(instance_id)
             self.errors.pop(instance_id, None)
+            self._went_down.discard(instance_id)
             return
+        if instance_id in self._went_down and instance_id in self._up:
+            await self._take_down(instance_id)
+        self._went_down.discard(instance_id)
         running = instance.state == "RUNNING"
         if running and instance_id not in self._up:
             await self._bring_up(instance)
