@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from flows.cleanup import cleanup_run
-from flows.parameters import CleanupParameters
+from flows.parameters import CleanupParameters, ImageOptions
 from flows.preflight import select_servers
+from flows.scale_out import scale_out_session_tier
 from flows.steps import client_token, ownership_tags
 from sandbox.server import EmbeddedSandbox
 from tasks import clb, cvm, vpc
@@ -21,7 +22,14 @@ from tasks.cvm import Server
 from tasks.health import auth_url
 from tasks.models import runtime_profile
 from tasks.repoint import repoint
-from tests.flows.support import BUSINESS_TAG, assert_business_untouched, business_configs, inventory, ssh_settings
+from tests.flows.support import (
+    BUSINESS_TAG,
+    assert_business_untouched,
+    business_configs,
+    inventory,
+    session_params,
+    ssh_settings,
+)
 
 KILLED = "killed-run-1"
 OTHER = "another-run-2"
@@ -107,3 +115,22 @@ def test_cleanup_removes_what_a_killed_run_left(guide, cloud_env: EmbeddedSandbo
     assert not (again.images or again.instances or again.load_balancers or again.rules_revoked)
     assert not again.configs_restored
     assert inventory(cloud_env) == before
+
+
+def test_a_rerun_adopts_what_the_killed_attempt_made(guide, cloud_env: EmbeddedSandbox):
+    """Re-running with the killed run's key finishes its work and duplicates nothing."""
+    left = leave_what_a_killed_run_leaves(guide, KILLED)
+    killed = inventory(cloud_env)
+    params = session_params(guide, run_key=KILLED, image=ImageOptions(name=f"tcscale-session-{KILLED}"))
+
+    outcome = scale_out_session_tier(params)
+
+    assert outcome.image_id == left["image"]
+    assert sorted(outcome.new_instance_ids) == left["instances"]
+    assert outcome.load_balancer_id == left["load_balancer"]
+    (change,) = outcome.changes
+    assert not change.changed  # the killed attempt had already pointed the business server at the VIP
+    after = inventory(cloud_env)
+    assert after["instances"] == killed["instances"] and after["images"] == killed["images"]
+    assert after["load_balancers"].keys() == killed["load_balancers"].keys()
+    assert after["security_groups"] == killed["security_groups"]  # no second copy of the VIP's rule
