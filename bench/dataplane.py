@@ -31,6 +31,7 @@ from tencentcloud.cvm.v20170312 import cvm_client
 from tencentcloud.vpc.v20170312 import vpc_client
 
 from bench.common import ROOT, SandboxProcess, cpu_seconds, memory_mb, print_table, sdk_client, stop, write_results
+from tasks.ssh_keys import parse_known_hosts
 
 TARGET_SECONDS, TARGET_MB, TARGET_RATIO = 10.0, 500.0, 0.5
 SOURCE_PORT = 9000  # the throughput source's port on the backend server (and the listener's)
@@ -124,13 +125,7 @@ def scale_out(sandbox: SandboxProcess, seed: dict[str, Any], count: int) -> tupl
 # ---- 2. SSH handshake ---------------------------------------------------------------------------------
 def ssh_handshakes(sandbox: SandboxProcess, seed: dict[str, Any], ids: list[str], samples: int) -> dict[str, Any]:
     servers = {s["instance_id"]: s for s in sandbox.admin("GET", "servers")["servers"]}
-    host_keys = paramiko.HostKeys()
-    for server in servers.values():
-        for line in server["known_hosts"]:
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-            if entry is not None:
-                for name in entry.hostnames:
-                    host_keys.add(name, entry.key.get_name(), entry.key)
+    host_keys = parse_known_hosts([line for server in servers.values() for line in server["known_hosts"]])
     key = paramiko.PKey.from_path(seed["key_pair"]["private_key_file"])
     port, user = seed["ports"]["ssh"], seed["users"]["linux"]
     times = []

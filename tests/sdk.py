@@ -4,11 +4,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import paramiko
 from tencentcloud.common import credential
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 
 from sandbox.server import EmbeddedSandbox
+from tasks.ssh_keys import parse_known_hosts
 
 REGION = "ap-guangzhou"
 T = TypeVar("T")
@@ -40,3 +42,11 @@ def poll(read: Callable[[], T], done: Callable[[T], Any] = bool, what: str = "a 
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {value!r}")
         time.sleep(delay)  # the pause between two polls of a real state, not a stand-in for one
         delay = min(delay * 2, 0.2)
+
+
+def strict_ssh_client(known_hosts: list[str]) -> paramiko.SSHClient:
+    """A paramiko client that accepts only the host keys of these known_hosts lines (RejectPolicy)."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.get_host_keys().update(parse_known_hosts(known_hosts))
+    return client

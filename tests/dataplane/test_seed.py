@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from sandbox.cli import app as sandbox_cli
 from tests.sdk import poll as poll_state
+from tests.sdk import strict_ssh_client
 
 DEADLINE = 20.0
 
@@ -38,13 +39,7 @@ def ssh(sandbox: Any, seeded: dict[str, Any], tier: str) -> paramiko.SSHClient:
     target = seeded[f"{tier}_server"]
     servers = sandbox.admin("GET", "servers")["servers"]
     info = next(s for s in servers if s["instance_id"] == target["instance_id"])
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    for line in info["known_hosts"]:
-        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-        assert entry is not None
-        for name in entry.hostnames:
-            client.get_host_keys().add(name, entry.key.get_name(), entry.key)
+    client = strict_ssh_client(info["known_hosts"])
     port = seeded["ports"]["ssh"]
     sock = socket.create_connection((target["private_ip"], port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # paramiko never sets it

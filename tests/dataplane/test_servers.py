@@ -17,6 +17,7 @@ from tencentcloud.cvm.v20170312 import cvm_client, models
 from sandbox.dataplane.disks import Disks
 from sandbox.dataplane.shell import Guest, Shell
 from tests.sdk import poll as poll_state
+from tests.sdk import strict_ssh_client
 
 PUBLIC_IMAGE = "img-l8og963d"  # CentOS 7.9
 WINDOWS_IMAGE = "img-9id7emv7"
@@ -66,13 +67,7 @@ def nodelay_socket(host: str, port: int) -> socket.socket:
 
 def connect(info: dict[str, Any], private_key: str | paramiko.PKey, user: str | None = None) -> paramiko.SSHClient:
     """SSH with strict host-key checking against the known_hosts lines the admin API reports."""
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    for line in info["known_hosts"]:
-        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-        assert entry is not None
-        for name in entry.hostnames:
-            client.get_host_keys().add(name, entry.key.get_name(), entry.key)
+    client = strict_ssh_client(info["known_hosts"])
     host, port = info["private_ip"], info["ssh_port"]
     client.connect(
         host,
@@ -279,12 +274,7 @@ def test_windows_passwords_follow_the_clouds_rules(fleet: Fleet) -> None:
 
 
 def password_login(info: dict[str, Any], password: str) -> paramiko.SSHClient:
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    for line in info["known_hosts"]:
-        entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-        assert entry is not None
-        client.get_host_keys().add(entry.hostnames[0], entry.key.get_name(), entry.key)
+    client = strict_ssh_client(info["known_hosts"])
     sock = nodelay_socket(info["private_ip"], info["ssh_port"])
     client.connect(
         info["private_ip"],
