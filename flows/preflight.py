@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from flows.parameters import LoadBalancerOptions, ServerSelector, TierParameters
 from tasks.clb import LoadBalancer, describe_load_balancer
 from tasks.cloud import CloudError, call_json, clients_for, is_retryable, retrying
-from tasks.cvm import Server, describe_servers, find_images, tag_filters
+from tasks.cvm import ImageNameTaken, Server, adopt_image, describe_servers, find_images, tag_filters
 
 
 class PreflightFailed(Exception):
@@ -130,13 +130,10 @@ def check_launch(source: Server, params: TierParameters, instance_type: str, pro
 
 
 def check_image_name(source: Server, name: str, reuse: bool, run_tag: dict[str, str], problems: list[str]) -> None:
-    for image in find_images(source.region, name):
-        ours = all(image.tags.get(k) == v for k, v in run_tag.items())
-        if not ours and not (reuse and image.state == "NORMAL"):
-            problems.append(
-                f"an image named {name!r} already exists ({image.image_id}, {image.state}) and was not made by this "
-                "run: set image.reuse=true to launch from it, or choose another image name"
-            )
+    try:
+        adopt_image(find_images(source.region, name), run_tag, reuse)
+    except ImageNameTaken as taken:
+        problems.append(str(taken))
 
 
 @task(name="preflight", cache_policy=NO_CACHE)

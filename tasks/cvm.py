@@ -98,11 +98,26 @@ class Image(BaseModel):
 
 
 class ImageNameTaken(Exception):
-    def __init__(self, name: str, image_id: str) -> None:
+    def __init__(self, image: Image) -> None:
         super().__init__(
-            f"an image named {name!r} already exists ({image_id}) and was not made by this run: "
-            "set image.reuse=true to launch from it, or choose another image name"
+            f"an image named {image.image_name!r} already exists ({image.image_id}, {image.state}) and was not made "
+            "by this run: set image.reuse=true to launch from it, or choose another image name"
         )
+
+
+def adopt_image(images: list[Image], tags: dict[str, str], reuse: bool) -> Image | None:
+    """Of the images with the run's image name: the one to launch from instead of a new one (this run's own,
+    from an earlier attempt, or with `reuse` any NORMAL one), or None; `ImageNameTaken` when the name is
+    someone else's."""
+    for image in images:
+        ours = image.tags.get(RUN_TAG) == tags.get(RUN_TAG)
+        if ours and image.state in ("CREATING", "NORMAL"):
+            return image
+        if reuse and image.state == "NORMAL":
+            return image.model_copy(update={"reused": True})
+        if not ours:
+            raise ImageNameTaken(image)
+    return None
 
 
 def tag_filters(tags: dict[str, str]) -> list[dict[str, Any]]:
@@ -152,15 +167,11 @@ def find_images(region: str, name: str) -> list[Image]:
 @retrying()
 def create_image(source: Server, name: str, tags: dict[str, str], reuse: bool, dry_run: bool = False) -> Image:
     """Image the source server, or adopt an image of that name: this run's own (a re-run), or with `reuse`."""
-    for image in find_images(source.region, name):
-        ours = image.tags.get(RUN_TAG) == tags.get(RUN_TAG)
-        if ours and image.state in ("CREATING", "NORMAL"):
-            remember(region=source.region, image_id=image.image_id)
-            return image
-        if reuse and image.state == "NORMAL":
-            return image.model_copy(update={"reused": True})
-        if not ours:
-            raise ImageNameTaken(name, image.image_id)
+    adopted = adopt_image(find_images(source.region, name), tags, reuse)
+    if adopted is not None:
+        if not adopted.reused:  # this run's own: its rollback deletes it
+            remember(region=source.region, image_id=adopted.image_id)
+        return adopted
     if dry_run:
         return Image(image_id="(new image)", image_name=name, state="PLANNED")
     request = {
