@@ -16,7 +16,7 @@ from flows.parameters import TierParameters
 from flows.preflight import TierPlan
 from flows.records import RunRecord
 from tasks import clb, cvm, vpc
-from tasks.health import Probe, probe_all, wait_until_ok
+from tasks.health import Probe, wait_until_ok
 
 LOCK_WAIT_SECONDS = 10.0
 
@@ -197,13 +197,12 @@ def put_behind_load_balancer(
 
 
 def verify(record: RunRecord, probes: dict, what: str, timeout: float, poll: float) -> list[Probe]:
-    """Probe until all are ok, recording every result (failures included)."""
+    """Probe until all are ok, recording the last result of each (failures included)."""
+    results: dict[str, Probe] = {}
     try:
-        results = wait_until_ok(probes, what, timeout, poll)
-    except Exception:
-        record.probes += list(probe_all(probes).values())
-        raise
-    record.probes += list(results.values())
+        wait_until_ok(probes, what, timeout, poll, results)
+    finally:
+        record.probes += list(results.values())
     return list(results.values())
 
 

@@ -117,10 +117,17 @@ def probe_all(probes: dict[str, Callable[[], Probe]], workers: int = 16) -> dict
 
 
 def wait_until_ok(
-    probes: dict[str, Callable[[], Probe]], what: str, timeout: float, poll: float = 1.0
+    probes: dict[str, Callable[[], Probe]],
+    what: str,
+    timeout: float,
+    poll: float = 1.0,
+    results: dict[str, Probe] | None = None,
 ) -> dict[str, Probe]:
-    """Probe until every one is ok (servers that just booted need a moment); times out naming the failures."""
-    results: dict[str, Probe] = {}
+    """Probe until every one is ok (servers that just booted need a moment); times out naming the failures.
+
+    `results` (filled as probes answer) holds the last result of each, also when the wait fails.
+    """
+    results = {} if results is None else results
 
     def round_of_probes() -> dict[str, str]:
         pending = {name: probe for name, probe in probes.items() if not (name in results and results[name].ok)}
