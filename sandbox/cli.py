@@ -29,8 +29,11 @@ def serve(
     ssh_port: Annotated[int | None, typer.Option(help="servers' SSH port (default 22 if bindable, else 2222)")] = None,
     app_port: Annotated[int | None, typer.Option(help="apps' HTTP port (default 80 if bindable, else 8080)")] = None,
     dataplane: Annotated[bool, typer.Option(help="run real servers and load balancers")] = True,
+    public_pool: Annotated[
+        str | None, typer.Option(help="public addresses' network (default: the first free of 127.100.0.0/16, ...)")
+    ] = None,
 ) -> None:
-    """Serve the Tencent Cloud API (cvm, vpc, clb) and the /_sandbox/ admin API."""
+    """Serve the Tencent Cloud API (cvm, vpc, clb, as) and the /_sandbox/ admin API."""
     from sandbox.server import serve as run
 
     if profile not in Profile.__args__:  # type: ignore[attr-defined]
@@ -45,6 +48,7 @@ def serve(
         ssh_port=ssh_port,
         app_port=app_port,
         dataplane=dataplane,
+        public_pool=public_pool,
         clock=ClockSettings(profile=profile, time_scale=time_scale),  # type: ignore[arg-type]
     )
     typer.echo(f"sandbox: Tencent Cloud API on http://{host}:{port} (profile {profile}, SecretId {secret_id})")

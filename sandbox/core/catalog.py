@@ -1,5 +1,7 @@
 """The fixed world of the sandbox: account, regions, zones, projects, instance types, public images."""
 
+import re
+
 from pydantic import BaseModel
 
 APP_ID = 1250000000
@@ -49,17 +51,44 @@ class InstanceTypeSpec(BaseModel):
     family: str
     cpu: int
     memory: int  # GB
+    zones: list[str] | None = None  # None: sold in every zone of every region
 
 
-INSTANCE_TYPES: dict[str, InstanceTypeSpec] = {
-    t.instance_type: t
-    for t in [
-        InstanceTypeSpec(instance_type="S5.SMALL2", family="S5", cpu=1, memory=2),
-        InstanceTypeSpec(instance_type="S5.MEDIUM4", family="S5", cpu=2, memory=4),
-        InstanceTypeSpec(instance_type="S5.LARGE8", family="S5", cpu=4, memory=8),
-        InstanceTypeSpec(instance_type="SA2.MEDIUM4", family="SA2", cpu=2, memory=4),
-    ]
-}
+# The standard families a user names (S5, S6: Intel; SA2, SA3: AMD), each in the sizes Tencent lists:
+# the size says the cores (SMALL 1, MEDIUM 2, LARGE 4, nXLARGE 4n) and ends with the memory in GB.
+STANDARD_FAMILIES = ("S5", "S6", "SA2", "SA3")
+STANDARD_SIZES = (
+    "SMALL1", "SMALL2", "SMALL4", "MEDIUM2", "MEDIUM4", "MEDIUM8", "LARGE8", "LARGE16",
+    "2XLARGE16", "2XLARGE32", "4XLARGE32", "4XLARGE64", "6XLARGE48", "6XLARGE96",
+    "8XLARGE64", "8XLARGE128", "12XLARGE96", "12XLARGE192", "16XLARGE128", "16XLARGE256",
+)  # fmt: skip
+_SIZE = re.compile(r"^(SMALL|MEDIUM|LARGE|(\d+)XLARGE)(\d+)$")
+
+
+def size_spec(size: str) -> tuple[int, int]:
+    """`MEDIUM4` -> (2 cores, 4 GB), `8XLARGE64` -> (32, 64)."""
+    match = _SIZE.match(size)
+    if match is None:
+        raise ValueError(f"not an instance size: {size}")
+    cores = {"SMALL": 1, "MEDIUM": 2, "LARGE": 4}.get(match[1]) or 4 * int(match[2])
+    return cores, int(match[3])
+
+
+def _standard_types() -> list[InstanceTypeSpec]:
+    specs = []
+    for family in STANDARD_FAMILIES:
+        for size in STANDARD_SIZES:
+            cpu, memory = size_spec(size)
+            specs.append(InstanceTypeSpec(instance_type=f"{family}.{size}", family=family, cpu=cpu, memory=memory))
+    return specs
+
+
+INSTANCE_TYPES: dict[str, InstanceTypeSpec] = {t.instance_type: t for t in _standard_types()}
+
+
+def instance_types_in(zone: str) -> list[InstanceTypeSpec]:
+    """The instance types sold in a zone (DescribeInstanceTypeConfigs / DescribeZoneInstanceConfigInfos)."""
+    return [t for t in INSTANCE_TYPES.values() if t.zones is None or zone in t.zones]
 
 
 class PublicImage(BaseModel):

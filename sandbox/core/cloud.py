@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sandbox.core.backend import BACKENDS, Backend
 from sandbox.core.clock import Clock, ClockSettings
 from sandbox.core.faults import Faults
+from sandbox.core.pools import parse_pool, process_public_pool
 from sandbox.core.throttle import Throttle
 
 DEFAULT_SECRET_ID = "AKIDsandbox0000000000000000000000000"
@@ -28,6 +29,11 @@ class SandboxConfig(BaseModel):
     dataplane: bool = Field(True, description="run real servers (SSH, apps) and load balancers (TCP)")
     ssh_port: int | None = Field(None, description="servers' SSH port; None: 22 when bindable, else 2222")
     app_port: int | None = Field(None, description="guests' HTTP port; None: 80 when bindable, else 8080")
+    public_pool: str | None = Field(
+        None,
+        description="the /16 (or smaller) of 127.0.0.0/8 for public IPs and OPEN CLB VIPs; None: the first of "
+        "127.100.0.0/16, 127.101.0.0/16, ... that no other sandbox process on this machine holds",
+    )
 
 
 Listener = Callable[..., None]
@@ -57,6 +63,7 @@ class Cloud:
 
         self.config = config or SandboxConfig()
         self.clock = Clock(self.config.clock)
+        self.public_pool = parse_pool(self.config.public_pool or process_public_pool())
         self.faults = Faults()
         self.throttle = Throttle(self.config.rate_limit)
         self.events = Events()

@@ -5,7 +5,7 @@ Request parameters in, response shapes out; the rules live in the backend.
 
 from typing import Any
 
-from sandbox.core.catalog import INSTANCE_TYPES, OWNER_UIN, PROJECTS, REGIONS
+from sandbox.core.catalog import OWNER_UIN, PROJECTS, REGIONS, InstanceTypeSpec, instance_types_in
 from sandbox.core.errors import ApiError
 from sandbox.core.query import apply_filters, paginate, tag_list
 from sandbox.core.registry import Request, action
@@ -122,19 +122,23 @@ def key_pair_instances(req: Request, key: KeyPair) -> list[str]:
 
 
 # ---- instance types and images ---------------------------------------------------------------------
-@action("cvm", VERSION, "DescribeInstanceTypeConfigs")
-def describe_instance_type_configs(req: Request) -> dict[str, Any]:
-    configs = [(zone.zone, spec) for zone in REGIONS[req.region].zones for spec in INSTANCE_TYPES.values()]
+def _zone_types(req: Request) -> list[tuple[str, InstanceTypeSpec]]:
+    """(zone, instance type) for every type sold in every zone of the region, narrowed by the filters."""
     check_filters(req.get("Filters"))
-    configs = apply_filters(
+    configs = [(zone.zone, spec) for zone in REGIONS[req.region].zones for spec in instance_types_in(zone.zone)]
+    return apply_filters(
         configs,
-        req.get("Filters"),
+        [f for f in req.get("Filters") or [] if f["Name"] != "instance-charge-type"],
         {
             "zone": lambda c: c[0],
             "instance-family": lambda c: c[1].family,
             "instance-type": lambda c: c[1].instance_type,
         },
     )
+
+
+@action("cvm", VERSION, "DescribeInstanceTypeConfigs")
+def describe_instance_type_configs(req: Request) -> dict[str, Any]:
     return {
         "InstanceTypeConfigSet": [
             {
@@ -147,9 +151,62 @@ def describe_instance_type_configs(req: Request) -> dict[str, Any]:
                 "FPGA": 0,
                 "GpuCount": 0.0,
             }
-            for zone, spec in configs
+            for zone, spec in _zone_types(req)
         ]
     }
+
+
+# Family -> (TypeName, CpuType, Frequency) as the console and DescribeZoneInstanceConfigInfos name them.
+FAMILY_INFO = {
+    "S5": ("标准型S5", "Intel Xeon Cascade Lake 8255C/Intel Xeon Cooper Lake", "2.5/3.1GHz"),
+    "S6": ("标准型S6", "Intel Xeon Ice Lake", "2.7/3.3GHz"),
+    "SA2": ("标准型SA2", "AMD EPYC ROME", "2.6/3.3GHz"),
+    "SA3": ("标准型SA3", "AMD EPYC Milan", "2.55/3.5GHz"),
+}
+
+
+@action("cvm", VERSION, "DescribeZoneInstanceConfigInfos")
+def describe_zone_instance_config_infos(req: Request) -> dict[str, Any]:
+    charge_types = {v for f in req.get("Filters") or [] if f["Name"] == "instance-charge-type" for v in f["Values"]}
+    if charge_types - {"POSTPAID_BY_HOUR", "PREPAID", "SPOTPAID"}:
+        raise ApiError("InvalidFilterValue", "instance-charge-type takes POSTPAID_BY_HOUR / PREPAID / SPOTPAID.")
+    items = []
+    for zone, spec in _zone_types(req):
+        type_name, cpu_type, frequency = FAMILY_INFO.get(spec.family, (spec.family, "", ""))
+        hourly = round(0.06 * spec.cpu + 0.03 * spec.memory, 2)  # CNY per hour, the order of the real prices
+        for charge_type in sorted(charge_types or {"POSTPAID_BY_HOUR"}):
+            price = {"UnitPrice": hourly, "ChargeUnit": "HOUR", "UnitPriceDiscount": hourly, "Discount": 100.0}
+            if charge_type == "PREPAID":
+                monthly = round(hourly * 24 * 30 * 0.6, 2)
+                price = {"OriginalPrice": monthly, "DiscountPrice": monthly, "Discount": 100.0}
+            items.append(
+                {
+                    "Zone": zone,
+                    "InstanceType": spec.instance_type,
+                    "InstanceChargeType": charge_type,
+                    "NetworkCard": 25,
+                    "Externals": {},
+                    "Cpu": spec.cpu,
+                    "Memory": spec.memory,
+                    "InstanceFamily": spec.family,
+                    "TypeName": type_name,
+                    "LocalDiskTypeList": [],
+                    "Status": "SELL",
+                    "Price": price,
+                    "SoldOutReason": "",
+                    "InstanceBandwidth": max(1.5, spec.cpu * 0.75),
+                    "InstancePps": max(30, spec.cpu * 15),
+                    "StorageBlockAmount": 0,
+                    "CpuType": cpu_type,
+                    "Gpu": 0,
+                    "Fpga": 0,
+                    "Remark": "",
+                    "GpuCount": 0.0,
+                    "Frequency": frequency,
+                    "StatusCategory": "EnoughStock",
+                }
+            )
+    return {"InstanceTypeQuotaSet": items}
 
 
 def image_view(image: Image) -> dict[str, Any]:

@@ -70,7 +70,7 @@ class VpcState(BaseModel):
     vpcs: dict[str, Vpc] = Field(default_factory=dict)
     subnets: dict[str, Subnet] = Field(default_factory=dict)
     security_groups: dict[str, SecurityGroup] = Field(default_factory=dict)
-    public_ips: list[str] = Field(default_factory=list)  # allocated from VpcBackend.PUBLIC_POOL
+    public_ips: list[str] = Field(default_factory=list)  # allocated from Cloud.public_pool
 
 
 @backend
@@ -80,7 +80,10 @@ class VpcBackend(SecurityGroups, Backend):
     state: VpcState
 
     # ---- Addressing, used by cvm (instances) and clb (VIPs) -------------------------------------
-    PUBLIC_POOL = ipaddress.ip_network("127.100.0.0/16")  # instances' public IPs, OPEN CLB VIPs
+    @property
+    def public_pool(self) -> ipaddress.IPv4Network:
+        """Instances' public IPs and OPEN CLB VIPs: 127.100.0.0/16 unless another sandbox holds it (core/pools)."""
+        return self.cloud.public_pool
 
     def ensure_defaults(self, region: str) -> None:
         """Every region has a default VPC and, per zone, a default subnet and a default security group."""
@@ -160,7 +163,7 @@ class VpcBackend(SecurityGroups, Backend):
 
     def allocate_public_ip(self) -> str:
         used = set(self.state.public_ips)
-        for host in self.PUBLIC_POOL.hosts():
+        for host in self.public_pool.hosts():
             if str(host) not in used:
                 self.state.public_ips.append(str(host))
                 return str(host)
@@ -194,7 +197,7 @@ class VpcBackend(SecurityGroups, Backend):
             raise ApiError("InvalidParameterValue", f"The CIDR block `{cidr_block}` must have a mask from /12 to /28.")
         taken = [
             (HOST_RESERVED, "the host's own loopback services"),
-            (self.PUBLIC_POOL, "the sandbox's public address pool"),
+            (self.public_pool, "the sandbox's public address pool"),
             *[(default_vpc_cidr(r), f"the default VPC of {r}") for r in REGIONS],
             *[(ipaddress.IPv4Network(v.cidr_block), f"VPC {v.vpc_id}") for v in self.state.vpcs.values()],
         ]

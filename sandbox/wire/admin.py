@@ -36,7 +36,12 @@ def admin_route(method: str, path: str) -> Callable[[AdminHandler], AdminHandler
 
 @admin_route("GET", "health")
 def health(cloud: "Cloud", _: dict[str, Any]) -> dict[str, Any]:
-    return {"status": "ok", "profile": cloud.clock.settings.profile, "services": sorted(cloud.backends)}
+    return {
+        "status": "ok",
+        "profile": cloud.clock.settings.profile,
+        "services": sorted(cloud.backends),
+        "public_pool": str(cloud.public_pool),
+    }
 
 
 @admin_route("POST", "reset")

@@ -3,6 +3,10 @@
 The declarations are the provider's own (tccli's `api.json`), trimmed by `sandbox/specs/generate.py`
 to the actions the sandbox emulates. GET requests arrive flattened (`Filters.0.Values.0=x`, all
 strings) and are rebuilt into the nested shape a POST body has, converting to the declared types.
+
+Like the real gateway, a POST body may carry integers and floats as numeric strings (Tencent's own
+examples send `"Port": "80"`): they are converted to the declared type. Enumerations the real API
+accepts in any case (CLB `Protocol`: `"tcp"`) are normalised to their canonical spelling.
 """
 
 import json
@@ -15,6 +19,11 @@ from sandbox.core.errors import ApiError
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
 Member = dict[str, Any]  # {"name", "type", "member", "required"}
+
+# service -> member name -> canonical values: enumerations the real API matches case-insensitively.
+CASE_INSENSITIVE: dict[str, dict[str, tuple[str, ...]]] = {
+    "clb": {"Protocol": ("TCP", "UDP", "HTTP", "HTTPS", "TCP_SSL", "QUIC", "TCP_QUIC")},
+}
 
 
 @cache
@@ -37,7 +46,7 @@ def validate(service: str, version: str, action: str, params: Any) -> dict[str, 
     if not isinstance(params, dict):
         raise ApiError("InvalidParameter", "The request body must be a JSON object.")
     spec = load(service, version)
-    return _check_object(params, members, spec["objects"], prefix="")
+    return _check_object(params, members, spec["objects"], prefix="", enums=CASE_INSENSITIVE.get(service, {}))
 
 
 def from_query(service: str, version: str, action: str, query: str) -> dict[str, Any]:
@@ -59,7 +68,8 @@ def from_query(service: str, version: str, action: str, query: str) -> dict[str,
     members = input_members(service, version, action)
     if members is None:
         return _lists(tree)
-    return _check_object(_lists(tree), members, load(service, version)["objects"], prefix="", coerce=True)
+    objects, enums = load(service, version)["objects"], CASE_INSENSITIVE.get(service, {})
+    return _check_object(_lists(tree), members, objects, prefix="", coerce=True, enums=enums)
 
 
 def _get(node: Any, slot: Any) -> Any:
@@ -89,8 +99,16 @@ def _lists(value: Any) -> Any:
 _PRIMITIVES = {"string", "int", "bool", "float", "binary"}
 
 
+Enums = dict[str, tuple[str, ...]]
+
+
 def _check_object(
-    params: dict[str, Any], members: list[Member], objects: dict[str, list[Member]], prefix: str, coerce: bool = False
+    params: dict[str, Any],
+    members: list[Member],
+    objects: dict[str, list[Member]],
+    prefix: str,
+    coerce: bool = False,
+    enums: Enums | None = None,
 ) -> dict[str, Any]:
     declared = {m["name"]: m for m in members}
     for name in params:
@@ -99,22 +117,37 @@ def _check_object(
     for m in members:
         if m.get("required") and m["name"] not in params:
             raise ApiError("MissingParameter", f"The request is missing a required parameter `{prefix}{m['name']}`.")
-    return {
-        name: _check_value(value, declared[name], objects, f"{prefix}{name}", coerce) for name, value in params.items()
-    }
+    enums = enums or {}
+    checked = {}
+    for name, value in params.items():
+        checked[name] = _check_value(value, declared[name], objects, f"{prefix}{name}", coerce, enums)
+        if name in enums:
+            checked[name] = _canonical(checked[name], enums[name])
+    return checked
 
 
-def _check_value(value: Any, member: Member, objects: dict[str, list[Member]], path: str, coerce: bool) -> Any:
+def _canonical(value: Any, allowed: tuple[str, ...]) -> Any:
+    """`tcp` -> `TCP` for an enumeration the real API matches case-insensitively (others are left as sent)."""
+    if isinstance(value, list):
+        return [_canonical(v, allowed) for v in value]
+    if isinstance(value, str):
+        return next((a for a in allowed if a.lower() == value.lower()), value)
+    return value
+
+
+def _check_value(
+    value: Any, member: Member, objects: dict[str, list[Member]], path: str, coerce: bool, enums: Enums
+) -> Any:
     kind, element = member["type"], member.get("member", "string")
     if kind == "list":
         if not isinstance(value, list):
             raise _wrong_type(path, "list")
         item = {"type": "object", "member": element} if element in objects else {"type": _kind(element)}
-        return [_check_value(v, item, objects, f"{path}.{i}", coerce) for i, v in enumerate(value)]
+        return [_check_value(v, item, objects, f"{path}.{i}", coerce, enums) for i, v in enumerate(value)]
     if kind == "object":
         if not isinstance(value, dict):
             raise _wrong_type(path, "object")
-        return _check_object(value, objects.get(element, []), objects, f"{path}.", coerce)
+        return _check_object(value, objects.get(element, []), objects, f"{path}.", coerce, enums)
     return _check_primitive(value, kind, path, coerce)
 
 
@@ -127,6 +160,8 @@ def _kind(element: str) -> str:
 
 
 def _check_primitive(value: Any, kind: str, path: str, coerce: bool) -> Any:
+    if isinstance(value, str) and kind in ("int", "float") and not coerce:
+        return _numeric(value, kind, path)  # a POST body's `"Port": "80"`, as the real gateway accepts
     if coerce and isinstance(value, str):
         try:
             if kind == "int":
@@ -148,6 +183,14 @@ def _check_primitive(value: Any, kind: str, path: str, coerce: bool) -> Any:
     if not ok:
         raise _wrong_type(path, kind)
     return value
+
+
+def _numeric(value: str, kind: str, path: str) -> int | float:
+    text = value.strip()
+    try:
+        return int(text) if kind == "int" else float(text)
+    except ValueError:
+        raise _wrong_type(path, kind) from None
 
 
 def _wrong_type(path: str, kind: str) -> ApiError:

@@ -98,7 +98,8 @@ def test_instance_type_configs(cvm):
     assert {(c.Zone, c.InstanceType) for c in every} >= {(ZONE, "S5.SMALL2"), (OTHER_ZONE, "SA2.MEDIUM4")}
     filters = [{"Name": "zone", "Values": [ZONE]}, {"Name": "instance-family", "Values": ["S5"]}]
     some = call(cvm, "DescribeInstanceTypeConfigs", {"Filters": filters}).InstanceTypeConfigSet
-    assert {c.InstanceType for c in some} == {"S5.SMALL2", "S5.MEDIUM4", "S5.LARGE8"}
+    assert {c.InstanceType for c in some} >= {"S5.SMALL1", "S5.SMALL2", "S5.MEDIUM2", "S5.MEDIUM4", "S5.LARGE8"}
+    assert all(c.InstanceFamily == "S5" for c in some)
     assert {c.Zone for c in some} == {ZONE}
     medium = next(c for c in some if c.InstanceType == "S5.MEDIUM4")
     assert (medium.CPU, medium.Memory, medium.GPU) == (2, 4, 0)
