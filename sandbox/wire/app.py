@@ -90,8 +90,9 @@ class SandboxApp:
             raise ApiError("UnsupportedRegion", f"The region `{region}` is not supported.")
         cloud.throttle.check(signed.secret_id, service, action)
 
-        async_failure = None
+        async_failure, lose_answer = None, False
         for rule in cloud.faults.pick(service, action):
+            lose_answer = lose_answer or rule.lose_answer
             if rule.latency_ms:
                 await asyncio.sleep(rule.latency_ms / 1000)  # emulated network latency, not a readiness wait
             if rule.http_status:
@@ -114,6 +115,8 @@ class SandboxApp:
         result = handler(request)
         if not action.startswith("Describe"):
             cloud.touched()
+        if lose_answer:
+            raise _HttpFault(502)  # done, but the client never hears so
         return result
 
     async def _admin(self, scope: dict[str, Any], body: bytes) -> tuple[int, Any]:
