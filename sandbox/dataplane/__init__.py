@@ -22,10 +22,12 @@ from typing import Any
 
 from sandbox.core.cloud import Cloud
 from sandbox.dataplane.disks import Disks, home_dir
+from sandbox.dataplane.ports import PortMap
 from sandbox.dataplane.shell import Guest, Shell
 from sandbox.dataplane.ssh import SshServers
 
 log = logging.getLogger("sandbox.dataplane")
+KNOWN_PORTS = (80, 443, 5757, 8080)  # the real ports guests' curl / Invoke-WebRequest may be sent to
 _PLANES: "weakref.WeakKeyDictionary[Cloud, DataPlane]" = weakref.WeakKeyDictionary()
 
 
@@ -72,7 +74,8 @@ class DataPlane:
     def __init__(self, cloud: Cloud) -> None:
         self.cloud = cloud
         self.ssh_port = choose_port(cloud.config.ssh_port, 22, 2222)
-        self.app_port = choose_port(cloud.config.app_port, 80, 8080)
+        self.ports = PortMap(cloud.config.app_port)
+        self.app_port = self.ports.listen(80)  # the port that stands for 80 (see ports.py)
         state_dir = cloud.config.state_dir
         self._temporary_root = state_dir is None
         self.root = state_dir / "dataplane" if state_dir else Path(tempfile.mkdtemp(prefix="tcscale-dataplane-"))
@@ -80,8 +83,8 @@ class DataPlane:
         self.shell = Shell(self.root)
         self.ssh = SshServers(cloud, self.shell, self.ssh_port, self.root / "hostkeys")
         guests_class, balancers_class = _optional("guests", "Guests"), _optional("balancers", "Balancers")
-        self.guests: Any = guests_class(cloud, self.app_port) if guests_class else None
-        self.balancers: Any = balancers_class(cloud) if balancers_class else None
+        self.guests: Any = guests_class(cloud, self.ports) if guests_class else None
+        self.balancers: Any = balancers_class(cloud, self.ports) if balancers_class else None
         self.errors: dict[str, list[str]] = {}  # instance id -> why part of the server is not up
         self._controls: dict[str, asyncio.AbstractServer] = {}
         self._up: set[str] = set()
@@ -210,6 +213,7 @@ class DataPlane:
             private_ip=instance.private_ip,
             host_name=getattr(instance, "host_name", instance_id),
             control=lambda argv, cwd: self._control(instance_id, argv, cwd),
+            port_map={port: self.ports.listen(port) for port in KNOWN_PORTS},
         )
         (disk / home_dir(instance.platform).lstrip("/")).mkdir(parents=True, exist_ok=True)
         if self.shell.mode == "namespace":
@@ -276,7 +280,7 @@ class DataPlane:
                 "public_ip": instance.public_ip,
                 "addresses": addresses,
                 "ssh_port": self.ssh_port,
-                "app_port": self.app_port,
+                "ports": self.guests.port_table(instance_id) if self.guests is not None else {},
                 "login_user": login_user(instance.platform),
                 "ssh": "up" if self.ssh.is_up(instance_id) else "down",
                 "disk": str(self.disks.disk(instance_id)) if self.disks.has_disk(instance_id) else None,

@@ -1,6 +1,8 @@
 """Admin routes of the servers: `GET /_sandbox/servers` tells a client everything it must not guess.
 
-Each server: instance id, state, addresses, SSH and app ports, login user, disk folder, and the
+`port_map`: real port -> the port the sandbox listens on for it (ports.py; `app_port` is the one for 80).
+Each server: instance id, state, addresses, SSH port, `ports` (its apps' real ports -> the ports really
+listened on), login user, disk folder, and the
 known_hosts lines of its host key (`[ip]:port ssh-ed25519 AAAA…`, or `ip …` on port 22), so a
 client can verify the host strictly (paramiko RejectPolicy + HostKeys).
 """
@@ -24,6 +26,7 @@ def list_servers(cloud: Cloud, _: dict[str, Any]) -> dict[str, Any]:
         "shell": plane.shell.mode,
         "ssh_port": plane.ssh_port,
         "app_port": plane.app_port,
+        "port_map": plane.ports.table([80, 443, 5757, 8080]),
         "root": str(plane.root),
         "servers": plane.describe(),
     }

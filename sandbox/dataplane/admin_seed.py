@@ -30,6 +30,6 @@ def guests_route(cloud: "Cloud", _: dict[str, Any]) -> dict[str, Any]:
         return {"dataplane": False, "servers": []}
     return {
         "dataplane": True,
-        "app_port": guests.app_port,
+        "port_map": guests.ports.table([80, 443, 5757, 8080]),
         "servers": [guests.status(i) for i in sorted(guests.servers)],
     }

@@ -1,5 +1,8 @@
 """Load balancers that really forward TCP: one listening socket per CLB TCP listener, on VIP:port.
 
+Ports are the real ones (listener and backend ports, security groups); the sockets are at the ports the
+sandbox serves them at (ports.py): VIP:<listen(listener port)>, forwarded to <listen(backend port)>.
+
 Each accepted connection goes to one registered target (smooth weighted round robin; weight 0
 takes no new connections; only healthy targets while any is healthy, all of them otherwise, as
 the real CLB fails open), connecting FROM the VIP so that the backend's security group sees the
@@ -22,6 +25,7 @@ from typing import Any
 
 from sandbox.core.cloud import Cloud
 from sandbox.dataplane.net import Splice, connect_from, http_probe, reset
+from sandbox.dataplane.ports import PortMap
 from sandbox.wire.admin import admin_route
 
 log = logging.getLogger("sandbox.balancers")
@@ -49,8 +53,9 @@ class Forwarder:
     lb_id: str
     listener_id: str
     vip: str
-    port: int
-    listening: socket.socket | None = None  # the socket on VIP:port
+    port: int  # the listener's (real) port
+    ports: PortMap = field(default_factory=PortMap)
+    listening: socket.socket | None = None  # the socket on VIP:<the port the sandbox serves `port` at>
     error: str | None = None
     connections: set[Splice] = field(default_factory=set)
     served: dict[TargetKey, int] = field(default_factory=dict)  # connections forwarded per target
@@ -67,12 +72,13 @@ class Forwarder:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # rebind at once after a delete
-            sock.bind((self.vip, self.port))
+            sock.bind((self.vip, self.ports.listen(self.port)))
             sock.listen(1024)
             sock.setblocking(False)
         except OSError as error:  # e.g. the port is taken: reported by the admin route, retried on change
             sock.close()
-            self.error = f"cannot listen on {self.vip}:{self.port}: {error.strerror or error}"
+            where = f"{self.vip}:{self.port} (served at {self.ports.listen(self.port)})"
+            self.error = f"cannot listen on {where}: {error.strerror or error}"
             log.warning("%s %s", self.listener_id, self.error)
         else:
             self.listening = sock
@@ -163,7 +169,9 @@ class Forwarder:
                 if self._reachable(target) is not None:
                     continue
                 try:
-                    upstream = await connect_from(self.vip, target.private_ip, target.port, CONNECT_TIMEOUT)
+                    upstream = await connect_from(
+                        self.vip, target.private_ip, self.ports.listen(target.port), CONNECT_TIMEOUT
+                    )
                 except OSError:
                     continue
                 key = (target.instance_id, target.port)
@@ -231,13 +239,16 @@ class Forwarder:
                 path = health_check.http_check_path or "/"
                 port = health_check.check_port or target.port
                 url = f"http://{target.private_ip}:{port}{path}"
-                status, _ = await http_probe(self.vip, url, health_check.http_check_method or "GET", timeout=timeout)
+                method = health_check.http_check_method or "GET"
+                answer = await http_probe(self.vip, url, method, timeout=timeout, connect_port=self.ports.listen)
+                status = answer.status
                 mask = health_check.http_code or 31  # bit n-1 set: status class n counts as healthy
                 if not (1 <= status // 100 <= 5 and mask & (1 << (status // 100 - 1))):
                     return f"HTTP {status} is not an accepted status (HttpCode {mask})"
                 return None
             port = health_check.check_port or target.port
-            reset(await connect_from(self.vip, target.private_ip, port, timeout))  # SYN, SYN-ACK, RST: as CLB does
+            # SYN, SYN-ACK, RST: as CLB does
+            reset(await connect_from(self.vip, target.private_ip, self.ports.listen(port), timeout))
             return None
         except OSError as error:
             return f"{type(error).__name__}: {error}"
@@ -283,6 +294,7 @@ class Forwarder:
             "load_balancer_id": self.lb_id,
             "listener_id": self.listener_id,
             "address": f"{self.vip}:{self.port}",
+            "served_at": f"{self.vip}:{self.ports.listen(self.port)}",
             "listening": self.listening is not None,
             "error": self.error,
             "open_connections": len(self.connections),
@@ -293,8 +305,9 @@ class Forwarder:
 class Balancers:
     """Every CLB TCP listener of the sandbox, kept in step with the control plane."""
 
-    def __init__(self, cloud: Cloud) -> None:
+    def __init__(self, cloud: Cloud, ports: PortMap | None = None) -> None:
         self.cloud = cloud
+        self.ports = ports or PortMap()
         self.forwarders: dict[tuple[str, str], Forwarder] = {}
         self._reconciler: asyncio.Task[None] | None = None
         self._stale = False
@@ -368,7 +381,7 @@ class Balancers:
         await asyncio.gather(*(self.forwarders.pop(key).close() for key in gone))
         for key, (vip, port) in wanted.items():
             if key not in self.forwarders:
-                forwarder = Forwarder(self.cloud, key[0], key[1], vip, port)
+                forwarder = Forwarder(self.cloud, key[0], key[1], vip, port, self.ports)
                 self.forwarders[key] = forwarder
                 await forwarder.start()
 

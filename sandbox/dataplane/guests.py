@@ -3,64 +3,81 @@
 The data plane calls `boot(instance, disk)` when a server reaches RUNNING (the apps whose units are
 enabled on its disk start: auto-start, see `apps/layout.py`), `halt(instance_id)` when it leaves
 RUNNING, and `control(instance_id, argv, cwd)` for the service managers' shims (`pm2`, `systemctl`,
-`powershell` / `iisreset`, see `apps/commands.py`). Each server has one HTTP front (`apps/front.py`)
-on its addresses at `app_port` while any app is installed; it routes `/mina_auth/...` to the session
-service and everything else to the business app, and resets connections the server's security
-groups do not admit on `app_port`.
+`powershell` / `iisreset`, see `apps/commands.py`).
 
-Health: `GET /health` (the business app, or the session service on a session server) and
-`GET /mina_auth/health`: 200 with `"status": "up"` (or "degraded": see apps/weapp.py), 503 with
-`"status": "down"`, the app's state and the reason when the app is stopped or failed to start.
+Each app listens on its REAL port (node demo 5757, tomcat 8080, IIS and mina_auth 80; `Unit.port`),
+bound at the port the sandbox's `PortMap` gives for it (ports.py), on the server's addresses, only
+while the app's process runs (a stopped or crashed app refuses connections, as a real one does). A
+port shared by two apps routes `/mina_auth/...` to the session service and the rest to the business
+app. Connections the server's security groups do not admit on the real port are reset.
 
-A start fails, leaving the app down (state "errored", the reason in `status()`, health and the
-command's output, exit code 1) when its config file is missing or malformed, or when a fault rule
-fires: `POST /_sandbox/faults {"service": "guest", "action": "<app>.<verb>", "error_message": ...}`
-with <app> the unit name (mina_auth, node-weapp-demo, tomcat, Default Web Site) and <verb> `start`
-(boot, or start of a stopped app) or `restart` (an app that had started before); action None
-matches every guest start. `"action": "<instance id>/<app>.<verb>"` fires on that server only.
+No health endpoint: only the real apps' routes (apps/weapp.py, apps/mina_auth.py). Processes have a pid
+and a start time (pm2 jlist, systemctl show, Get-Process w3wp). The node demo exits 1 on an unparseable
+sdk.config and pm2 restarts it again and again (`CRASH_DELAY` apart) until `MAX_RESTARTS` unstable
+restarts, then shows it "errored". IIS starts its worker process (w3wp) at the first request after
+a start or an app-pool recycle, as real IIS does.
+
+Faults: `POST /_sandbox/faults {"service": "guest", "action": "<app>.<verb>", "error_message": ...}` with
+<app> the unit name (mina_auth, weapp, tomcat, Default Web Site) and <verb> `start` or `restart` (an app
+that had started before): the app's process fails to start (pm2: crashes, and is restarted). `"action":
+"<instance id>/<app>.<verb>"` fires on that server only.
 """
 
 import asyncio
-import json
+import contextlib
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sandbox.core.cloud import Cloud
-from sandbox.dataplane.apps.front import Front, HttpRequest, HttpResponse, json_response
-from sandbox.dataplane.apps.layout import Unit, guest_path, read_units
+from sandbox.dataplane.apps.front import Front, HttpRequest, HttpResponse, html_response
+from sandbox.dataplane.apps.layout import Unit, guest_path, read_units, write_file
 from sandbox.dataplane.apps.mina_auth import ConfigError, MinaAuth
 from sandbox.dataplane.apps.weapp import Weapp
+from sandbox.dataplane.ports import PortMap
 
 log = logging.getLogger("sandbox.guests")
 ONLINE, STOPPED, ERRORED = "online", "stopped", "errored"
+CRASH_DELAY = 0.1  # seconds between a crash and pm2's next attempt (node's own start-up time)
+MAX_RESTARTS = 15  # pm2's max_restarts for unstable restarts
+PM2_LOG_DIR = "/root/.pm2/logs"
 
 
 @dataclass
 class AppRun:
-    """One app's life on one server."""
+    """One app's life on one server: the manager's view (`state`) and the process (`app`, `pid`)."""
 
     unit: Unit
     state: str = STOPPED
     reason: str | None = None
     app: MinaAuth | Weapp | None = None
-    started_at: float | None = None
+    started_at: float | None = None  # the process's start (epoch seconds)
+    active_since: float | None = None  # the unit's / site's last start (systemd ActiveEnterTimestamp)
     restarts: int = 0
+    pid: int | None = None
+    crash_loop: asyncio.Task[None] | None = None
+
+    @property
+    def listening(self) -> bool:
+        """Is something accepting connections on the app's port? IIS (http.sys) does while the site runs."""
+        return self.app is not None or (self.unit.manager == "iis" and self.state == ONLINE)
 
     def describe(self) -> dict[str, Any]:
-        loaded = self.app.describe() if self.app else {}
         return {
             "name": self.unit.name,
             "kind": self.unit.kind,
             "manager": self.unit.manager,
             "config": self.unit.config,
+            "port": self.unit.real_port,
             "enabled": self.unit.enabled,
             "state": self.state,
             "reason": self.reason,
+            "pid": self.pid,
             "started_at": self.started_at,
             "restarts": self.restarts,
-            "loaded": loaded,
+            "loaded": self.app.describe() if self.app else {},
         }
 
 
@@ -75,26 +92,25 @@ class GuestServer:
     disk: Path
     apps: dict[str, AppRun] = field(default_factory=dict)
     unit_errors: list[str] = field(default_factory=list)
-    front: Front | None = None
-    front_error: str | None = None
+    fronts: dict[int, Front] = field(default_factory=dict)  # real port -> its listeners
+    front_errors: dict[int, str] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def of_kind(self, kind: str) -> AppRun | None:
-        """The app of this kind that serves requests: an online one first (e.g. tomcat after pm2 stop)."""
-        runs = [run for run in self.apps.values() if run.unit.kind == kind]
-        online = [run for run in runs if run.state == ONLINE]
-        started = [run for run in runs if run.started_at is not None or run.unit.enabled]
-        return (online or started or runs or [None])[0]
 
     def units(self, manager: str) -> list[AppRun]:
         return [run for run in self.apps.values() if run.unit.manager == manager]
 
+    def on_port(self, port: int, kind: str) -> AppRun | None:
+        """The app of this kind that serves this port (a listening one first)."""
+        runs = [run for run in self.apps.values() if run.unit.kind == kind and run.unit.real_port == port]
+        return ([run for run in runs if run.listening] or [None])[0]
+
 
 class Guests:
-    def __init__(self, cloud: Cloud, app_port: int) -> None:
+    def __init__(self, cloud: Cloud, ports: PortMap) -> None:
         self.cloud = cloud
-        self.app_port = app_port
+        self.ports = ports
         self.servers: dict[str, GuestServer] = {}
+        self._next_pid = random.randint(1200, 3000)
 
     # ---- lifecycle, called by the data plane -------------------------------------------------
     async def boot(self, instance: Any, disk: Path) -> None:
@@ -116,8 +132,6 @@ class Guests:
             units, server.unit_errors = read_units(disk)
             for unit in units:
                 server.apps[unit.name] = AppRun(unit)
-            if units or server.unit_errors:
-                await self._ensure_front(server)
             for run in server.apps.values():
                 if run.unit.enabled:
                     await self.start_app(server, run)
@@ -126,12 +140,11 @@ class Guests:
         server = self.servers.pop(instance_id, None)
         if server is None:
             return
-        async with server.lock:  # a command in flight finishes first, so it cannot re-open the front after this
+        async with server.lock:  # a command in flight finishes first, so it cannot re-open a front after this
             for run in server.apps.values():
-                run.state, run.app, run.reason = STOPPED, None, None
-            if server.front is not None:
-                await server.front.stop()
-                server.front = None
+                self._end_process(run)
+                run.state, run.reason = STOPPED, None
+            await self._sync_fronts(server)
 
     async def stop(self) -> None:
         for instance_id in list(self.servers):
@@ -139,11 +152,13 @@ class Guests:
 
     async def control(self, instance_id: str, argv: list[str], cwd: str) -> tuple[int, str]:
         """Run a service-manager command (pm2 / systemctl / powershell / iisreset) on a server."""
-        from sandbox.dataplane.apps.commands import run_command
+        from sandbox.dataplane.apps.commands import needs_lock, run_command
 
         server = self.servers.get(instance_id)
         if server is None:
             return 1, f"{instance_id}: the server is not running\n"
+        if not needs_lock(argv):  # fetching a URL: it may be this server's own, whose requests take the lock
+            return await run_command(self, server, argv, cwd or "/")
         async with server.lock:
             return await run_command(self, server, argv, cwd or "/")
 
@@ -155,6 +170,11 @@ class Guests:
         server = self.servers.get(instance_id)
         return server.disk if server else None
 
+    def port_table(self, instance_id: str) -> dict[str, int]:
+        """{real port: the port really listened on} of the apps installed on a server."""
+        server = self.servers.get(instance_id)
+        return self.ports.table([run.unit.real_port for run in server.apps.values()]) if server else {}
+
     def status(self, instance_id: str) -> dict[str, Any]:
         server = self.servers.get(instance_id)
         if server is None:
@@ -163,9 +183,9 @@ class Guests:
             "instance_id": instance_id,
             "running": True,
             "addresses": server.addresses,
-            "port": self.app_port,
-            "listening": bool(server.front and server.front.listening),
-            "front_error": server.front_error,
+            "ports": self.port_table(instance_id),
+            "listening": sorted(server.fronts),
+            "front_errors": {str(port): error for port, error in server.front_errors.items()},
             "disk": str(server.disk),
             "unit_errors": server.unit_errors,
             "apps": {name: run.describe() for name, run in server.apps.items()},
@@ -173,27 +193,46 @@ class Guests:
 
     # ---- app control, used by apps/commands.py and the seed -------------------------------------
     async def start_app(self, server: GuestServer, run: AppRun) -> AppRun:
-        """(Re)start one app: read its config from the disk now; on any failure leave it down with the reason."""
-        verb = "restart" if run.started_at is not None else "start"
-        run.state, run.app = STOPPED, None
-        failure = self._fault(server.instance_id, run.unit.name, verb)
-        if failure is None:
-            failure = await self._ensure_front(server)
-        app = None
-        if failure is None:
-            app, failure = self._load(server, run.unit)
-        if failure is not None:
-            run.state, run.reason = ERRORED, failure
-            log.info("guest %s on %s failed to %s: %s", run.unit.name, server.instance_id, verb, failure)
-            return run
-        run.app, run.state, run.reason = app, ONLINE, None
+        """(Re)start one app: its process reads its config from the disk now; a failure leaves it down, with why.
+
+        IIS: the site starts, and its worker process only at the next request (`recycle`)."""
+        verb = "restart" if run.started_at is not None or run.active_since is not None else "start"
+        self._end_process(run)
         if verb == "restart":
             run.restarts += 1
-        run.started_at = self.cloud.clock.now()
+        run.active_since = self.cloud.clock.now()
+        if run.unit.manager == "iis":
+            run.state, run.reason = ONLINE, None
+            failure = self._fault(server.instance_id, run.unit.name, verb) or await self._sync_fronts(server)
+            if failure is not None:
+                run.state, run.reason = ERRORED, failure
+            return run
+        failure = self._launch(server, run, verb)
+        if failure is not None and run.unit.manager == "pm2":
+            self._crashed(server, run, failure)  # pm2 shows it, restarts it, gives up after MAX_RESTARTS
+            run.crash_loop = asyncio.get_running_loop().create_task(self._crash_loop(server, run))
+        elif failure is not None:
+            run.state, run.reason = ERRORED, failure
+        await self._sync_fronts(server)
+        if run.app is not None and (bind_error := server.front_errors.get(run.unit.real_port)):
+            self._end_process(run)
+            run.state, run.reason = ERRORED, bind_error
         return run
 
-    async def stop_app(self, run: AppRun) -> None:
-        run.state, run.app, run.reason = STOPPED, None, None
+    async def stop_app(self, run: AppRun, server: GuestServer | None = None) -> None:
+        self._end_process(run)
+        run.state, run.reason = STOPPED, None
+        if server is not None:
+            await self._sync_fronts(server)
+
+    async def recycle(self, server: GuestServer, run: AppRun) -> None:
+        """IIS app-pool recycle: the worker process ends; the next request starts a new one."""
+        self._end_process(run)
+        if run.state != ONLINE:
+            run.state, run.reason = ONLINE, None
+            run.active_since = self.cloud.clock.now()
+        run.restarts += 1
+        await self._sync_fronts(server)
 
     def reload_units(self, server: GuestServer) -> None:
         """Pick up unit files written since boot (`systemctl daemon-reload`); running apps keep running."""
@@ -209,20 +248,89 @@ class Guests:
             run.unit = unit
         return run
 
+    # ---- processes -------------------------------------------------------------------------------
+    def _launch(self, server: GuestServer, run: AppRun, verb: str) -> str | None:
+        """Start the app's process; the reason it could not, or None."""
+        run.pid, run.started_at = self._new_pid(), self.cloud.clock.now()
+        failure = self._fault(server.instance_id, run.unit.name, verb)
+        app = None
+        if failure is None:
+            app, failure = self._load(server, run.unit)
+        if failure is not None:
+            log.info("guest %s on %s failed to %s: %s", run.unit.name, server.instance_id, verb, failure)
+            self._log(server, run, failure, error=True)
+            return failure
+        run.app, run.state, run.reason = app, ONLINE, None
+        if isinstance(app, Weapp):
+            self._log(server, run, app.startup_log())
+        return None
+
+    def _crashed(self, server: GuestServer, run: AppRun, failure: str) -> None:
+        run.app, run.pid = None, None  # the process exited: pm2 restarts it, showing "online" until it gives up
+        run.state, run.reason = ONLINE, failure
+
+    async def _crash_loop(self, server: GuestServer, run: AppRun) -> None:
+        unstable = 0
+        while unstable < MAX_RESTARTS:
+            await asyncio.sleep(CRASH_DELAY)
+            async with server.lock:
+                if run.crash_loop is not asyncio.current_task() or self.servers.get(server.instance_id) is not server:
+                    return
+                unstable += 1
+                run.restarts += 1
+                failure = self._launch(server, run, "restart")
+                if failure is None:
+                    run.crash_loop = None
+                    await self._sync_fronts(server)
+                    return
+                self._crashed(server, run, failure)
+        run.state, run.pid, run.crash_loop = ERRORED, None, None
+
+    def _end_process(self, run: AppRun) -> None:
+        if run.crash_loop is not None:
+            run.crash_loop.cancel()
+            run.crash_loop = None
+        run.app, run.pid = None, None
+
+    def _new_pid(self) -> int:
+        self._next_pid += random.randint(3, 40)
+        return self._next_pid
+
+    def _log(self, server: GuestServer, run: AppRun, line: str, error: bool = False) -> None:
+        """pm2's log files (~/.pm2/logs/<app>-out.log / -error.log), where the demo's prints land."""
+        if run.unit.manager != "pm2":
+            return
+        name = f"{PM2_LOG_DIR}/{run.unit.name}-{'error' if error else 'out'}.log"
+        with contextlib.suppress(OSError, ValueError):
+            path = guest_path(server.disk, name)
+            previous = path.read_text() if path.exists() else ""
+            write_file(path, previous[-64_000:] + line.rstrip("\n") + "\n")
+
+    async def _w3wp(self, server: GuestServer, run: AppRun) -> None:
+        """IIS' worker process starts at a request: it loads the app (and its sdk.config) now."""
+        if run.app is not None or run.state != ONLINE:
+            return
+        run.pid, run.started_at = self._new_pid(), self.cloud.clock.now()
+        app, failure = self._load(server, run.unit)
+        run.app, run.reason = app, failure
+
     def _load(self, server: GuestServer, unit: Unit) -> tuple[MinaAuth | Weapp | None, str | None]:
         try:
             path = guest_path(server.disk, unit.config)
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            return None, f"{unit.config}: no such file"
+            text = None
         except (OSError, ValueError) as error:
             return None, f"{unit.config}: cannot be read ({type(error).__name__})"
         try:
             if unit.kind == "mina_auth":
+                if text is None:
+                    return None, f"{unit.config}: no such file"
                 return MinaAuth(text, self.cloud.clock.now), None
-            return Weapp(text, server.private_ip, self.cloud.clock.now), None
+            flavour = {"pm2": "node", "systemd": "java", "iis": "iis"}[unit.manager]
+            return Weapp(text or "", flavour, unit.config, server.private_ip, self.ports.listen), None  # type: ignore[arg-type]
         except ConfigError as error:
-            return None, f"{unit.config}: {error}"
+            return None, str(error)
 
     def _fault(self, instance_id: str, name: str, verb: str) -> str | None:
         rules = self.cloud.faults.rules
@@ -232,64 +340,62 @@ class Guests:
         fired = fired or [r for r in self.cloud.faults.pick("guest", f"{name}.{verb}") if r.service == "guest"]
         return f"injected fault: {fired[0].error_message}" if fired else None
 
-    async def _ensure_front(self, server: GuestServer) -> str | None:
-        if server.front is not None:
-            return None
-        if self.servers.get(server.instance_id) is not server:
-            return "the server is shutting down"
-        front = Front(
-            server.addresses, self.app_port, lambda request: self._route(server, request), self._admits(server)
-        )
-        try:
-            await front.start()
-        except OSError as error:
-            server.front_error = f"cannot listen on port {self.app_port}: {error.strerror or error}"
-            return server.front_error
-        server.front, server.front_error = front, None
-        return None
+    # ---- listeners -------------------------------------------------------------------------------
+    async def _sync_fronts(self, server: GuestServer) -> str | None:
+        """Listen on exactly the ports of the apps that run; the bind error of a port that could not open."""
+        alive = self.servers.get(server.instance_id) is server
+        wanted = {run.unit.real_port for run in server.apps.values() if run.listening} if alive else set()
+        for port in [p for p in server.fronts if p not in wanted]:
+            await server.fronts.pop(port).stop()
+        error = None
+        for port in wanted - set(server.fronts):
+            front = Front(
+                server.addresses,
+                self.ports.listen(port),
+                lambda request, port=port: self._route(server, port, request),
+                self._admits(server, port),
+            )
+            try:
+                await front.start()
+            except OSError as bind_error:
+                error = server.front_errors[port] = (
+                    f"listen EADDRINUSE: cannot listen on port {port} (served at {front.port}): "
+                    f"{bind_error.strerror or bind_error}"
+                )
+                continue
+            server.fronts[port] = front
+            server.front_errors.pop(port, None)
+        return error
 
-    def _admits(self, server: GuestServer) -> Any:
+    def _admits(self, server: GuestServer, port: int) -> Any:
         def admits(peer_ip: str) -> bool:
             instance = self.cloud.cvm.state.instances.get(server.instance_id)  # groups may have changed since boot
             groups = list(instance.security_group_ids) if instance is not None else server.security_group_ids
             check = getattr(self.cloud.vpc, "admits", None)
             if check is None:  # a vpc backend without security-group enforcement admits everyone
                 return True
-            return bool(check(groups, peer_ip, self.app_port))
+            return bool(check(groups, peer_ip, port))
 
         return admits
 
     # ---- request routing -----------------------------------------------------------------------
-    async def _route(self, server: GuestServer, request: HttpRequest) -> HttpResponse:
-        path = request.path.rstrip("/") or "/"
-        if path == "/mina_auth" or path.startswith("/mina_auth/"):
-            run = server.of_kind("mina_auth")
-            if path == "/mina_auth/health":
-                return self._health(run)
-        else:
-            run = server.of_kind("weapp")
-            if path == "/health" and (run is None or run.state != ONLINE):
-                return self._health(run or server.of_kind("mina_auth"))
-        if run is None:
-            return json_response(404, {"error": f"no app serves {request.path} on this server"})
-        if run.state != ONLINE or run.app is None:
-            return json_response(502, {"error": f"{run.unit.name} is {run.state}", "reason": run.reason})
-        response = await run.app.handle(request)
-        if path == "/health":  # the business app's own health, plus which app and since when
-            payload = json.loads(response.body)
-            payload.update({"app": run.unit.name, "started_at": run.started_at})
-            return json_response(response.status, payload)
-        return response
-
-    def _health(self, run: AppRun | None) -> HttpResponse:
-        if run is None:
-            return json_response(404, {"status": "absent", "error": "no such app on this server"})
-        if run.state != ONLINE or run.app is None:
-            body = {"status": "down", "app": run.unit.name, "state": run.state, "reason": run.reason}
-            return json_response(503, body)
-        return json_response(
-            200, {"status": "up", "app": run.unit.name, "started_at": run.started_at, **run.app.describe()}
-        )
+    async def _route(self, server: GuestServer, port: int, request: HttpRequest) -> HttpResponse:
+        session = request.path.startswith("/mina_auth")
+        run = server.on_port(port, "mina_auth" if session else "weapp")
+        if run is not None and session and request.path not in ("/mina_auth/", "/mina_auth/index.php"):
+            if request.path == "/mina_auth":  # Apache: a folder without its slash
+                return HttpResponse(301, b"", "text/html; charset=iso-8859-1", {"Location": "/mina_auth/"})
+            run = None  # no such file in the app's folder
+        if run is None:  # e.g. Apache's own 404 for anything but /mina_auth/ on a session server
+            return html_response(404, f"<h1>Not Found</h1><p>The requested URL {request.path} was not found.</p>")
+        if run.unit.manager == "iis":
+            async with server.lock:
+                await self._w3wp(server, run)
+            if run.app is None:
+                return html_response(503, "<h1>Service Unavailable</h1><p>HTTP Error 503.</p>")
+        if run.app is None:
+            return html_response(502, "<h1>502 Bad Gateway</h1>")
+        return await run.app.handle(request)
 
 
 import sandbox.dataplane.admin_seed  # noqa: E402, F401  (registers POST /_sandbox/seed, GET /_sandbox/guests)

@@ -71,25 +71,34 @@ async def http_probe(
     timeout: float = DEFAULT_TIMEOUT,
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
+    connect_port: Callable[[int], int] | None = None,
 ) -> HttpAnswer:
     """One HTTP/1.1 request (Connection: close) from `source_ip`; the whole exchange within `timeout`.
 
-    `json` is sent as an application/json body; `body` as raw bytes. Raises OSError when the server
+    `json` is sent as an application/json body; `body` as raw bytes. `connect_port` maps the URL's (real)
+    port to the port the sandbox listens on for it (see ports.py). Raises OSError when the server
     cannot be reached or closes without a valid answer, TimeoutError when it does not answer in time.
     """
+    exchange = _exchange(source_ip, url, method, json, body, headers or {}, connect_port or (lambda port: port))
     try:
-        return await asyncio.wait_for(_exchange(source_ip, url, method, json, body, headers or {}), timeout)
+        return await asyncio.wait_for(exchange, timeout)
     except TimeoutError:
         raise TimeoutError(f"{method} {url} got no answer within {timeout:g} s") from None
 
 
 async def _exchange(
-    source_ip: str | None, url: str, method: str, json: Any, body: bytes | None, extra: dict[str, str]
+    source_ip: str | None,
+    url: str,
+    method: str,
+    json: Any,
+    body: bytes | None,
+    extra: dict[str, str],
+    connect_port: Callable[[int], int],
 ) -> HttpAnswer:
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"only http:// URLs can be probed, not {url!r}")
-    port = parts.port or 80
+    port = connect_port(parts.port or 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     payload = body or b""
     headers = {"Host": parts.netloc, "User-Agent": "sandbox-probe", "Accept": "*/*", "Connection": "close"}

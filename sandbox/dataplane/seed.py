@@ -3,15 +3,16 @@
 Through the backends' own methods (no HTTP to itself): a VPC (127.x) and a subnet, a key pair whose
 private key goes to a file (mode 0600; never returned nor logged), two security groups, and two
 servers from the CentOS public image with their apps installed on their disks and started:
-- session server (tag tcscale:tier=session): mina_auth, a systemd unit enabled at boot;
-  its group admits `app_port` only from members of the business group (so not from any CLB VIP)
+- session server (tag tcscale:tier=session): mina_auth (port 80), a systemd unit enabled at boot;
+  its group admits port 80 only from members of the business group (so not from any CLB VIP)
   and SSH from anywhere;
-- business server (tcscale:tier=business): node-weapp-demo under pm2, `pm2 save`d (starts at boot),
-  `/etc/qcloud/sdk.config` pointing authServerUrl at `http://<session private ip>[:app_port]/mina_auth/`;
-  its group admits `app_port` and SSH from anywhere.
-Ports in the rules are the ports the sandbox really serves (`app_port`, `ssh_port`: 80 / 22 when it may
-bind them). Every resource carries `tcscale:seed=guide`. A second call answers the same description
-(`"created": false`) while both servers exist; a half-built seed is a 409 (reset the sandbox).
+- business server (tcscale:tier=business): the node demo (pm2 app `weapp`, port 5757), `pm2 save`d
+  (starts at boot), `/etc/qcloud/sdk.config` pointing authServerUrl at `http://<session private ip>/mina_auth/`;
+  its group admits 5757 and SSH from anywhere.
+App ports in the rules and URLs are the REAL ports; `ports.map` says where the sandbox serves each (ports.py),
+and `url` per server is the address a client on this host uses. SSH rules name the sandbox's SSH port.
+Every resource carries `tcscale:seed=guide`. A second call answers the same description (`"created": false`)
+while both servers exist; a half-built seed is a 409 (reset the sandbox).
 """
 
 import asyncio
@@ -39,12 +40,15 @@ from sandbox.dataplane.apps.layout import (
     install_weapp,
     sdk_config,
 )
+from sandbox.dataplane.apps.layout import REAL_PORTS as UNIT_PORTS
 from sandbox.wire.admin import AdminError
 
 SEED_TAG = "tcscale:seed"
 TIER_TAG = "tcscale:tier"
 KEY_FILE_TAG = "tcscale:key-file"
 CENTOS_IMAGE = "img-l8og963d"
+SESSION_PORT, NODE_PORT = UNIT_PORTS["mina_auth"], UNIT_PORTS["pm2"]
+REAL_PORTS = (80, 5757, 8080)  # mina_auth / IIS, node demo, tomcat: the seed's networks must be free on all
 BOOT_SECONDS = 30.0  # how long a server may take to come up under the data plane, beyond its launch latency
 
 
@@ -93,9 +97,9 @@ async def seed(cloud: Cloud, request: SeedRequest) -> dict[str, Any]:
 
 async def _build(cloud: Cloud, plane: Any, request: SeedRequest) -> dict[str, Any]:
     guests = plane.guests
-    region, prefix, app_port, ssh_port = request.region, request.name_prefix, guests.app_port, plane.ssh_port
+    region, prefix, ssh_port = request.region, request.name_prefix, plane.ssh_port
     tags = {SEED_TAG: "guide"}
-    vpc_cidr, subnet_cidr = _networks(cloud, request, [app_port, ssh_port])
+    vpc_cidr, subnet_cidr = _networks(cloud, request, [guests.ports.listen(p) for p in REAL_PORTS] + [ssh_port])
     vpc = cloud.vpc.create_vpc(region, f"{prefix}-vpc", vpc_cidr, tags)
     subnet = cloud.vpc.create_subnet(region, vpc.vpc_id, f"{prefix}-{request.zone}", request.zone, subnet_cidr, tags)
 
@@ -112,10 +116,10 @@ async def _build(cloud: Cloud, plane: Any, request: SeedRequest) -> dict[str, An
     session_sg = cloud.vpc.create_security_group(
         region, f"{prefix}-session", "session servers: HTTP only from business servers", request.project_id, tags
     )
-    anywhere = [_rule(app_port, cidr="0.0.0.0/0", note="HTTP"), _rule(ssh_port, cidr="0.0.0.0/0", note="SSH")]
+    anywhere = [_rule(NODE_PORT, cidr="0.0.0.0/0", note="the node demo"), _rule(ssh_port, cidr="0.0.0.0/0", note="SSH")]
     cloud.vpc.add_policies(region, business_sg.security_group_id, "Ingress", anywhere, None)
     session_rules = [
-        _rule(app_port, group=business_sg.security_group_id, note="auth service, from business servers only"),
+        _rule(SESSION_PORT, group=business_sg.security_group_id, note="auth service, from business servers only"),
         _rule(ssh_port, cidr="0.0.0.0/0", note="SSH"),
     ]
     cloud.vpc.add_policies(region, session_sg.security_group_id, "Ingress", session_rules, None)
@@ -149,7 +153,7 @@ async def _build(cloud: Cloud, plane: Any, request: SeedRequest) -> dict[str, An
     session = cloud.cvm.instance(region, session_id)
     business = cloud.cvm.instance(region, business_id)
     install_mina_auth(session_disk, session_secret=secrets.token_hex(16))
-    auth_url = auth_server_url(session.private_ip, app_port)
+    auth_url = auth_server_url(session.private_ip)
     install_weapp(business_disk, "node", sdk_config(auth_url, server_host=business.public_ip or business.private_ip))
     await _run(guests, session_id, ["systemctl", "daemon-reload"], "/")
     await _run(guests, session_id, ["systemctl", "start", "mina_auth"], "/")
@@ -190,21 +194,19 @@ def _bindable(address: str, port: int) -> bool:
     return True
 
 
-def auth_server_url(session_ip: str, app_port: int) -> str:
-    return f"http://{session_ip}/mina_auth/" if app_port == 80 else f"http://{session_ip}:{app_port}/mina_auth/"
+def auth_server_url(session_ip: str) -> str:
+    """The real authServerUrl (port 80); a client on this host reaches it at `session_server.url`."""
+    return f"http://{session_ip}/mina_auth/"
 
 
 def describe(cloud: Cloud, request: SeedRequest, session: Any, business: Any, created: bool) -> dict[str, Any]:
     plane = _plane(cloud)
-    app_port = plane.app_port
+    ports = plane.ports
     key = cloud.cvm.key_pair(request.region, session.key_ids[0])
     vpc = cloud.vpc.vpc(request.region, session.vpc_id)
     subnet = cloud.vpc.subnet(request.region, session.subnet_id)
 
-    def base(url_ip: str) -> str:
-        return f"http://{url_ip}" if app_port == 80 else f"http://{url_ip}:{app_port}"
-
-    def server(instance: Any) -> dict[str, Any]:
+    def server(instance: Any, port: int) -> dict[str, Any]:
         return {
             "instance_id": instance.instance_id,
             "instance_name": instance.instance_name,
@@ -212,7 +214,9 @@ def describe(cloud: Cloud, request: SeedRequest, session: Any, business: Any, cr
             "private_ip": instance.private_ip,
             "public_ip": instance.public_ip,
             "security_group_ids": list(instance.security_group_ids),
-            "health_url": f"{base(instance.private_ip)}/health",
+            "app_port": port,
+            "listen_port": ports.listen(port),
+            "url": f"http://{instance.private_ip}:{ports.listen(port)}",  # from this host
         }
 
     return {
@@ -224,24 +228,29 @@ def describe(cloud: Cloud, request: SeedRequest, session: Any, business: Any, cr
         "subnet": {"subnet_id": subnet.subnet_id, "cidr_block": subnet.cidr_block, "zone": subnet.zone},
         "key_pair": {"key_id": key.key_id, "key_name": key.key_name, "private_key_file": key.tags.get(KEY_FILE_TAG)},
         "security_groups": {"session": session.security_group_ids[0], "business": business.security_group_ids[0]},
-        "ports": {"ssh": plane.ssh_port, "app": app_port},
+        "ports": {
+            "ssh": plane.ssh_port,
+            "session": SESSION_PORT,
+            "business": NODE_PORT,
+            "map": ports.table(list(REAL_PORTS)),
+            "app": ports.listen(80),  # deprecated: the port that stands for 80
+        },
         "users": {"linux": "root"},
         "session_server": {
-            **server(session),
+            **server(session, SESSION_PORT),
             "app": "mina_auth",
             "config_file": MINA_AUTH_CONFIG,
-            "auth_url": auth_server_url(session.private_ip, app_port),
-            "health_url": f"{base(session.private_ip)}/mina_auth/health",
+            "auth_url": auth_server_url(session.private_ip),
         },
         "business_server": {
-            **server(business),
+            **server(business, NODE_PORT),
             "app": WEAPP_NAME,
+            "runtime": "node-pm2",
             "app_dir": WEAPP_DIR,
             "process_file": f"{WEAPP_DIR}/process.json",
             "sdk_config": SDK_CONFIG,
-            "login_url": f"{base(business.private_ip)}/login",
         },
-        "auth_server_url": auth_server_url(session.private_ip, app_port),
+        "auth_server_url": auth_server_url(session.private_ip),
     }
 
 

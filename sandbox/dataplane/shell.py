@@ -12,8 +12,10 @@ the guests need are interpreted in Python against the disk (`sandbox.dataplane.s
 
 Service managers (`pm2`, `systemctl`, `powershell`) are shims that POST argv and $PWD to the
 unix socket `/run/sandbox-guest.sock` inside the disk, where the data plane answers with the
-guest supervisor (`Guests.control`). `curl` is a shim too: it probes from the server's own
-private address, so the security groups of the server it calls see the right source.
+guest supervisor (`Guests.control`). `curl` is a shim too: it connects from the server's own
+private address, so the security groups of the server it calls see the right source, and to the
+port the sandbox serves a real port at (ports.py), so `curl http://VIP/mina_auth/` works as on the real
+server. `powershell` (Windows guests) runs in the guest supervisor, Invoke-WebRequest included.
 """
 
 import asyncio
@@ -50,7 +52,9 @@ rm -f "$answer"
 exit "$code"
 """
 _CURL_SHIM = """#!/bin/sh
-# Sandbox shim: probe from this server's own address (security groups check the source).
+# Sandbox shim: connect from this server's own address (security groups check the source), to the port
+# the sandbox serves each real port at (SANDBOX_CONNECT_TO: curl --connect-to rules, e.g. ":80::10080").
+for rule in $SANDBOX_CONNECT_TO; do set -- --connect-to "$rule" "$@"; done
 if [ -n "$SANDBOX_PRIVATE_IP" ]; then exec /usr/bin/curl --interface "$SANDBOX_PRIVATE_IP" "$@"; fi
 exec /usr/bin/curl "$@"
 """
@@ -67,6 +71,7 @@ class Guest:
     private_ip: str
     host_name: str
     control: Control
+    port_map: dict[int, int] = field(default_factory=dict)  # real port -> the port the sandbox serves it at
     socket_path: Path | None = None  # where the control socket really listens (if not inside the disk)
     processes: set[asyncio.subprocess.Process] = field(default_factory=set)
 
@@ -85,6 +90,7 @@ class Guest:
             "LANG": "C.UTF-8",
             "HOSTNAME": self.host_name,
             "SANDBOX_PRIVATE_IP": self.private_ip,
+            "SANDBOX_CONNECT_TO": " ".join(f":{real}::{port}" for real, port in self.port_map.items() if real != port),
         }
 
 

@@ -2,8 +2,9 @@
 
 Supported: `cmd && cmd`, `||`, `;`, `> file`, `>> file`, `2>/dev/null`, `2>&1`, and the commands
 cd, pwd, echo, cat, test / [, cp, mv, rm, mkdir, touch, ls, sed -i, true, false, hostname, whoami,
-curl (HTTP probing from the server's private address) and the service managers pm2, systemctl,
-powershell (answered by the guest supervisor). Every path is resolved inside the disk.
+curl (from the server's private address, to the port the sandbox serves the real port at; curl's exit
+codes) and the service managers pm2, systemctl, powershell, iisreset (answered by the guest supervisor).
+Every path is resolved inside the disk.
 """
 
 import re
@@ -11,7 +12,8 @@ import shlex
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sandbox.dataplane.disks import resolve_in_root
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from sandbox.dataplane.shell import CommandResult, Guest
 
 OPERATORS = {"&&", "||", ";"}
-SERVICE_MANAGERS = {"pm2", "systemctl", "powershell"}
+SERVICE_MANAGERS = {"pm2", "systemctl", "powershell", "iisreset"}
 
 
 class _Failure(Exception):
@@ -189,41 +191,100 @@ class _Session:
         return b""
 
     async def cmd_curl(self, args: list[str]) -> bytes:
+        """curl's options the guides use; curl's exit codes (7 refused, 28 timed out, 52 empty, 56 reset, 22 -f)."""
         from sandbox.dataplane.net import http_probe
 
-        method, body, url, write_out, output, timeout = "GET", None, None, "", None, 10.0
-        fail = False
-        iterator = iter(args)
-        for arg in iterator:
-            if arg in ("-X", "--request"):
-                method = next(iterator)
-            elif arg in ("-d", "--data", "--data-binary", "--data-raw"):
-                body, method = next(iterator).encode(), "POST" if method == "GET" else method
-            elif arg in ("-w", "--write-out"):
-                write_out = next(iterator)
-            elif arg in ("-o", "--output"):
-                output = next(iterator)
-            elif arg in ("-m", "--max-time", "--connect-timeout"):
-                timeout = float(next(iterator))
-            elif arg in ("-H", "--header", "--interface"):
-                next(iterator)
-            elif arg in ("-f", "--fail", "-sf", "-fs", "-fsS", "-sSf"):
-                fail = True
-            elif not arg.startswith("-"):
-                url = arg if "://" in arg else f"http://{arg}"
-        if url is None:
+        request = _curl_options(args)
+        url = request["url"]
+        if not url:
             raise _Failure("curl: no URL specified!", 2)
+        method = request["method"] or ("POST" if request["data"] is not None else "GET")
+        body = request["data"].encode() if request["data"] is not None else None
+        timeout = request["timeout"]
         try:
-            answer = await http_probe(self.guest.private_ip, url, method, body=body, timeout=timeout)
+            answer = await http_probe(
+                self.guest.private_ip,
+                url,
+                method,
+                body=body,
+                headers=request["headers"],
+                timeout=timeout,
+                connect_port=lambda port: self.guest.port_map.get(port, port),
+            )
+        except TimeoutError:
+            message = f"Operation timed out after {int(timeout * 1000)} milliseconds"
+            raise self._curl_error(request, 28, message) from None
+        except ConnectionRefusedError:
+            raise self._curl_error(request, 7, f"Failed to connect to {_host_port(url)}: Connection refused") from None
+        except ConnectionResetError as error:
+            empty = "without an HTTP answer" in str(error)
+            reason = (52, "Empty reply from server") if empty else (56, "Recv failure: Connection reset by peer")
+            raise self._curl_error(request, *reason) from None
+        except ValueError:
+            raise self._curl_error(request, 3, "URL using bad/illegal format or missing URL") from None
         except OSError as error:
-            raise _Failure(f"curl: (7) Failed to connect: {error}", 7) from None
-        if fail and answer.status >= 400:
-            raise _Failure(f"curl: (22) The requested URL returned error: {answer.status}", 22)
+            raise self._curl_error(request, 7, f"Failed to connect to {_host_port(url)}: {error}") from None
+        if request["fail"] and answer.status >= 400:
+            raise self._curl_error(request, 22, f"The requested URL returned error: {answer.status}")
         content = answer.body
+        output = request["output"]
         if output is not None and output != "/dev/null":
             self.path(output).write_bytes(content)
         content = b"" if output is not None else content
-        return content + write_out.replace("%{http_code}", str(answer.status)).encode()
+        return content + request["write_out"].replace("%{http_code}", str(answer.status)).encode()
+
+    @staticmethod
+    def _curl_error(request: dict[str, Any], code: int, message: str) -> "_Failure":
+        quiet = request["silent"] and not request["show_error"]
+        return _Failure("" if quiet else f"curl: ({code}) {message}", code)
+
+
+_CURL_VALUE_OPTIONS = {
+    "-X": "method", "--request": "method", "-d": "data", "--data": "data", "--data-binary": "data",
+    "--data-raw": "data", "-H": "header", "--header": "header", "-o": "output", "--output": "output",
+    "-w": "write_out", "--write-out": "write_out", "-m": "timeout", "--max-time": "timeout",
+    "--connect-timeout": "connect_timeout", "--interface": "interface",
+}  # fmt: skip
+_CURL_FLAGS = {"s": "silent", "S": "show_error", "f": "fail"}
+_CURL_LONG_FLAGS = {"--silent": "silent", "--show-error": "show_error", "--fail": "fail"}
+
+
+def _curl_options(args: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "method": None, "data": None, "headers": {}, "output": None, "write_out": "", "timeout": 300.0,
+        "url": None, "silent": False, "show_error": False, "fail": False,
+    }  # fmt: skip
+    iterator = iter(args)
+    for arg in iterator:
+        name = _CURL_VALUE_OPTIONS.get(arg)
+        if name is None and arg.startswith("-") and not arg.startswith("--") and arg[-1:] in "XdHowm" and len(arg) > 2:
+            for letter in arg[1:-1]:  # a cluster like -sSX POST: flags, then one option taking a value
+                if letter in _CURL_FLAGS:
+                    options[_CURL_FLAGS[letter]] = True
+            name = _CURL_VALUE_OPTIONS.get(f"-{arg[-1]}")
+        if name is not None:
+            value = next(iterator, "")
+            if name == "header":
+                key, _, text = value.partition(":")
+                options["headers"][key.strip()] = text.strip()
+            elif name == "timeout":
+                options["timeout"] = float(value)
+            elif name not in ("connect_timeout", "interface"):
+                options[name] = value
+        elif arg in _CURL_LONG_FLAGS:
+            options[_CURL_LONG_FLAGS[arg]] = True
+        elif arg.startswith("-") and not arg.startswith("--") and len(arg) > 1:
+            for letter in arg[1:]:
+                if letter in _CURL_FLAGS:
+                    options[_CURL_FLAGS[letter]] = True
+        elif not arg.startswith("-"):
+            options["url"] = arg if "://" in arg else f"http://{arg}"
+    return options
+
+
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname} port {parts.port or 80}"
 
 
 def _operands(args: list[str]) -> list[str]:

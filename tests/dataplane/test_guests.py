@@ -1,8 +1,6 @@
-"""The guests (session service, business app and its flavours): real SSH, real HTTP, real SDK, no mocks."""
+"""The guests answer like the real Wafer apps (and nothing more): real SSH, real HTTP, real SDK, no mocks."""
 
-import asyncio
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +8,18 @@ import httpx
 import pytest
 from tencentcloud.cvm.v20170312 import cvm_client
 from tencentcloud.cvm.v20170312 import models as cvm_models
+from tencentcloud.vpc.v20170312 import models as vpc_models
+from tencentcloud.vpc.v20170312 import vpc_client
 
-from sandbox.core.cloud import Cloud, SandboxConfig
-from sandbox.cvm.instances import LaunchSpec
-from sandbox.dataplane.apps.layout import guest_path, install_weapp, sdk_config
-from sandbox.dataplane.apps.mina_auth import auth_probe, check_request, login_request
-from sandbox.dataplane.guests import Guests
-from sandbox.dataplane.net import http_probe
+from sandbox.dataplane.apps.layout import sdk_config
+from sandbox.dataplane.apps.mina_auth import check_request, login_request
 from tests.dataplane.test_seed import from_address, poll, run, seed, ssh
 
 APP_DIR = "/data/release/node-weapp-demo"
 RESTART = f"cd {APP_DIR} && pm2 start process.json"
+MAGIC = "F2C224D4-2BCE-4C64-AF9F-A6D872000D1A"
+BOGUS = {"X-WX-Id": "made0up0id", "X-WX-Skey": "made0up0skey"}
+MA_AUTH = {"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "a1", "skey": "b2"}}}  # fmt: skip
 
 
 @pytest.fixture
@@ -39,8 +38,8 @@ def write_remote(sandbox: Any, seeded: dict[str, Any], tier: str, path: str, tex
         remote.write(text)
 
 
-def health(seeded: dict[str, Any]) -> httpx.Response:
-    return httpx.get(seeded["business_server"]["health_url"], timeout=10)
+def business_get(seeded: dict[str, Any], path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(seeded["business_server"]["url"] + path, timeout=10, **kwargs)
 
 
 def unused_address(seeded: dict[str, Any]) -> str:
@@ -52,112 +51,137 @@ def sdk_config_text(url: str) -> str:
     return json.dumps(sdk_config(url, server_host="127.100.0.9"), indent=4)
 
 
-# ---- both servers up, and what they answer ----------------------------------------------------
-def test_health_of_both_servers(seeded: dict[str, Any]) -> None:
-    business, session = seeded["business_server"], seeded["session_server"]
-    answer = health(seeded)
-    assert answer.status_code == 200
-    body = answer.json()
-    assert body["status"] == "up" and body["app"] == "node-weapp-demo"
-    assert body["authServerUrl"] == seeded["auth_server_url"]
-    assert body["auth"] == {"reachable": True, "returnCode": 60011}
-    with from_address(business["private_ip"]) as http:  # the session server admits the business server only
-        session_health = http.get(session["health_url"])
-    assert session_health.status_code == 200
-    assert session_health.json()["status"] == "up" and session_health.json()["app"] == "mina_auth"
+def jlist(client: Any) -> dict[str, Any]:
+    code, output = run(client, "pm2 jlist")
+    assert code == 0, output
+    return next(app for app in json.loads(output) if app["name"] == "weapp")
+
+
+# ---- the real routes and answers -----------------------------------------------------------------
+def test_the_node_demo_serves_only_its_real_routes(seeded: dict[str, Any]) -> None:
+    home = business_get(seeded, "/")
+    assert home.status_code == 200 and "腾讯云微信小程序服务器 Demo - Node.js" in home.text
+    login = business_get(seeded, "/login")  # no headers: refused without an auth call
+    assert login.status_code == 200
+    assert login.json()[MAGIC] == 1 and login.json()["error"] == "ERR_LOGIN_FAILED"
+    user = business_get(seeded, "/user", headers=BOGUS)  # the session service's verdict, through authServerUrl
+    assert user.status_code == 200
+    assert user.json()["error"] == "ERR_INVALID_SESSION"
+    assert user.json()["message"] == "鉴权服务调用失败：60012 - AUTH_FAIL"
+    for missing in ("/health", "/mina_auth/health", "/mina_auth/"):
+        assert business_get(seeded, missing).status_code == 404
 
 
 def test_session_server_refuses_port_80_from_addresses_its_group_does_not_admit(seeded: dict[str, Any]) -> None:
     session = seeded["session_server"]
+    url = session["url"] + "/mina_auth/"
     for stranger in ("127.0.0.1", unused_address(seeded)):  # the test host, an address like a CLB VIP's
         with from_address(stranger) as http, pytest.raises(httpx.TransportError):
-            http.post(session["auth_url"], json=auth_probe())
+            http.post(url, json=MA_AUTH)
     with from_address(seeded["business_server"]["private_ip"]) as http:
-        assert http.post(session["auth_url"], json=auth_probe()).json()["returnCode"] == 60011
+        assert http.post(url, json=MA_AUTH).json()["returnCode"] == 60012
+        assert http.get(session["url"] + "/mina_auth/health").status_code == 404  # no health endpoint ...
+        assert http.get(session["url"] + "/health").status_code == 404  # ... and nothing outside /mina_auth/
 
 
-def test_the_ma_protocol(seeded: dict[str, Any]) -> None:
-    url = seeded["auth_server_url"]
+def test_the_ma_protocol_as_the_real_mina_auth_answers_it(seeded: dict[str, Any]) -> None:
+    url = seeded["session_server"]["url"] + "/mina_auth/"
     with from_address(seeded["business_server"]["private_ip"]) as http:
-        login = http.post(url, json=login_request("wx-code-1")).json()
-        assert login["returnCode"] == 0 and login["returnMessage"] == "OK"
-        session = login["returnData"]
-        assert set(session) == {"id", "skey", "user_info"} and session["user_info"]["openId"]
+        login = http.post(url, json=login_request("wx-code-1"))
+        assert login.status_code == 200 and "content-type" not in login.headers
+        body = login.json()
+        assert (body["version"], body["componentName"], body["returnCode"]) == (1, "MA", 0)
+        session = body["returnData"]
+        assert {"id", "skey", "user_info"} <= set(session) and session["user_info"]["openId"]
         check = http.post(url, json=check_request(session["id"], session["skey"])).json()
         assert check["returnCode"] == 0 and check["returnData"]["user_info"] == session["user_info"]
-        assert http.post(url, json=check_request(session["id"], "0" * 40)).json()["returnCode"] == 60011
-        assert http.post(url, json=login_request("")).json()["returnCode"] == 60012
-        for malformed in (b"not json", b"[]", json.dumps({"version": 1, "componentName": "MA"}).encode()):
-            answer = http.post(url, content=malformed, headers={"Content-Type": "application/json"})
-            assert answer.status_code == 200 and answer.json()["returnCode"] not in (0, None)
+        assert http.post(url, json=check_request(session["id"], "0" * 40)).json()["returnCode"] == 60012
+        answers = {
+            "GET": http.get(url),
+            "not json": http.post(url, content=b"not json"),
+            "no interfaceName": http.post(url, json={"version": 1, "interface": {"para": {}}}),
+            "no para": http.post(url, json={"interface": {"interfaceName": "qcloud.cam.auth"}}),
+            "unknown": http.post(url, json={"interface": {"interfaceName": "qcloud.cam.nope", "para": {}}}),
+            "auth without id": http.post(url, json={"interface": {"interfaceName": "qcloud.cam.auth", "para": {}}}),
+            "bogus session": http.put(url, json=MA_AUTH),
+        }
+    codes = {name: (a.status_code, a.json()["returnCode"], a.json()["componentName"]) for name, a in answers.items()}
+    assert codes == {
+        "GET": (200, 1009, "MA"),
+        "not json": (200, 1009, "MA"),
+        "no interfaceName": (200, 1002, "MA"),
+        "no para": (200, 1011, "MA"),
+        "unknown": (200, 1010, "MA"),
+        "auth without id": (200, 1003, "MA"),
+        "bogus session": (200, 60012, "MA"),
+    }
+    assert answers["bogus session"].json()["returnMessage"] == "AUTH_FAIL"
 
 
-def test_login_through_the_business_server_reaches_the_session_server(sandbox: Any, seeded: dict[str, Any]) -> None:
-    business = seeded["business_server"]
-    login = httpx.post(business["login_url"], headers={"X-WX-Code": "code-42", "X-WX-IV": "iv"}, timeout=10)
+def test_a_real_login_through_the_business_server(sandbox: Any, seeded: dict[str, Any]) -> None:
+    login = httpx.post(
+        seeded["business_server"]["url"] + "/login",
+        headers={"X-WX-Code": "code-42", "X-WX-Encrypted-Data": "data", "X-WX-IV": "iv"},
+        timeout=10,
+    )
     assert login.status_code == 200, login.text
     session = login.json()["session"]
-    base = business["login_url"].rsplit("/", 1)[0]
-    user = httpx.get(f"{base}/user", headers={"X-WX-Id": session["id"], "X-WX-Skey": session["skey"]}, timeout=10)
-    assert user.status_code == 200 and user.json()["data"]["userInfo"] == login.json()["userInfo"]
+    assert login.json()[MAGIC] == 1 and session["id"] and session["skey"]
+    user = business_get(seeded, "/user", headers={"X-WX-Id": session["id"], "X-WX-Skey": session["skey"]})
+    assert user.status_code == 200 and user.json()["code"] == 0 and user.json()["data"]["userInfo"]["openId"]
     guests = {s["instance_id"]: s for s in sandbox.admin("GET", "guests")["servers"]}
     assert guests[seeded["session_server"]["instance_id"]]["apps"]["mina_auth"]["loaded"]["logins"] == 1
 
-    refused = httpx.post(business["login_url"], headers={"X-WX-Code": ""}, timeout=10)
-    assert refused.status_code == 401 and refused.json()["error"] == "ERR_LOGIN_FAILED"
     sandbox.admin("POST", "clock", {"advance": 7201})  # sessions last 7200 s
-    expired = httpx.get(f"{base}/user", headers={"X-WX-Id": session["id"], "X-WX-Skey": session["skey"]}, timeout=10)
-    assert expired.status_code == 401 and expired.json()["error"] == "ERR_INVALID_SESSION"
+    expired = business_get(seeded, "/user", headers={"X-WX-Id": session["id"], "X-WX-Skey": session["skey"]})
+    assert expired.json()["error"] == "ERR_INVALID_SESSION" and "60011" in expired.json()["message"]
 
 
-# ---- restarts over SSH -----------------------------------------------------------------------
-def test_pm2_start_picks_up_a_rewritten_sdk_config(sandbox: Any, seeded: dict[str, Any]) -> None:
-    session, business = seeded["session_server"], seeded["business_server"]
-    new_url = f"http://{session['public_ip']}/mina_auth/" if seeded["ports"]["app"] == 80 else None
-    new_url = new_url or f"http://{session['public_ip']}:{seeded['ports']['app']}/mina_auth/"
-    write_remote(sandbox, seeded, "business", business["sdk_config"], sdk_config_text(new_url))
-    assert health(seeded).json()["authServerUrl"] == seeded["auth_server_url"]  # loaded at the last start only
+# ---- restarts over SSH, as pm2 reports them ------------------------------------------------------
+def test_pm2_start_restarts_the_demo_with_the_rewritten_sdk_config(sandbox: Any, seeded: dict[str, Any]) -> None:
+    business = seeded["business_server"]
+    dead = f"http://{unused_address(seeded)}/mina_auth/"  # nobody there
+    write_remote(sandbox, seeded, "business", business["sdk_config"], sdk_config_text(dead))
+    assert business_get(seeded, "/user", headers=BOGUS).json()["error"] == "ERR_INVALID_SESSION"  # loaded at start
 
     with ssh(sandbox, seeded, "business") as client:
+        before = jlist(client)
+        assert before["pm2_env"]["status"] == "online" and before["pid"] > 0
         code, output = run(client, RESTART)
-        assert code == 0, output
-        assert "node-weapp-demo" in output and "online" in output
-        body = health(seeded).json()
-        assert body["authServerUrl"] == new_url and body["auth"]["reachable"] is True
-
-        dead = f"http://{unused_address(seeded)}/mina_auth/"  # nobody there
-        code, output = run(client, f"echo '{sdk_config_text(dead)}' > {business['sdk_config']} && {RESTART}")
-        assert code == 0, output
-    body = health(seeded).json()
-    assert body["authServerUrl"] == dead
-    assert body["status"] == "degraded" and body["auth"]["reachable"] is False and body["auth"]["error"]
+        assert code == 0 and "weapp" in output and "online" in output, output
+        after = jlist(client)
+    assert after["pm2_env"]["status"] == "online"
+    assert after["pid"] != before["pid"] and after["pm2_env"]["pm_uptime"] >= before["pm2_env"]["pm_uptime"]
+    assert after["pm2_env"]["restart_time"] == before["pm2_env"]["restart_time"] + 1
+    user = business_get(seeded, "/user", headers=BOGUS).json()  # the app starts; every check fails, saying why
+    assert user["error"] == "ERR_CHECK_LOGIN_FAILED" and "ECONNREFUSED" in user["message"]
 
 
-def test_a_malformed_config_fails_the_restart_and_health_says_so(sandbox: Any, seeded: dict[str, Any]) -> None:
+def test_an_unparseable_sdk_config_makes_pm2_restart_the_demo_until_it_gives_up(
+    sandbox: Any, seeded: dict[str, Any]
+) -> None:
     write_remote(sandbox, seeded, "business", seeded["business_server"]["sdk_config"], '{"authServerUrl": ')
     with ssh(sandbox, seeded, "business") as client:
         code, output = run(client, RESTART)
-        assert code != 0
-        assert "/etc/qcloud/sdk.config" in output and "not valid JSON" in output
-        code, listing = run(client, "pm2 list")
-        assert code == 0 and "errored" in listing
-    answer = health(seeded)
-    assert answer.status_code == 503
-    assert answer.json()["status"] == "down" and "not valid JSON" in answer.json()["reason"]
-    login = httpx.post(seeded["business_server"]["login_url"], headers={"X-WX-Code": "c"}, timeout=10)
-    assert login.status_code == 502
+        assert code == 0, output  # pm2 launched it: the crash is the app's
+        errored = poll("pm2 to give up", lambda: (app := jlist(client))["pm2_env"]["status"] == "errored" and app)
+        assert errored["pm2_env"]["restart_time"] >= 15 and errored["pid"] == 0
+        code, log = run(client, "cat /root/.pm2/logs/weapp-error.log")
+        assert code == 0 and "SDK 配置文件（/etc/qcloud/sdk.config）内容不合法" in log
+    with pytest.raises(httpx.TransportError):  # nothing listens on 5757
+        business_get(seeded, "/")
 
 
-def test_an_injected_fault_fails_one_restart(sandbox: Any, seeded: dict[str, Any]) -> None:
-    rule = {"service": "guest", "action": "node-weapp-demo.restart", "error_message": "out of memory", "count": 1}
+def test_an_injected_crash_is_restarted_by_pm2(sandbox: Any, seeded: dict[str, Any]) -> None:
+    rule = {"service": "guest", "action": "weapp.restart", "error_message": "out of memory", "count": 1}
     sandbox.admin("POST", "faults", rule)
     with ssh(sandbox, seeded, "business") as client:
-        code, output = run(client, RESTART)
-        assert code != 0 and "out of memory" in output
-        assert health(seeded).json()["reason"] == "injected fault: out of memory"
+        first = jlist(client)
         code, output = run(client, RESTART)
         assert code == 0, output
-    assert health(seeded).json()["status"] == "up"
+        back = poll("pm2 to bring it back", lambda: (app := jlist(client))["pid"] and app)
+        assert back["pm2_env"]["restart_time"] >= first["pm2_env"]["restart_time"] + 2
+    assert business_get(seeded, "/").status_code == 200
 
 
 def test_a_malformed_config_at_boot_keeps_the_app_down_until_fixed(
@@ -167,43 +191,83 @@ def test_a_malformed_config_at_boot_keeps_the_app_down_until_fixed(
     instance_id = business["instance_id"]
     write_remote(sandbox, seeded, "business", business["sdk_config"], "not json at all")
 
-    def rebooted_with(status: int) -> Any:
-        cvm_call(client, "RebootInstances", {"InstanceIds": [instance_id]})
+    def state() -> str:
+        return {s["instance_id"]: s for s in sandbox.admin("GET", "guests")["servers"]}.get(instance_id, {}).get(
+            "apps", {}
+        ).get("weapp", {}).get("state", "")
 
-        def done() -> Any:
-            try:
-                answer = health(seeded)
-            except httpx.TransportError:
-                return None  # the server is still rebooting
-            return answer if answer.status_code == status else None
-
-        return poll(f"{instance_id} rebooted, health {status}", done)
-
-    down = rebooted_with(503).json()
-    assert down["state"] == "errored" and "not valid JSON" in down["reason"]
-    status = {s["instance_id"]: s for s in sandbox.admin("GET", "guests")["servers"]}[instance_id]
-    assert status["apps"]["node-weapp-demo"]["state"] == "errored"
-
+    cvm_call(client, "RebootInstances", {"InstanceIds": [instance_id]})
+    poll("the demo errored after the reboot", lambda: state() == "errored")
     write_remote(sandbox, seeded, "business", business["sdk_config"], sdk_config_text(seeded["auth_server_url"]))
-    assert rebooted_with(200).json()["status"] == "up"  # auto-start: nobody ran pm2
+    cvm_call(client, "RebootInstances", {"InstanceIds": [instance_id]})
+
+    def home() -> bool:
+        try:
+            return business_get(seeded, "/").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    poll("auto-start after the fix: nobody ran pm2", home)
 
 
-def test_java_flavour_restarts_with_systemctl(sandbox: Any, seeded: dict[str, Any]) -> None:
+def admit_from_anywhere(client: Any, group_id: str, port: int) -> None:
+    request = vpc_models.CreateSecurityGroupPoliciesRequest()
+    request.from_json_string(
+        json.dumps(
+            {
+                "SecurityGroupId": group_id,
+                "SecurityGroupPolicySet": {
+                    "Ingress": [{"Protocol": "TCP", "Port": str(port), "CidrBlock": "0.0.0.0/0", "Action": "ACCEPT"}]
+                },
+            }
+        )
+    )
+    client(vpc_client.VpcClient).CreateSecurityGroupPolicies(request)
+
+
+def test_java_flavour_on_tomcat(sandbox: Any, client: Any, seeded: dict[str, Any]) -> None:
+    admit_from_anywhere(client, seeded["security_groups"]["business"], 8080)
     unit = {"name": "tomcat", "kind": "weapp", "manager": "systemd", "config": "/etc/qcloud/sdk.config"}
     write_remote(sandbox, seeded, "business", "/etc/sandbox/units/tomcat.json", json.dumps(unit))
-    with ssh(sandbox, seeded, "business") as client:
-        code, output = run(client, "pm2 stop node-weapp-demo && systemctl daemon-reload && systemctl restart tomcat")
+    show = "systemctl show tomcat -p ActiveState,ActiveEnterTimestamp,MainPID"
+    tomcat = seeded["business_server"]["url"].rsplit(":", 1)[0] + ":8080"
+    with ssh(sandbox, seeded, "business") as shell:
+        code, output = run(shell, "pm2 stop weapp && systemctl daemon-reload && systemctl restart tomcat")
         assert code == 0, output
-        assert health(seeded).json()["app"] == "tomcat"
-        code, output = run(client, "systemctl status tomcat")
-        assert code == 0 and "active (running)" in output
+        code, output = run(shell, show)
+        lines = dict(line.split("=", 1) for line in output.strip().splitlines())
+        assert code == 0 and lines["ActiveState"] == "active" and int(lines["MainPID"]) > 0
+        assert lines["ActiveEnterTimestamp"].endswith(" UTC") and len(lines["ActiveEnterTimestamp"].split()) == 4
+        assert httpx.get(f"{tomcat}/", timeout=10).status_code == 404  # no "/" in the Java flavour
+        user = httpx.get(f"{tomcat}/user", headers=BOGUS, timeout=10).json()
+        assert user["message"] == "调用鉴权服务失败：#60012 - AUTH_FAIL"
 
-        code, output = run(client, "echo '{broken' > /etc/qcloud/sdk.config && systemctl restart tomcat")
-        assert code != 0 and "Job for tomcat.service failed" in output and "not valid JSON" in output
-        code, output = run(client, "systemctl is-active tomcat")
-        assert code == 3 and output.strip() == "failed"
-        assert run(client, "systemctl restart nosuchunit")[0] != 0
-    assert health(seeded).status_code == 503
+        code, output = run(shell, "echo '// comment' > /etc/qcloud/sdk.config && systemctl restart tomcat")
+        assert code == 0, output  # org.json refuses it: only printed, the app starts unconfigured
+        user = httpx.get(f"{tomcat}/user", headers=BOGUS, timeout=10).json()
+        assert user["error"] == "ERR_CHECK_LOGIN_FAILED" and "SDK" in user["message"]
+        code, again = run(shell, show)
+        assert dict(line.split("=", 1) for line in again.strip().splitlines())["MainPID"] != lines["MainPID"]
+        code, output = run(shell, "systemctl stop tomcat && " + show)
+        assert "ActiveState=inactive" in output and "MainPID=0" in output
+        assert run(shell, "systemctl restart nosuchunit")[0] != 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{tomcat}/user", timeout=5)
+
+
+def test_curl_on_a_server_reaches_urls_from_its_own_address(sandbox: Any, seeded: dict[str, Any]) -> None:
+    body = json.dumps(MA_AUTH)
+    auth = seeded["auth_server_url"]  # the real URL, port 80
+    with ssh(sandbox, seeded, "business") as client:
+        command = f"curl -sS -m 5 -X POST -H 'Content-Type: application/json' -d '{body}' {auth}"
+        code, output = run(client, command)
+        assert code == 0 and json.loads(output)["returnCode"] == 60012, output
+        refused = f"http://{unused_address(seeded)}:5757/"
+        code, output = run(client, f"curl -sS -m 5 {refused}")
+        assert code == 7 and "curl: (7)" in output
+    with ssh(sandbox, seeded, "session") as client:  # the session group does not admit its own server
+        code, output = run(client, f"curl -sS -m 5 -X POST -d '{body}' {auth}")
+        assert code in (7, 56) and "curl:" in output
 
 
 def test_servers_from_an_image_of_the_session_server_start_their_auth_service(
@@ -228,70 +292,19 @@ def test_servers_from_an_image_of_the_session_server_start_their_auth_service(
     clones = cvm_call(client, "RunInstances", launch).InstanceIdSet
     described = cvm_call(client, "DescribeInstances", {"InstanceIds": clones}).InstanceSet
     addresses = [i.PrivateIpAddresses[0] for i in described]
-    port = seeded["ports"]["app"]
+    port = seeded["ports"]["map"]["80"]
     with from_address(business["private_ip"]) as http:
-        session_id = http.post(seeded["auth_server_url"], json=login_request("code-7")).json()["returnData"]
+        opened = http.post(session["url"] + "/mina_auth/", json=login_request("code-7")).json()["returnData"]
         for address in addresses:
-            url = f"http://{address}{'' if port == 80 else f':{port}'}/mina_auth/"
+            url = f"http://{address}:{port}/mina_auth/"
 
             def answers(url: str = url) -> Any:
                 try:
-                    return http.post(url, json=auth_probe()).json()
+                    return http.post(url, json=MA_AUTH).json()
                 except httpx.TransportError:
                     return None
 
-            assert poll(f"the auth service on {address}", answers)["returnCode"] == 60011
+            assert poll(f"the auth service on {address}", answers)["returnCode"] == 60012
             # The clone shares the image's session secret: a session opened on the original is known here.
-            known = http.post(url, json=check_request(session_id["id"], session_id["skey"])).json()
+            known = http.post(url, json=check_request(opened["id"], opened["skey"])).json()
             assert known["returnCode"] == 0
-
-
-# ---- the supervisor itself, without the SSH layer (Windows servers take no key pairs) ----------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_windows_flavour_restarts_its_iis_site_from_powershell(tmp_path: Path) -> None:
-    cloud = Cloud(SandboxConfig(dataplane=False))
-    region = "ap-guangzhou"
-    spec = LaunchSpec(zone="ap-guangzhou-4", image_id="img-9id7emv7")
-    instance_id = cloud.cvm.run_instances(region, spec, 1, "request-1")[0]
-    cloud.advance(force=True)
-    instance = cloud.cvm.instance(region, instance_id)
-    disk = tmp_path / "disk"
-    install_weapp(disk, "windows", sdk_config("http://127.0.0.1:1/mina_auth/", "127.100.0.9"))
-    assert (disk / "C:" / "qcloud" / "sdk.config").is_file()  # C:\qcloud\sdk.config, SFTP /C:/qcloud/sdk.config
-    port = free_port()
-    health_url = f"http://{instance.private_ip}:{port}/health"
-
-    async def scenario() -> None:
-        guests = Guests(cloud, port)
-        try:
-            await guests.boot(instance, disk)
-            up = await http_probe(None, health_url)
-            assert up.status == 200 and up.json()["app"] == "Default Web Site"
-            restart = ["powershell.exe", "-NoProfile", "-Command", "Restart-WebItem 'IIS:\\Sites\\Default Web Site'"]
-            assert await guests.control(instance_id, restart, "C:\\") == (0, "")
-            assert guests.status(instance_id)["apps"]["Default Web Site"]["restarts"] == 1
-
-            guest_path(disk, "C:\\qcloud\\sdk.config").write_text("{")
-            code, output = await guests.control(instance_id, ["iisreset"], "C:\\")
-            assert code == 1 and "failed to start" in output and "not valid JSON" in output
-            down = await http_probe(None, health_url)
-            assert down.status == 503 and down.json()["status"] == "down"
-            code, output = await guests.control(
-                instance_id, ["powershell", "Get-WebItemState 'IIS:\\Sites\\Default Web Site'"], "C:\\"
-            )
-            assert (code, output.strip()) == (0, "Stopped")
-            code, output = await guests.control(
-                instance_id, ["powershell", "Restart-WebItem 'IIS:\\Sites\\Nope'"], "C:\\"
-            )
-            assert code == 1 and "does not exist" in output
-        finally:
-            await guests.stop()
-        with pytest.raises(OSError):
-            await http_probe(None, health_url, timeout=2)  # halted: nothing listens any more
-
-    asyncio.run(scenario())

@@ -2,22 +2,24 @@
 
 Each returns (exit code, output) like the real tool, and a failed start says why in both:
 - `pm2 start process.json` (relative to the shell's cwd; an app already started is restarted, as pm2
-  does with a process file), `pm2 start|restart|reload|stop|delete <name|all>`, `pm2 list|ls|status|jlist`,
+  does with a process file: new pid, new pm_uptime, restart_time + 1; exit 0 even when the app then
+  crashes, as pm2's), `pm2 start|restart|reload|stop|delete <name|all>`, `pm2 list|ls|status`,
+  `pm2 jlist` (JSON array: name, pid, pm_id, pm2_env.status / pm_uptime (ms since epoch) / restart_time),
   `pm2 save` (the running pm2 apps start at boot, the others no longer do), `pm2 startup`.
 - `systemctl start|stop|restart|reload|try-restart|status|is-active|is-enabled|enable|disable <unit>`
-  (`--now` with enable/disable), `systemctl daemon-reload`; status and is-active exit 3 when not running.
-- `powershell [-NoProfile] [-Command] "<statements; separated>"`: `Restart-WebItem|Start-WebItem|
-  Stop-WebItem 'IIS:\\Sites\\<site>'`, `Start-Website|Stop-Website [-Name] <site>`, `Get-WebItemState`,
-  `iisreset [/start|/stop|/restart]`, `Restart-Service W3SVC`, `Import-Module WebAdministration`.
+  (`--now` with enable/disable), `systemctl daemon-reload`; status and is-active exit 3 when not running;
+  `systemctl show <unit> -p ActiveState,ActiveEnterTimestamp,MainPID` (`Name=value` lines).
+- `powershell` / `iisreset`: see apps/powershell.py.
 """
 
 import json
 import os
-import re
 import shlex
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sandbox.dataplane.apps.layout import SDK_CONFIG, GuestPathError, Unit, guest_path, write_unit
+from sandbox.dataplane.apps.powershell import is_web_request, powershell, script_of
 
 if TYPE_CHECKING:
     from sandbox.dataplane.guests import AppRun, Guests, GuestServer
@@ -34,10 +36,16 @@ async def run_command(guests: "Guests", server: "GuestServer", argv: list[str], 
     if tool == "systemctl":
         return await _systemctl(guests, server, argv[1:])
     if tool in ("powershell", "pwsh"):
-        return await _powershell(guests, server, _script(argv[1:]))
+        return await powershell(guests, server, script_of(argv[1:]))
     if tool == "iisreset":
-        return await _powershell(guests, server, shlex.join(["iisreset", *argv[1:]]))
+        return await powershell(guests, server, shlex.join(["iisreset", *argv[1:]]))
     return 127, f"{argv[0]}: command not found\n"
+
+
+def needs_lock(argv: list[str]) -> bool:
+    """A command that only fetches a URL runs outside the server's lock (the URL may be the server itself)."""
+    tool = os.path.basename(argv[0].replace("\\", "/")).lower().removesuffix(".exe") if argv else ""
+    return not (tool in ("powershell", "pwsh") and is_web_request(script_of(argv[1:])))
 
 
 # ---- pm2 -------------------------------------------------------------------------------------------
@@ -47,10 +55,7 @@ async def _pm2(guests: "Guests", server: "GuestServer", args: list[str], cwd: st
     if verb in ("list", "ls", "status", "l"):
         return 0, _pm2_table(server)
     if verb == "jlist":
-        apps = [
-            {"name": r.unit.name, "pm2_env": {"status": r.state, "restart_time": r.restarts}} for r in _pm2_apps(server)
-        ]
-        return 0, json.dumps(apps) + "\n"
+        return 0, json.dumps([_pm2_json(index, run) for index, run in enumerate(_pm2_apps(server))]) + "\n"
     if verb == "startup":
         return 0, "[PM2] Init System found: systemd\n[PM2] [v] Command successfully executed.\n"
     if verb == "save":
@@ -73,23 +78,35 @@ async def _pm2(guests: "Guests", server: "GuestServer", args: list[str], cwd: st
     lines, code = [], 0
     for run in runs:
         if verb in ("stop", "delete"):
-            await guests.stop_app(run)
+            await guests.stop_app(run, server)
             if verb == "delete":
                 server.apps.pop(run.unit.name, None)
             lines.append(f"[PM2] [{run.unit.name}](0) ✓ {'stopped' if verb == 'stop' else 'deleted'}")
             continue
         action = "restartProcessId" if run.started_at is not None else "starting"
-        await guests.start_app(server, run)
-        if run.state == "online":
-            lines.append(f"[PM2] Applying action {action} on app [{run.unit.name}]\n[PM2] [{run.unit.name}](0) ✓")
-        else:
-            code = 1
-            lines.append(f"[PM2][ERROR] App [{run.unit.name}] errored: {run.reason}")
+        await guests.start_app(server, run)  # launched: a crash right after is pm2's business, not the command's
+        lines.append(f"[PM2] Applying action {action} on app [{run.unit.name}](ids: [0])\n[PM2] [{run.unit.name}](0) ✓")
     return code, "\n".join(lines) + "\n" + (_pm2_table(server) if verb != "delete" else "")
 
 
 def _pm2_apps(server: "GuestServer") -> list["AppRun"]:
     return server.units("pm2")
+
+
+def _pm2_json(index: int, run: "AppRun") -> dict[str, object]:
+    pid = run.pid if run.pid is not None and run.state == "online" else 0
+    uptime = int(run.started_at * 1000) if run.started_at is not None else 0
+    env = {
+        "name": run.unit.name,
+        "status": run.state,
+        "pm_uptime": uptime,
+        "restart_time": run.restarts,
+        "unstable_restarts": 0,
+        "pm_cwd": run.unit.cwd,
+        "exec_mode": "fork_mode",
+        "watch": True,
+    }
+    return {"pid": pid, "name": run.unit.name, "pm_id": index, "pm2_env": env, "monit": {"memory": 0, "cpu": 0}}
 
 
 def _from_process_file(guests: "Guests", server: "GuestServer", name: str, cwd: str) -> tuple[list["AppRun"], str]:
@@ -121,14 +138,17 @@ def _from_process_file(guests: "Guests", server: "GuestServer", name: str, cwd: 
 
 
 def _pm2_table(server: "GuestServer") -> str:
-    rows = ["id  name                  status    restarts  reason"]
+    rows = ["id  name                  pid     status    restarts  reason"]
     for index, run in enumerate(_pm2_apps(server)):
-        rows.append(f"{index:<3} {run.unit.name:<21} {run.state:<9} {run.restarts:<9} {run.reason or ''}".rstrip())
+        pid = str(run.pid or 0)
+        line = f"{index:<3} {run.unit.name:<21} {pid:<7} {run.state:<9} {run.restarts:<9} {run.reason or ''}"
+        rows.append(line.rstrip())
     return "\n".join(rows) + "\n"
 
 
 # ---- systemctl -------------------------------------------------------------------------------------
 async def _systemctl(guests: "Guests", server: "GuestServer", args: list[str]) -> Result:
+    args, properties = _properties(args)
     options = {a for a in args if a.startswith("-")}
     words = [a for a in args if not a.startswith("-")]
     verb = words[0] if words else "list-units"
@@ -156,12 +176,14 @@ async def _systemctl(guests: "Guests", server: "GuestServer", args: list[str]) -
                     f'See "systemctl status {name}.service" for details.\n{name}.service: {run.reason}'
                 )
         elif verb == "stop":
-            await guests.stop_app(run)
+            await guests.stop_app(run, server)
+        elif verb == "show":
+            lines.extend(_show(run, properties))
         elif verb in ("enable", "disable"):
             run.unit = run.unit.model_copy(update={"enabled": verb == "enable"})
             write_unit(server.disk, run.unit)
             if "--now" in options:
-                await (guests.start_app(server, run) if verb == "enable" else guests.stop_app(run))
+                await (guests.start_app(server, run) if verb == "enable" else guests.stop_app(run, server))
                 code = 1 if verb == "enable" and run.state != "online" else code
             lines.append(f"{'Created symlink' if verb == 'enable' else 'Removed'} {name}.service.")
         elif verb == "is-active":
@@ -195,78 +217,40 @@ def _systemd_status(run: "AppRun") -> str:
     return text + (f"\n   Reason: {run.reason}" if run.reason else "")
 
 
-# ---- PowerShell / IIS ------------------------------------------------------------------------------
-_FLAGS_WITH_VALUE = {"-executionpolicy", "-ep", "-windowstyle", "-file"}
-_WEBITEM = re.compile(
-    r"^(restart|start|stop|get)-webitem(?:state)?\s+(?:-pspath\s+)?['\"]?IIS:\\+Sites\\+(.+?)['\"]?$", re.I
-)
-_WEBSITE = re.compile(r"^(start|stop)-website\s+(?:-name\s+)?['\"]?(.+?)['\"]?$", re.I)
+def _properties(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split `-p A,B` / `--property=A,B` (repeatable) out of systemctl's arguments."""
+    rest: list[str] = []
+    names: list[str] = []
+    iterator = iter(args)
+    for arg in iterator:
+        if arg in ("-p", "--property"):
+            names += next(iterator, "").split(",")
+        elif arg.startswith("--property="):
+            names += arg.split("=", 1)[1].split(",")
+        elif arg.startswith("-p") and len(arg) > 2:
+            names += arg[2:].split(",")
+        else:
+            rest.append(arg)
+    return rest, [n for n in names if n]
 
 
-def _script(args: list[str]) -> str:
-    words: list[str] = []
-    skip = False
-    for index, arg in enumerate(args):
-        if skip:
-            skip = False
-            continue
-        lowered = arg.lower()
-        if lowered in ("-command", "-c"):
-            return " ".join(words + args[index + 1 :])
-        if lowered in _FLAGS_WITH_VALUE:
-            skip = True
-        elif not lowered.startswith("-") or words:
-            words.append(arg)
-    return " ".join(words)
+def _show(run: "AppRun", names: list[str]) -> list[str]:
+    active = {"online": "active", "errored": "failed"}.get(run.state, "inactive")
+    since = run.active_since if active == "active" else None
+    values = {
+        "Id": f"{run.unit.name}.service",
+        "ActiveState": active,
+        "SubState": {"active": "running", "failed": "failed"}.get(active, "dead"),
+        "ActiveEnterTimestamp": _systemd_time(since),
+        "ExecMainStartTimestamp": _systemd_time(run.started_at if run.pid else None),
+        "MainPID": str(run.pid if run.pid and active == "active" else 0),
+        "UnitFileState": _enabled(run),
+        "NRestarts": str(run.restarts),
+    }
+    return [f"{name}={values.get(name, '')}" for name in (names or list(values))]
 
 
-async def _powershell(guests: "Guests", server: "GuestServer", script: str) -> Result:
-    out: list[str] = []
-    for statement in (s.strip() for s in script.split(";")):
-        if not statement or re.match(r"^import-module\s+webadministration$", statement, re.I):
-            continue
-        verb, sites = _iis_statement(server, statement)
-        if verb is None:
-            name = statement.split()[0]
-            return 1, f"{name} : The term '{name}' is not recognized as the name of a cmdlet, function, script file.\n"
-        if not sites:
-            return (
-                1,
-                f"{statement.split()[0]} : Cannot find path 'IIS:\\Sites\\{_site_name(statement)}'"
-                " because it does not exist.\n",
-            )
-        for run in sites:
-            if verb == "get":
-                out.append("Started" if run.state == "online" else "Stopped")
-            elif verb == "stop":
-                await guests.stop_app(run)
-            else:
-                await guests.start_app(server, run)
-                if run.state != "online":
-                    return 1, "".join(line + "\n" for line in out) + (
-                        f"{verb.title()}-WebItem : The site '{run.unit.name}' failed to start: {run.reason}\n"
-                        "    + CategoryInfo          : InvalidOperation\n"
-                    )
-        if statement.lower().startswith("iisreset"):
-            out.append("Internet services successfully " + ("stopped" if verb == "stop" else "restarted"))
-    return 0, "".join(line + "\n" for line in out)
-
-
-def _iis_statement(server: "GuestServer", statement: str) -> tuple[str | None, list["AppRun"]]:
-    sites = server.units("iis")
-    lowered = statement.lower()
-    if lowered.startswith("iisreset"):
-        flag = lowered.split()[1] if len(lowered.split()) > 1 else "/restart"
-        return {"/stop": "stop", "/start": "start"}.get(flag, "restart"), sites
-    if re.match(r"^restart-service\s+(-name\s+)?['\"]?w3svc['\"]?$", lowered):
-        return "restart", sites
-    match = _WEBITEM.match(statement) or _WEBSITE.match(statement)
-    if match is None:
-        return None, []
-    name = match.group(2)
-    return match.group(1).lower(), [run for run in sites if run.unit.name.lower() == name.lower()]
-
-
-def _site_name(statement: str) -> str:
-    match = _WEBITEM.match(statement) or _WEBSITE.match(statement)
-    return match.group(2) if match else statement
+def _systemd_time(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%a %Y-%m-%d %H:%M:%S UTC")

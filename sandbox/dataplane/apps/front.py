@@ -21,7 +21,7 @@ log = logging.getLogger("sandbox.guests")
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
 IDLE_SECONDS = 30.0
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
+REASONS = {200: "OK", 301: "Moved Permanently", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
 REASONS |= {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
@@ -49,19 +49,27 @@ class HttpRequest:
 class HttpResponse:
     status: int
     body: bytes = b""
-    content_type: str = "application/json"
+    content_type: str | None = "application/json"  # None: no Content-Type header (mina_auth's PHP sends none)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
-def json_response(status: int, payload: Any) -> HttpResponse:
-    return HttpResponse(status, json.dumps(payload, ensure_ascii=False).encode())
+def json_response(status: int, payload: Any, content_type: str | None = "application/json") -> HttpResponse:
+    return HttpResponse(status, json.dumps(payload, ensure_ascii=False).encode(), content_type)
+
+
+def html_response(status: int, html: str) -> HttpResponse:
+    return HttpResponse(status, html.encode(), "text/html; charset=utf-8")
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
-Admits = Callable[[str], bool]  # source ip -> admitted by the security groups on this port
+Admits = Callable[[str], bool]  # source ip -> admitted by the security groups on this (real) port
 
 
 class Front:
-    """Listeners on each of a server's addresses at one port, sharing a handler and an admission check."""
+    """Listeners on each of a server's addresses at one port, sharing a handler and an admission check.
+
+    `port` is the port really bound (the real port, or its mapping: see sandbox/dataplane/ports.py).
+    """
 
     def __init__(self, addresses: list[str], port: int, handler: Handler, admits: Admits) -> None:
         self.addresses = addresses
@@ -163,9 +171,11 @@ async def _send(
     writer: asyncio.StreamWriter, response: HttpResponse, keep_alive: bool, head_only: bool = False
 ) -> None:
     reason = REASONS.get(response.status, "Status")
+    content_type = f"Content-Type: {response.content_type}\r\n" if response.content_type else ""
+    content_type += "".join(f"{name}: {value}\r\n" for name, value in response.headers.items())
     head = (
         f"HTTP/1.1 {response.status} {reason}\r\n"
-        f"Content-Type: {response.content_type}\r\n"
+        f"{content_type}"
         f"Content-Length: {len(response.body)}\r\n"
         f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
     )

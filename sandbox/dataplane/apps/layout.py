@@ -23,8 +23,11 @@ SDK_CONFIG = "/etc/qcloud/sdk.config"
 WINDOWS_SDK_CONFIG = "C:\\qcloud\\sdk.config"
 MINA_AUTH_CONFIG = "/etc/qcloud/mina_auth.json"
 WEAPP_DIR = "/data/release/node-weapp-demo"
-WEAPP_NAME = "node-weapp-demo"
+WEAPP_NAME = "weapp"  # the app name in the demo's process.json
 IIS_SITE = "Default Web Site"
+IIS_POOL = "DefaultAppPool"
+# The real apps' ports: the node demo's config.js, tomcat's connector, IIS and Apache (mina_auth).
+REAL_PORTS = {"pm2": 5757, "systemd": 8080, "iis": 80, "mina_auth": 80}
 
 AppKind = Literal["mina_auth", "weapp"]  # the session service, or a business server's app
 Manager = Literal["pm2", "systemd", "iis"]
@@ -40,6 +43,13 @@ class Unit(BaseModel):
     config: str = Field(description="guest path of the config file the app reads when it (re)starts")
     cwd: str | None = Field(None, description="pm2: the folder holding process.json")
     enabled: bool = Field(True, description="start when the server boots")
+    port: int | None = Field(None, ge=1, le=65535, description="the app's real HTTP port (None: its stack's)")
+
+    @property
+    def real_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return REAL_PORTS["mina_auth" if self.kind == "mina_auth" else self.manager]
 
 
 class GuestPathError(ValueError):
@@ -123,9 +133,9 @@ def install_weapp(disk: Path, flavour: Literal["node", "java", "windows"], confi
         process = {
             "name": WEAPP_NAME,
             "script": "app.js",
-            "cwd": WEAPP_DIR,
+            "cwd": "./",
             "exec_mode": "fork",
-            "autorestart": True,
+            "watch": True,
             "env": {"NODE_ENV": "production"},
         }
         write_file(guest_path(disk, f"{WEAPP_DIR}/process.json"), json.dumps(process, indent=4) + "\n")

@@ -1,12 +1,15 @@
-"""The session server's auth service ("mina_auth", 会话服务): the Wafer MA protocol.
+"""The session server's auth service ("mina_auth", 会话服务): the Wafer MA protocol, as the real PHP answers it.
 
-`POST /mina_auth/` with `{"version": 1, "componentName": "MA", "interface": {"interfaceName": ..., "para": ...}}`:
-- `qcloud.cam.id_skey` (para: code, encrypt_data, iv): a login; answers returnCode 0 with
-  returnData {id, skey, user_info}; an empty `code` is a failed WeChat session (60012).
-- `qcloud.cam.auth` (para: id, skey): a session check; 0 with {user_info} for a known session,
-  60011 for an unknown or expired one.
-- anything else (not JSON, wrong version/component, unknown interface, missing para): -1.
-Health: `GET /mina_auth/health` (and `GET /health` on a server whose only app is this one).
+`http://IP/mina_auth/` (Apache, port 80) answers ANY method with HTTP 200 and no Content-Type, always
+`{"version": 1, "componentName": "MA", "returnCode": ..., "returnMessage": ..., "returnData": ...}`:
+- the body is not JSON (a GET has none): 1009 REQUEST_IS_NOT_JSON
+- no `interface.interfaceName`: 1002 NO_INTERFACENAME_PARA; no `interface.para`: 1011 NO_PARA
+- `qcloud.cam.id_skey` (para: code, encrypt_data, iv): a login; 0 with returnData {id, skey, user_info};
+  without code / encrypt_data 1003 PARA_ERR; an empty code is a failed WeChat session (60012)
+- `qcloud.cam.auth` (para: id, skey): 0 with {user_info} for a known session, 60011 for an expired one,
+  60012 AUTH_FAIL for an unknown one; without id / skey 1003 PARA_ERR
+- any other interfaceName: 1010 INTERFACENAME_PARA_ERR
+No health endpoint (the real one has none).
 
 Sessions are signed, not stored: skey = HMAC-SHA1(sessionSecret, id), with the login time inside the
 id. Every server built from one image shares the secret (its config is on the disk), so a session
@@ -22,11 +25,12 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.dataplane.apps.front import HttpRequest, HttpResponse, json_response
+from sandbox.dataplane.apps.front import HttpRequest, HttpResponse
 
 LOGIN = "qcloud.cam.id_skey"
 CHECK = "qcloud.cam.auth"
-OK, MALFORMED, SKEY_EXPIRED, WX_SESSION_FAILED = 0, -1, 60011, 60012
+OK, SKEY_EXPIRED, AUTH_FAIL = 0, 60011, 60012
+NOT_JSON, NO_INTERFACE, PARA_ERR, UNKNOWN_INTERFACE, NO_PARA = 1009, 1002, 1003, 1010, 1011
 
 
 class ConfigError(ValueError):
@@ -59,62 +63,58 @@ class MinaAuth:
         return {"sessionTtlSeconds": self.ttl, "logins": self.logins, "checks": self.checks}
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
-        if request.method != "POST":
-            return json_response(405, {"error": "the MA protocol is POST /mina_auth/"})
         try:
-            message = request.json()
+            message = request.json() if request.body.strip() else None
         except ValueError:
-            return _answer(MALFORMED, "ERR_REQUEST_PARAM: the body is not JSON")
-        return json_response(200, self.answer(message))
+            message = None
+        return HttpResponse(200, json.dumps(self.answer(message), ensure_ascii=False).encode(), content_type=None)
 
     def answer(self, message: Any) -> dict[str, Any]:
-        if not isinstance(message, dict) or message.get("version") != 1 or message.get("componentName") != "MA":
-            return _ma(MALFORMED, "ERR_REQUEST_PARAM: expected version 1 and componentName MA")
+        if not isinstance(message, dict):
+            return _ma(NOT_JSON, "REQUEST_IS_NOT_JSON")
         interface = message.get("interface")
-        if not isinstance(interface, dict) or not isinstance(interface.get("para"), dict):
-            return _ma(MALFORMED, "ERR_REQUEST_PARAM: interface.para is missing")
-        name, para = interface.get("interfaceName"), interface["para"]
+        if not isinstance(interface, dict) or interface.get("interfaceName") is None:
+            return _ma(NO_INTERFACE, "NO_INTERFACENAME_PARA")
+        if interface.get("para") is None:
+            return _ma(NO_PARA, "NO_PARA")
+        name, para = interface["interfaceName"], interface["para"]
+        para = para if isinstance(para, dict) else {}
         if name == LOGIN:
             return self._login(para)
         if name == CHECK:
             return self._check(para)
-        return _ma(MALFORMED, f"ERR_REQUEST_PARAM: unknown interfaceName {str(name)[:64]!r}")
+        return _ma(UNKNOWN_INTERFACE, "INTERFACENAME_PARA_ERR")
 
     def _login(self, para: dict[str, Any]) -> dict[str, Any]:
         code = para.get("code")
-        if not isinstance(code, str):
-            return _ma(MALFORMED, "ERR_REQUEST_PARAM: para.code is missing")
+        if not isinstance(code, str) or not isinstance(para.get("encrypt_data"), str):
+            return _ma(PARA_ERR, "PARA_ERR")
         if not code.strip():
-            return _ma(WX_SESSION_FAILED, "ERR_WX_GET_SESSION_KEY: the WeChat login code is empty")
+            return _ma(AUTH_FAIL, "GET_SESSION_KEY_FAIL")
         self.logins += 1
         open_id = "o" + base64.b32encode(hashlib.sha256(code.encode()).digest()).decode().lower()[:27]
         session_id = f"{open_id}.{int(self.now()):x}.{secrets.token_hex(4)}"
         data = {"id": session_id, "skey": self._sign(session_id), "user_info": _user_info(open_id)}
-        return _ma(OK, "OK", data)
+        return _ma(OK, "NEW_SESSION_SUCCESS", data)
 
     def _check(self, para: dict[str, Any]) -> dict[str, Any]:
         session_id, skey = para.get("id"), para.get("skey")
         if not isinstance(session_id, str) or not isinstance(skey, str):
-            return _ma(MALFORMED, "ERR_REQUEST_PARAM: para.id and para.skey are required")
+            return _ma(PARA_ERR, "PARA_ERR")
         self.checks += 1
         parts = session_id.split(".")
         if len(parts) != 3 or not hmac.compare_digest(self._sign(session_id), skey):
-            return _ma(SKEY_EXPIRED, "ERR_SKEY_INVALID: unknown session")
+            return _ma(AUTH_FAIL, "AUTH_FAIL")
         try:
             issued = int(parts[1], 16)
         except ValueError:
-            return _ma(SKEY_EXPIRED, "ERR_SKEY_INVALID: unknown session")
+            return _ma(AUTH_FAIL, "AUTH_FAIL")
         if self.now() - issued > self.ttl:
-            return _ma(SKEY_EXPIRED, "ERR_SKEY_EXPIRED: the session has expired")
-        return _ma(OK, "OK", {"user_info": _user_info(parts[0])})
+            return _ma(SKEY_EXPIRED, "CHECK_SKEY_EXPIRED")
+        return _ma(OK, "AUTH_SUCCESS", {"user_info": _user_info(parts[0])})
 
     def _sign(self, session_id: str) -> str:
         return hmac.new(self._secret, session_id.encode(), hashlib.sha1).hexdigest()
-
-
-def auth_probe() -> dict[str, Any]:
-    """The request a business server sends to prove its auth service answers (no real user needed)."""
-    return {"version": 1, "componentName": "MA", "interface": {"interfaceName": CHECK, "para": {"id": "", "skey": ""}}}
 
 
 def login_request(code: str, encrypt_data: str = "", iv: str = "") -> dict[str, Any]:
@@ -136,8 +136,4 @@ def _user_info(open_id: str) -> dict[str, Any]:
 
 
 def _ma(code: int, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"returnCode": code, "returnMessage": message, "returnData": data or {}}
-
-
-def _answer(code: int, message: str) -> HttpResponse:
-    return json_response(200, _ma(code, message))
+    return {"version": 1, "componentName": "MA", "returnCode": code, "returnMessage": message, "returnData": data or ""}
