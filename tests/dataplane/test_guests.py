@@ -19,7 +19,11 @@ APP_DIR = "/data/release/node-weapp-demo"
 RESTART = f"cd {APP_DIR} && pm2 start process.json"
 MAGIC = "F2C224D4-2BCE-4C64-AF9F-A6D872000D1A"
 BOGUS = {"X-WX-Id": "made0up0id", "X-WX-Skey": "made0up0skey"}
-MA_AUTH = {"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "a1", "skey": "b2"}}}  # fmt: skip
+MA_AUTH = {
+    "version": 1,
+    "componentName": "MA",
+    "interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "a1", "skey": "b2"}},
+}
 
 
 @pytest.fixture

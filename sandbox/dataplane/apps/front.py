@@ -21,7 +21,8 @@ log = logging.getLogger("sandbox.guests")
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
 IDLE_SECONDS = 30.0
-REASONS = {200: "OK", 301: "Moved Permanently", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
+REASONS = {200: "OK", 301: "Moved Permanently", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+REASONS |= {413: "Payload Too Large"}
 REASONS |= {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
