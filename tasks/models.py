@@ -1,8 +1,8 @@
 """Pydantic models shared by tasks and flows: SSH access, runtime profiles, and a config change record.
 
-They double as flow parameters (the Prefect UI's run form), so every field says what it is, and
-no secret is ever a plain field: keys come from a file, a Prefect Secret block, or a `SecretStr`
-excluded from serialisation.
+They double as flow parameters (the Prefect UI's run form), so every field says what it is, and no
+secret is ever a field: a flow run's parameters are stored by Prefect in the clear. Keys and passwords
+come from a Prefect Secret block or a file on the worker, named here.
 """
 
 from __future__ import annotations
@@ -10,37 +10,84 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 
 class HostKeyPolicy(StrEnum):
     strict = "strict"  # known_hosts lines must name the server's key (RejectPolicy)
-    tofu = "tofu"  # trust on first use, recorded per instance id; later connections verify strictly
+    tofu = "tofu"  # trust on first use, recorded per instance id in Prefect; later connections verify strictly
     insecure = "insecure"  # accept any key: explicit opt-in only, warns on every connection
 
 
+WorkerPath = Annotated[Path, AfterValidator(lambda path: path.expanduser())]  # `~` is the worker's home
+
+_NOT_PARAMETERS = {
+    "private_key": "key_secret_block (a Prefect Secret block) or key_file (a file on the worker)",
+    "password": "password_secret_block (a Prefect Secret block) or password_file (a file on the worker)",
+}
+_NOT_SHOWN = "<not shown>"
+
+
 class SshSettings(BaseModel):
-    """How to log in to the servers over SSH."""
+    """How to log in to the servers over SSH. Secrets are named (a Secret block, a file), never given."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silently ignored one
 
     user: str | None = Field(None, description="login user; None: the runtime profile's (root, Administrator)")
     port: int = Field(22, ge=1, le=65535)
-    key_file: Path | None = Field(None, description="path of the private key file (OpenSSH/PEM)")
+    key_file: WorkerPath | None = Field(None, description="the private key file (OpenSSH/PEM) on the worker")
     key_secret_block: str | None = Field(None, description="name of a Prefect Secret block holding the private key")
-    private_key: SecretStr | None = Field(None, exclude=True, description="the private key itself (never stored)")
-    password: SecretStr | None = Field(
-        None, exclude=True, description="password login (Windows servers, which take no key pair); never stored"
+    password_file: WorkerPath | None = Field(
+        None, description="a file on the worker holding the login password (Windows servers, which take no key pair)"
     )
     password_secret_block: str | None = Field(
-        None, description="name of a Prefect Secret block holding the login password (used when no key is given)"
+        None, description="name of a Prefect Secret block holding the login password (Windows servers)"
     )
     host_key_policy: HostKeyPolicy = HostKeyPolicy.strict
     known_hosts: list[str] = Field(default_factory=list, description="known_hosts lines (`[ip]:port type base64`)")
-    known_hosts_file: Path | None = Field(None, description="a known_hosts file, read in addition to the lines")
-    tofu_store: Path | None = Field(None, description="tofu: JSON file of host keys first seen, per instance id")
+    known_hosts_file: WorkerPath | None = Field(None, description="a known_hosts file, read in addition to the lines")
+    tofu_variable: str = Field(
+        "tcscale-known-hosts",
+        pattern=r"^[a-z0-9_-]{1,200}$",
+        description="tofu: each host key first seen is kept in the Prefect Variable `<this>-<instance id>`",
+    )
     connect_timeout: float = Field(10.0, gt=0, description="TCP connect, SSH banner and auth timeout, seconds")
     command_timeout: float = Field(120.0, gt=0, description="default timeout of one remote command, seconds")
     io_timeout: float = Field(30.0, gt=0, description="timeout of one SFTP read or write, seconds")
+    # Not parameters: always None, absent from the run form and from dumps; given, they are refused (below).
+    private_key: SkipJsonSchema[None] = Field(None, exclude=True, repr=False)
+    password: SkipJsonSchema[None] = Field(None, exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hide_what_is_not_a_field(cls, data: Any) -> Any:
+        """A validation error quotes its input, and the enclosing flow parameters' error would quote a key given
+        as `private_key` (or misspelt): such values are replaced before anything can fail on them."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields.keys() - _NOT_PARAMETERS.keys()
+        return {name: value if name in fields else _NOT_SHOWN for name, value in data.items()}
+
+    @field_validator(*_NOT_PARAMETERS, mode="before")
+    @classmethod
+    def _refuse_secrets(cls, value: Any, info: ValidationInfo) -> None:
+        raise ValueError(
+            f"`{info.field_name}` is not a parameter (a flow run's parameters are stored in the clear): "
+            f"use {_NOT_PARAMETERS[info.field_name]}"
+        )
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> SshSettings:
+        for what, sources in (
+            ("key", ("key_file", "key_secret_block")),
+            ("password", ("password_file", "password_secret_block")),
+        ):
+            if all(getattr(self, source) for source in sources):
+                raise ValueError(f"the {what} comes from one place: set {sources[0]} or {sources[1]}, not both")
+        return self
 
 
 class RuntimeProfile(BaseModel):

@@ -108,8 +108,8 @@ def connect(
     password = resolve_password(settings)
     if pkey is None and password is None:
         raise ValueError(
-            "no SSH credentials: set key_file, key_secret_block or private_key, "
-            "or password / password_secret_block (Windows servers)"
+            "no SSH credentials: set key_secret_block or key_file, "
+            "or password_secret_block or password_file (Windows servers)"
         )
     timeout = settings.connect_timeout
     try:

@@ -1,5 +1,6 @@
-"""SSH credentials and host keys: private keys (file, text or Prefect Secret block), passwords, and the
-host-key policies (`strict` known_hosts, `tofu` recorded per instance, `insecure` opt-in).
+"""SSH credentials and host keys: private keys and passwords (a Prefect Secret block or a file on the worker,
+never a parameter), and the host-key policies (`strict` known_hosts, `tofu` recorded per instance in Prefect
+Variables every worker sees, `insecure` opt-in).
 
 Parsed keys and known_hosts are cached per process: parsing an RSA key costs ~40 ms of CPU, and a run
 opens one connection per business server.
@@ -7,20 +8,20 @@ opens one connection per business server.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import hashlib
 import io
-import json
 import logging
-import threading
-import uuid
+import re
 import warnings
 from pathlib import Path
 
 import paramiko
 from fabric import Connection
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import VariableCreate
+from prefect.exceptions import ObjectAlreadyExists
 
 from tasks.models import HostKeyPolicy, SshSettings
 
@@ -52,37 +53,49 @@ def load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
     raise ValueError("the private key is not an Ed25519, ECDSA or RSA key in OpenSSH/PEM form (or is encrypted)")
 
 
-def resolve_private_key(settings: SshSettings) -> paramiko.PKey:
-    """The login key from `private_key`, `key_file` or the Prefect Secret block `key_secret_block`."""
-    if settings.private_key is not None:
-        return load_private_key(settings.private_key.get_secret_value())
-    if settings.key_file is not None:
-        try:
-            return load_private_key(Path(settings.key_file).read_text())
-        except OSError as exc:
-            raise ValueError(f"cannot read the private key file {settings.key_file}: {exc.strerror}") from None
-    if settings.key_secret_block:
-        from prefect.blocks.system import Secret  # late: loading a block needs a Prefect API
+def _read_worker_file(path: Path, what: str) -> str:
+    """A file on the worker; the error names the file and the reason, never its content."""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} file {path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"the {what} file {path} is not text") from None
 
-        return load_private_key(str(Secret.load(settings.key_secret_block).get()))
-    raise ValueError("no SSH private key: set key_file, key_secret_block or private_key")
+
+def _secret_block(name: str, what: str) -> str:
+    """The string a Prefect Secret block holds; the error names the block, never its value."""
+    from prefect.blocks.system import Secret  # late: loading a block needs a Prefect API
+
+    value = Secret.load(name).get()
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"the Prefect Secret block {name!r} does not hold a {what}")
+    return value
+
+
+def resolve_private_key(settings: SshSettings) -> paramiko.PKey:
+    """The login key from the file `key_file` or the Prefect Secret block `key_secret_block`."""
+    if settings.key_file is not None:
+        return load_private_key(_read_worker_file(settings.key_file, "private key"))
+    if settings.key_secret_block:
+        return load_private_key(_secret_block(settings.key_secret_block, "private key"))
+    raise ValueError("no SSH private key: set key_file or key_secret_block")
 
 
 def has_key(settings: SshSettings) -> bool:
-    return settings.private_key is not None or settings.key_file is not None or bool(settings.key_secret_block)
+    return settings.key_file is not None or bool(settings.key_secret_block)
 
 
 def resolve_password(settings: SshSettings) -> str | None:
-    """The login password from `password` or the Prefect Secret block `password_secret_block` (None: neither)."""
-    if settings.password is not None:
-        return settings.password.get_secret_value()
+    """The login password from the file `password_file` (its first line) or the Prefect Secret block
+    `password_secret_block`; None: neither is set."""
+    if settings.password_file is not None:
+        lines = _read_worker_file(settings.password_file, "password").splitlines()
+        if not lines or not lines[0]:
+            raise ValueError(f"the password file {settings.password_file} is empty")
+        return lines[0]
     if settings.password_secret_block:
-        from prefect.blocks.system import Secret  # late: loading a block needs a Prefect API
-
-        value = Secret.load(settings.password_secret_block).get()
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"the Prefect Secret block {settings.password_secret_block!r} does not hold a password")
-        return value
+        return _secret_block(settings.password_secret_block, "password")
     return None
 
 
@@ -123,37 +136,59 @@ def _parse_known_hosts(lines: tuple[str, ...], file: str | None, _stamp: object)
 
 
 class TofuStore:
-    """Host keys first seen, per instance id (an IP is reused by the next server; an instance id never is).
+    """Host keys first seen, one Prefect Variable per server: `<prefix>-<instance id>` holds the known_hosts line
+    `[ip]:port type base64` (an IP is reused by the next server; an instance id never is).
 
-    A JSON file `{instance_id: "keytype base64"}`, written atomically; safe across threads.
+    Prefect keeps them, so every worker sees what any run trusted. Recording creates the Variable and creation is
+    atomic on the Prefect server: of two runs meeting a new server at once, the first key recorded is the one
+    trusted, and the other run's connection is checked against it. Nothing is read, changed and written back,
+    so no run can lose another's entry (one Variable holding every key would also cap them at ~40: Prefect
+    limits a Variable's value to 5000 characters). An operator forgets a key by deleting its Variable.
     """
 
-    _lock = threading.Lock()
+    TAG = "tcscale-known-hosts"
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
 
-    def _read(self) -> dict[str, str]:
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
+    def name(self, instance_id: str) -> str:
+        if not re.fullmatch(r"[a-z0-9_-]+", instance_id):
+            raise ValueError(f"host_key_policy=tofu: {instance_id!r} cannot name a Prefect Variable")
+        return f"{self.prefix}-{instance_id}"
 
     def get(self, instance_id: str) -> paramiko.PKey | None:
-        line = self._read().get(instance_id)
-        if not line:
-            return None
-        key_type, key_base64 = line.split()[:2]
-        return paramiko.PKey.from_type_string(key_type, base64.b64decode(key_base64))
+        """The key recorded for `instance_id`, None if none is."""
+        name = self.name(instance_id)
+        try:
+            with get_client(sync_client=True) as client:
+                variable = client.read_variable_by_name(name)
+        except Exception as exc:
+            raise ValueError(f"cannot read the recorded host key (Prefect Variable {name!r}): {exc}") from None
+        return None if variable is None else _key_of_line(name, variable.value)
 
-    def record(self, instance_id: str, key: paramiko.PKey) -> None:
-        with self._lock:
-            keys = self._read()
-            keys[instance_id] = f"{key.get_name()} {key.get_base64()}"
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}")
-            partial.write_text(json.dumps(keys, indent=1, sort_keys=True))
-            partial.replace(self.path)
+    def record(self, instance_id: str, host_name: str, key: paramiko.PKey) -> paramiko.PKey:
+        """Record `key` as `instance_id`'s unless a key is recorded already; return the key recorded."""
+        name = self.name(instance_id)
+        line = f"{host_name} {key.get_name()} {key.get_base64()}"
+        try:
+            with get_client(sync_client=True) as client:
+                try:
+                    client.create_variable(VariableCreate(name=name, value=line, tags=[self.TAG]))
+                    return key
+                except ObjectAlreadyExists:  # another run recorded it first: theirs is the trusted key
+                    variable = client.read_variable_by_name(name)
+        except Exception as exc:
+            raise ValueError(f"cannot record the host key (Prefect Variable {name!r}): {exc}") from None
+        if variable is None:  # recorded, then deleted at once: trust nothing this time
+            raise ValueError(f"the recorded host key (Prefect Variable {name!r}) vanished while recording; retry")
+        return _key_of_line(name, variable.value)
+
+
+def _key_of_line(name: str, value: object) -> paramiko.PKey:
+    entry = paramiko.hostkeys.HostKeyEntry.from_line(value) if isinstance(value, str) else None
+    if entry is None or entry.key is None:
+        raise ValueError(f"Prefect Variable {name!r} is not a known_hosts line (`[ip]:port type base64`)")
+    return entry.key
 
 
 class _RecordFirstKey(paramiko.MissingHostKeyPolicy):
@@ -162,8 +197,10 @@ class _RecordFirstKey(paramiko.MissingHostKeyPolicy):
         self.instance_id = instance_id
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        recorded = self.store.record(self.instance_id, hostname, key)
+        if (recorded.get_name(), recorded.get_base64()) != (key.get_name(), key.get_base64()):
+            raise paramiko.BadHostKeyException(hostname, key, recorded)
         log.info("trusting %s's host key on first use (%s %s)", self.instance_id, key.get_name(), key.fingerprint)
-        self.store.record(self.instance_id, key)
 
 
 class _AcceptAnyKey(paramiko.MissingHostKeyPolicy):
@@ -192,11 +229,11 @@ def apply_host_key_policy(conn: Connection, settings: SshSettings, instance_id: 
             known.add(name, key_type, key)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     if policy is HostKeyPolicy.tofu and not entries:
-        if settings.tofu_store is None:
-            raise ValueError("host_key_policy=tofu needs tofu_store (a file to record first-seen keys in)")
-        store = TofuStore(settings.tofu_store)
-        recorded = store.get(instance_id or name)
+        if not instance_id:
+            raise ValueError(f"host_key_policy=tofu records keys per instance id: none was given for {name}")
+        store = TofuStore(settings.tofu_variable)
+        recorded = store.get(instance_id)
         if recorded is not None:
             known.add(name, recorded.get_name(), recorded)  # seen before: verify strictly
         else:
-            client.set_missing_host_key_policy(_RecordFirstKey(store, instance_id or name))
+            client.set_missing_host_key_policy(_RecordFirstKey(store, instance_id))

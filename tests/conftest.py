@@ -14,9 +14,18 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+from prefect.testing.utilities import prefect_test_harness
+
 from sandbox.core.cloud import SandboxConfig
 from sandbox.server import EmbeddedSandbox
 from tests.sdk import sdk_client
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect API (temporary SQLite database) for the session: flows, blocks, variables."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,10 @@
-"""Flows run for real: the Prefect engine (one test harness per session) against the sandbox."""
+"""Flows run for real: the Prefect engine (`prefect_harness`, tests/conftest.py) against the sandbox."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from sandbox.server import EmbeddedSandbox
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture

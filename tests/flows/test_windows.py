@@ -7,13 +7,13 @@ logging in as Administrator with a password from a Prefect Secret block, rewriti
 import contextlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from pydantic import SecretStr
 from tencentcloud.cvm.v20170312 import cvm_client, models
 
 from flows.parameters import LoadBalancerOptions, ServerSelector, SessionTierParameters, Timeouts
@@ -73,8 +73,11 @@ def iis_app(sandbox: Any, instance_id: str) -> dict[str, Any] | None:
 
 
 @pytest.fixture
-def windows_business(guide: dict[str, Any], cloud_env: Any) -> dict[str, Any]:
-    """A Windows business server beside the seed's, running the IIS flavour from a BOM + CRLF sdk.config."""
+def windows_business(guide: dict[str, Any], cloud_env: Any, tmp_path: Path) -> dict[str, Any]:
+    """A Windows business server beside the seed's, running the IIS flavour from a BOM + CRLF sdk.config.
+
+    The test's own SSH logs in with the password from a file (`password_file`); the flows, from a Secret block.
+    """
     cvm = sdk_client(cloud_env, cvm_client.CvmClient, guide["region"])
     launch = {
         "Placement": {"Zone": guide["zone"], "ProjectId": guide["project_id"]},
@@ -94,7 +97,9 @@ def windows_business(guide: dict[str, Any], cloud_env: Any) -> dict[str, Any]:
 
     info = poll(f"SSH on {instance_id}", ssh_up)
     profile = runtime_profile("dotnet-iis")
-    ssh = SshSettings(port=info["ssh_port"], password=SecretStr(PASSWORD), known_hosts=info["known_hosts"])
+    password_file = tmp_path / "administrator.txt"
+    password_file.write_text(PASSWORD + "\n")
+    ssh = SshSettings(port=info["ssh_port"], password_file=password_file, known_hosts=info["known_hosts"])
     original = sdk_config(guide["auth_server_url"], info["private_ip"])
     unit = {"name": SITE, "kind": "weapp", "manager": "iis", "config": profile.config_path}
     # Install the IIS site the way the sandbox's boot manifest describes apps (apps/layout.py), then reboot:
@@ -115,7 +120,8 @@ def windows_business(guide: dict[str, Any], cloud_env: Any) -> dict[str, Any]:
         lambda: (a := iis_app(cloud_env, instance_id)) and a["state"] == "online" and a,
     )
     assert app["loaded"]["authServerUrl"] == guide["auth_server_url"]  # the guest read the BOM + CRLF file
-    return {**info, "original": original}  # the admin API's view of the server (ids, addresses, ports, known_hosts)
+    # the admin API's view of the server (ids, addresses, ports, known_hosts), its config, the password's file
+    return {**info, "original": original, "password_file": password_file}
 
 
 def session_params(guide: dict[str, Any], windows: dict[str, Any], block: str) -> SessionTierParameters:
@@ -135,7 +141,9 @@ def session_params(guide: dict[str, Any], windows: dict[str, Any], block: str) -
 
 
 def read_config(windows: dict[str, Any]) -> bytes:
-    ssh = SshSettings(port=windows["ssh_port"], password=SecretStr(PASSWORD), known_hosts=windows["known_hosts"])
+    ssh = SshSettings(
+        port=windows["ssh_port"], password_file=windows["password_file"], known_hosts=windows["known_hosts"]
+    )
     profile = runtime_profile("dotnet-iis")
     with remote.session(windows["private_ip"], ssh, profile, windows["instance_id"]) as conn:
         return remote.read_file(conn, profile.config_path)

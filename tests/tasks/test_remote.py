@@ -10,14 +10,20 @@ import contextlib
 import hashlib
 import json
 import re
+import shutil
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import paramiko
 import pytest
-from pydantic import SecretStr
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import VariableUpdate
+from pydantic import BaseModel, ValidationError
 from tencentcloud.cvm.v20170312 import cvm_client
 
 from tasks import remote, ssh_keys
@@ -61,7 +67,6 @@ def ssh(sandbox, seeded, tmp_path) -> SshSettings:
         port=seeded["ports"]["ssh"],
         key_file=seeded["key_pair"]["private_key_file"],
         known_hosts=known_hosts(sandbox),
-        tofu_store=tmp_path / "tofu.json",
         connect_timeout=5,
     )
 
@@ -168,21 +173,55 @@ def test_strict_refuses_an_unknown_or_wrong_host_key(sandbox, seeded, ssh):
         remote.connect(host, ssh.model_copy(update={"known_hosts": [forged]}))
 
 
-def test_tofu_records_per_instance_then_verifies_strictly(seeded, ssh):
+def variable(name: str) -> Any:
+    with get_client(sync_client=True) as client:
+        found = client.read_variable_by_name(name)
+    return None if found is None else found.value
+
+
+def test_tofu_records_per_instance_in_prefect_then_verifies_strictly(prefect_harness, seeded, ssh):
     host, instance_id = business(seeded)
-    tofu = ssh.model_copy(update={"known_hosts": [], "host_key_policy": HostKeyPolicy.tofu})
+    prefix = f"tcscale-test-{uuid.uuid4().hex[:8]}"  # the harness's database outlives the sandbox's reset
+    tofu = ssh.model_copy(update={"known_hosts": [], "host_key_policy": HostKeyPolicy.tofu, "tofu_variable": prefix})
     with remote.session(host, tofu, instance_id=instance_id) as conn:
         line = ssh_keys.host_key_line(conn)
     assert line in ssh.known_hosts  # what was trusted is the server's real key
-    assert json.loads(tofu.tofu_store.read_text()) == {instance_id: line.split(" ", 1)[1]}
+    assert variable(f"{prefix}-{instance_id}") == line  # kept where every worker sees it
     with remote.session(host, tofu, instance_id=instance_id):
         pass  # verified against the record
     # a recorded key that is not the server's (as if the address now answered for another server)
     session_ip = seeded["session_server"]["private_ip"]
     other = next(line for line in ssh.known_hosts if line.startswith((f"[{session_ip}]", f"{session_ip} ")))
-    tofu.tofu_store.write_text(json.dumps({instance_id: other.split(" ", 1)[1]}))
+    forged = f"{line.split()[0]} {other.split(' ', 1)[1]}"
+    with get_client(sync_client=True) as client:
+        client.update_variable(VariableUpdate(name=f"{prefix}-{instance_id}", value=forged))
     with pytest.raises(remote.RemoteError, match="host key mismatch"):
         remote.connect(host, tofu, instance_id=instance_id)
+    with pytest.raises(remote.RemoteError, match="per instance id"):
+        remote.connect(host, tofu)  # an address is reused by the next server: tofu needs the instance id
+
+
+def test_tofu_keeps_the_first_key_recorded_when_runs_race(prefect_harness):
+    """Runs meeting the same new servers at once: one key per server is trusted, and no record is lost."""
+    store = ssh_keys.TofuStore(f"tcscale-test-{uuid.uuid4().hex[:8]}")
+    keys = [paramiko.ECDSAKey.generate() for _ in range(4)]
+    instances = [f"ins-race{n}" for n in range(6)]
+    outcomes: dict[tuple[str, int], paramiko.PKey] = {}
+    start = threading.Barrier(len(keys) * len(instances))
+
+    def record(instance_id: str, n: int) -> None:
+        start.wait()
+        outcomes[instance_id, n] = store.record(instance_id, "[127.0.0.9]:22", keys[n])
+
+    threads = [threading.Thread(target=record, args=(i, n)) for i in instances for n in range(len(keys))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for instance_id in instances:
+        kept = store.get(instance_id)
+        assert kept is not None and any(kept == key for key in keys)
+        assert all(outcomes[instance_id, n] == kept for n in range(len(keys)))  # every run checks against it
 
 
 def test_insecure_is_an_explicit_opt_in_that_warns(seeded, ssh):
@@ -192,18 +231,77 @@ def test_insecure_is_an_explicit_opt_in_that_warns(seeded, ssh):
         assert remote.run(conn, "echo hi").stdout.strip() == "hi"
 
 
-def test_a_key_given_as_a_string_works_and_a_wrong_key_is_named_without_showing_it(seeded, ssh):
+def test_a_key_from_a_secret_block_works_and_a_wrong_key_is_named_without_showing_it(prefect_harness, seeded, ssh):
     host, _ = business(seeded)
     text = Path(seeded["key_pair"]["private_key_file"]).read_text()
-    as_string = ssh.model_copy(update={"key_file": None, "private_key": SecretStr(text)})
-    with remote.session(host, as_string) as conn:
+    block = f"tcscale-test-key-{uuid.uuid4().hex[:8]}"
+    Secret(value=text).save(block)
+    from_block = ssh.model_copy(update={"key_file": None, "key_secret_block": block})
+    with remote.session(host, from_block) as conn:
         assert remote.run(conn, "echo ok").stdout.strip() == "ok"
     wrong = paramiko.RSAKey.generate(2048)  # a key the server does not know
     with pytest.raises(remote.RemoteError) as info:
         remote.connect(host, ssh, pkey=wrong)
     assert "authentication failed for user 'root'" in str(info.value)
     assert text.splitlines()[1][:20] not in str(info.value) and "PRIVATE" not in str(info.value)
-    assert "PRIVATE" not in repr(as_string) and "PRIVATE" not in as_string.model_dump_json()
+    Secret(value="not a key").save(block, overwrite=True)
+    with pytest.raises(ValueError, match="not an Ed25519, ECDSA or RSA key") as info:
+        remote.connect(host, from_block)
+    assert "not a key" not in str(info.value)
+
+
+def test_a_key_file_under_home_is_read_on_the_worker(monkeypatch, tmp_path, seeded, ssh):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(seeded["key_pair"]["private_key_file"], home / ".ssh" / "weapp.pem")
+    monkeypatch.setenv("HOME", str(home))
+    settings = SshSettings.model_validate({**ssh.model_dump(), "key_file": "~/.ssh/weapp.pem"})
+    assert settings.key_file == home / ".ssh" / "weapp.pem"
+    with remote.session(business(seeded)[0], settings) as conn:
+        assert remote.run(conn, "echo ok").stdout.strip() == "ok"
+    missing = settings.model_copy(update={"key_file": home / "absent.pem"})
+    with pytest.raises(ValueError, match=f"cannot read the private key file {re.escape(str(home))}/absent.pem"):
+        remote.connect(business(seeded)[0], missing)
+
+
+class FlowParameters(BaseModel):
+    ssh: SshSettings
+
+
+def test_no_secret_is_a_parameter_and_the_refusal_quotes_none():
+    """Flow parameters are stored in the clear: a key or password given as one is refused, unquoted, even by the
+    enclosing parameters' error (pydantic quotes the input of whatever fails)."""
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+    cases = [("private_key", pem, "key_secret_block"), ("password", "Hunter-2024!", "password_file")]
+    for field, value, instead in cases:
+        for validate in (SshSettings.model_validate, lambda ssh: FlowParameters.model_validate({"ssh": ssh})):
+            with pytest.raises(ValidationError) as info:
+                validate({"port": 22, field: value})
+            message = str(info.value)
+            assert f"`{field}` is not a parameter" in message and instead in message
+            assert value not in message and "b3BlbnNzaC1rZXkt" not in message
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted") as info:
+        FlowParameters.model_validate({"ssh": {"pasword": "Hunter-2024!"}})  # misspelt: refused, not quoted either
+    assert "Hunter-2024!" not in str(info.value)
+    assert "password" not in SshSettings.model_json_schema()["properties"]  # not in the run form
+    with pytest.raises(ValidationError, match="not both"):
+        SshSettings(key_file="/k.pem", key_secret_block="k")
+    with pytest.raises(ValidationError, match="not both"):
+        SshSettings(password_file="/p.txt", password_secret_block="p")
+    expanded = SshSettings(password_file="~/pw.txt", known_hosts_file="~/kh")
+    assert (expanded.password_file, expanded.known_hosts_file) == (Path.home() / "pw.txt", Path.home() / "kh")
+
+
+def test_a_password_file_gives_its_first_line(tmp_path):
+    file = tmp_path / "pw.txt"
+    file.write_text("Iis-Sandbox-2024!\r\n")
+    assert ssh_keys.resolve_password(SshSettings(password_file=file)) == "Iis-Sandbox-2024!"
+    file.write_text("\n")
+    with pytest.raises(ValueError, match=f"the password file {re.escape(str(file))} is empty"):
+        ssh_keys.resolve_password(SshSettings(password_file=file))
+    with pytest.raises(ValueError, match="cannot read the password file"):
+        ssh_keys.resolve_password(SshSettings(password_file=tmp_path / "absent"))
+    assert ssh_keys.resolve_password(SshSettings()) is None
 
 
 def test_connect_errors_and_timeouts_name_the_host(seeded, ssh):
