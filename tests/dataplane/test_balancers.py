@@ -1,9 +1,9 @@
 """Load balancers that really forward TCP: real SDK, real TCP/HTTP through VIP:port, the guide's session servers.
 
 Setup (as the guide): seed, image the session server, run 2 more from the image (their auth service
-starts by itself), an internal CLB with a TCP listener (listener port = backend port = app_port).
-The session servers' security group admits app_port only from the business server, so the VIP is
-refused until a rule admits it.
+starts by itself), an internal CLB with a TCP listener (listener port = backend port = 80, mina_auth's
+real port; this host reaches VIP:80 at the port the sandbox serves 80 at, `ports.map`). The session
+servers' security group admits 80 only from the business server, so the VIP is refused until a rule admits it.
 """
 
 import contextlib
@@ -66,7 +66,8 @@ class Guide:
         seeded = httpx.post(f"{sandbox.url}/_sandbox/seed", json=SEED_NETWORK, timeout=60)
         assert seeded.status_code == 200, seeded.text  # say why the seed failed
         self.seed: dict[str, Any] = seeded.json()
-        self.app_port: int = self.seed["ports"]["app"]
+        self.app_port: int = self.seed["ports"]["session"]  # 80, as in the cloud
+        self.http: int = self.seed["ports"]["map"][str(self.app_port)]  # where this host reaches it
         self.session_group: str = self.seed["security_groups"]["session"]
         self.servers: list[str] = [self.seed["session_server"]["instance_id"], *self._clone_session_server(2)]
         self.wait_auth_services_up(self.servers)
@@ -169,7 +170,7 @@ class Guide:
 
     def ask_through_vip(self) -> httpx.Response:
         """One MA request on a new connection (so the balancer schedules each one)."""
-        return httpx.post(f"http://{self.vip}:{self.app_port}/mina_auth/", json=MA_CHECK, timeout=5)
+        return httpx.post(f"http://{self.vip}:{self.http}/mina_auth/", json=MA_CHECK, timeout=5)
 
 
 def answers(guide: Guide) -> bool:
@@ -241,7 +242,7 @@ def test_stopped_server_turns_unhealthy_and_terminated_one_drops_out(guide: Guid
 
 
 def test_http_health_check_follows_the_auth_service(guide: Guide) -> None:
-    check = {"HealthSwitch": 1, "CheckType": "HTTP", "HttpCheckPath": "/mina_auth/health", "HttpCode": 2}
+    check = {"HealthSwitch": 1, "CheckType": "HTTP", "HttpCheckPath": "/mina_auth/", "HttpCode": 2}
     check |= {"HttpCheckDomain": "session.internal", "HttpCheckMethod": "GET"}
     guide.create_listener(check)  # HttpCode 2: only 2xx is healthy
     guide.register({i: 10 for i in guide.servers})
@@ -262,13 +263,15 @@ def listening(address: str, port: int) -> bool:
 
 def test_vip_stops_listening_when_listener_then_balancer_are_deleted(guide: Guide) -> None:
     guide.create_listener()
-    assert listening(guide.vip, guide.app_port)
+    assert listening(guide.vip, guide.http)
     listeners = guide.sandbox.admin("GET", "balancers")
-    assert [(b["address"], b["listening"]) for b in listeners] == [(f"{guide.vip}:{guide.app_port}", True)]
+    assert [(b["address"], b["served_at"], b["listening"]) for b in listeners] == [
+        (f"{guide.vip}:{guide.app_port}", f"{guide.vip}:{guide.http}", True)
+    ]
 
     deleted = call(guide.clb, "DeleteListener", {"LoadBalancerId": guide.lb_id, "ListenerId": guide.listener_id})
     wait_task(guide.clb, deleted["RequestId"])
-    wait_for(lambda: not listening(guide.vip, guide.app_port), "VIP:port to stop listening")
+    wait_for(lambda: not listening(guide.vip, guide.http), "VIP:port to stop listening")
 
     # A second listener, then the whole load balancer goes.
     listener = call(guide.clb, "CreateListener", {"LoadBalancerId": guide.lb_id, "Ports": [7001], "Protocol": "TCP"})

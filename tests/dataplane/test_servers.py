@@ -437,3 +437,52 @@ def test_ssh_handshake_and_exec_median_on_loopback(fleet: Fleet) -> None:
     median = statistics.median(durations)
     print(f"\nSSH handshake + exec median: {median * 1000:.1f} ms (exec: {info_shell(fleet)})")
     assert median < 0.25
+
+
+def test_the_fallback_curl_answers_like_curl(fallback_guest: tuple[Shell, Guest]) -> None:
+    """From the server's address, to the port the sandbox serves the real port at, with curl's exit codes."""
+    import asyncio
+    import http.server
+    import json as jsonlib
+    import socket as socketlib
+    import threading
+
+    shell, guest = fallback_guest
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            answer = jsonlib.dumps({"type": self.headers["Content-Type"], "body": body.decode()}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    silent = socketlib.create_server(("127.0.0.1", 0))  # accepts (backlog) and never answers
+    guest.port_map = {80: server.server_address[1]}
+
+    def sh(command: str) -> tuple[int, str, str]:
+        result = asyncio.run(shell.run(guest, command))
+        return result.exit_status, result.stdout.decode(), result.stderr.decode()
+
+    try:
+        body = '{"version":1}'
+        code, out, _ = sh(f"curl -sS -m 5 -X POST -H 'Content-Type: application/json' -d '{body}' http://127.0.0.1/")
+        assert code == 0 and jsonlib.loads(out) == {"type": "application/json", "body": body}
+        refused = socketlib.socket()
+        refused.bind(("127.0.0.1", 0))
+        port = refused.getsockname()[1]
+        refused.close()
+        code, out, err = sh(f"curl -sS -m 5 http://127.0.0.1:{port}/")
+        assert (code, out) == (7, "") and err.startswith("curl: (7) Failed to connect")
+        code, _, err = sh(f"curl -sS -m 1 http://127.0.0.1:{silent.getsockname()[1]}/")
+        assert code == 28 and "curl: (28)" in err
+        assert sh(f"curl -s -m 5 http://127.0.0.1:{port}/") == (7, "", "")  # -s alone: quiet
+    finally:
+        server.shutdown()
+        silent.close()
