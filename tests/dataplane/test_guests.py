@@ -196,9 +196,12 @@ def test_a_malformed_config_at_boot_keeps_the_app_down_until_fixed(
     write_remote(sandbox, seeded, "business", business["sdk_config"], "not json at all")
 
     def state() -> str:
-        return {s["instance_id"]: s for s in sandbox.admin("GET", "guests")["servers"]}.get(instance_id, {}).get(
-            "apps", {}
-        ).get("weapp", {}).get("state", "")
+        return (
+            {s["instance_id"]: s for s in sandbox.admin("GET", "guests")["servers"]}.get(instance_id, {})
+            .get("apps", {})
+            .get("weapp", {})
+            .get("state", "")
+        )
 
     cvm_call(client, "RebootInstances", {"InstanceIds": [instance_id]})
     poll("the demo errored after the reboot", lambda: state() == "errored")

@@ -450,7 +450,7 @@ def test_the_fallback_curl_answers_like_curl(fallback_guest: tuple[Shell, Guest]
     shell, guest = fallback_guest
 
     class Echo(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             answer = jsonlib.dumps({"type": self.headers["Content-Type"], "body": body.decode()}).encode()
             self.send_response(200)
