@@ -50,8 +50,12 @@ def test_integer_members_of_nested_objects_take_numeric_strings(client: Any) -> 
     group = call(vpc, vpc_models, "CreateSecurityGroup", {"GroupName": "web", "GroupDescription": "web"})
     group_id = group.SecurityGroup.SecurityGroupId
     policy = {"Protocol": "TCP", "Port": "80", "CidrBlock": "0.0.0.0/0", "Action": "ACCEPT", "PolicyIndex": "0"}
-    call(vpc, vpc_models, "CreateSecurityGroupPolicies", {"SecurityGroupId": group_id, "SecurityGroupPolicySet": {
-        "Ingress": [policy]}})  # fmt: skip
+    call(
+        vpc,
+        vpc_models,
+        "CreateSecurityGroupPolicies",
+        {"SecurityGroupId": group_id, "SecurityGroupPolicySet": {"Ingress": [policy]}},
+    )
     answer = call(vpc, vpc_models, "DescribeSecurityGroupPolicies", {"SecurityGroupId": group_id})
     assert [(p.Port, p.PolicyIndex) for p in answer.SecurityGroupPolicySet.Ingress] == [("80", 0)]
 
@@ -76,8 +80,12 @@ def test_catalog_holds_the_standard_families_in_every_size() -> None:
 
 def test_instance_types_per_zone_and_s5_medium2_launches(client: Any) -> None:
     cvm = client(cvm_client.CvmClient)
-    configs = call(cvm, cvm_models, "DescribeInstanceTypeConfigs", {"Filters": [
-        {"Name": "instance-type", "Values": ["S5.MEDIUM2"]}]}).InstanceTypeConfigSet  # fmt: skip
+    configs = call(
+        cvm,
+        cvm_models,
+        "DescribeInstanceTypeConfigs",
+        {"Filters": [{"Name": "instance-type", "Values": ["S5.MEDIUM2"]}]},
+    ).InstanceTypeConfigSet
     assert sorted((c.Zone, c.CPU, c.Memory) for c in configs) == [("ap-guangzhou-3", 2, 2), ("ap-guangzhou-4", 2, 2)]
     quota = call(
         cvm,
@@ -87,8 +95,12 @@ def test_instance_types_per_zone_and_s5_medium2_launches(client: Any) -> None:
     ).InstanceTypeQuotaSet
     assert {q.InstanceType for q in quota} >= {"SA3.SMALL1", "SA3.MEDIUM4", "SA3.8XLARGE64"}
     assert all(q.Zone == ZONE and q.Status == "SELL" and q.InstanceChargeType == "POSTPAID_BY_HOUR" for q in quota)
-    ids = call(cvm, cvm_models, "RunInstances", {"Placement": {"Zone": ZONE}, "ImageId": "img-l8og963d",
-        "InstanceType": "S5.MEDIUM2"}).InstanceIdSet  # fmt: skip
+    ids = call(
+        cvm,
+        cvm_models,
+        "RunInstances",
+        {"Placement": {"Zone": ZONE}, "ImageId": "img-l8og963d", "InstanceType": "S5.MEDIUM2"},
+    ).InstanceIdSet
     instance = call(cvm, cvm_models, "DescribeInstances", {"InstanceIds": ids}).InstanceSet[0]
     assert (instance.InstanceType, instance.CPU, instance.Memory) == ("S5.MEDIUM2", 2, 2)
 
@@ -106,8 +118,10 @@ CLAIM = "from sandbox.core.pools import process_public_pool; print(process_publi
 
 def test_concurrent_sandbox_processes_never_share_a_public_pool(sandbox: Any) -> None:
     mine = sandbox.admin("GET", "health")["public_pool"]
-    others = [subprocess.Popen([sys.executable, "-c", CLAIM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-              for _ in range(2)]  # fmt: skip
+    others = [
+        subprocess.Popen([sys.executable, "-c", CLAIM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     try:
         pools = [p.stdout.readline().strip() for p in others if p.stdout]
     finally:
