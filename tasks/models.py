@@ -99,6 +99,11 @@ class RuntimeProfile(BaseModel):
     config_encoding: str | None = Field(None, description="the file's encoding when it has no BOM and is not UTF-8")
     restart_command: str = Field(description="run over SSH to make the app re-read its config")
     user: str = Field("root", description="login user when SshSettings.user is not set")
+    port: int = Field(ge=1, le=65535, description="the app's real HTTP port (node demo 5757, tomcat 8080, IIS 80)")
+    app_name: str = Field(description="the pm2 app (process.json `name`), systemd unit or IIS app pool")
+    identity_command: str = Field(
+        description="prints the app process's identity (pid, start): pm2 jlist / systemctl show / Get-Process w3wp"
+    )
 
     @property
     def sftp_path(self) -> str:
@@ -115,23 +120,39 @@ def sftp_path(path: str) -> str:
 
 IIS_SITE = "Default Web Site"
 
+IIS_POOL = "DefaultAppPool"
+_POWERSHELL = "powershell -NoProfile -NonInteractive -Command"
+
 RUNTIME_PROFILES: dict[str, RuntimeProfile] = {
     "node-pm2": RuntimeProfile(
         name="node-pm2",
         config_path="/etc/qcloud/sdk.config",
         restart_command="cd /data/release/node-weapp-demo && pm2 start process.json",
+        port=5757,
+        app_name="weapp",
+        identity_command="pm2 jlist",
     ),
     "java-tomcat": RuntimeProfile(
         name="java-tomcat",
         config_path="/etc/qcloud/sdk.config",
         restart_command="systemctl restart tomcat",
+        port=8080,
+        app_name="tomcat",
+        identity_command="systemctl show tomcat -p ActiveState,ActiveEnterTimestamp,MainPID",
     ),
     "dotnet-iis": RuntimeProfile(
         name="dotnet-iis",
         platform="windows",
         config_path="C:\\qcloud\\sdk.config",
-        restart_command=f"powershell -NoProfile -NonInteractive -Command \"Restart-WebItem 'IIS:\\Sites\\{IIS_SITE}'\"",
+        # A recycle: IIS starts a new worker process (w3wp), which reads sdk.config, at the next request.
+        restart_command=f"{_POWERSHELL} \"Restart-WebAppPool -Name '{IIS_POOL}'\"",
         user="Administrator",
+        port=80,
+        app_name=IIS_POOL,
+        identity_command=(
+            f"{_POWERSHELL} \"Get-Process -Name w3wp -ErrorAction SilentlyContinue"
+            " | Select-Object Id,StartTime | ConvertTo-Json -Compress\""
+        ),
     ),
 }
 
