@@ -67,7 +67,7 @@ class LaunchConfigRules:
             updated_time=now,
             tags=tags_of(p.get("Tags")),
         )
-        self._apply(region, lc, p)
+        self._apply_members(region, lc, p)
         self.state.launch_configurations[lc.launch_configuration_id] = lc
         return lc
 
@@ -87,7 +87,7 @@ class LaunchConfigRules:
             draft.image_id = p["ImageId"]
         if p.get("InstanceTypes"):
             draft.instance_types = list(p["InstanceTypes"])
-        self._apply(region, draft, p)
+        self._apply_members(region, draft, p)
         draft.version_number += 1
         draft.updated_time = self.cloud.clock.iso()
         self.state.launch_configurations[lc.launch_configuration_id] = draft
@@ -104,7 +104,7 @@ class LaunchConfigRules:
         del self.state.launch_configurations[lc.launch_configuration_id]
 
     # ---- members shared by Create and Modify -------------------------------------------------------
-    def _apply(self, region: str, lc: LaunchConfiguration, p: dict[str, Any]) -> None:
+    def _apply_members(self, region: str, lc: LaunchConfiguration, p: dict[str, Any]) -> None:
         """Check and apply every optional member given in `p` onto `lc` (checks of the result included)."""
         cvm = cvm_of(self.cloud)
         try:

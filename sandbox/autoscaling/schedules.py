@@ -130,13 +130,13 @@ class ScheduleRules:
             if action.next_at <= now:
                 group = self.state.groups.get(action.group_id)
                 if group is not None and group.enabled:
-                    self._apply(action, group)
+                    self._fire(action, group)
                 action.next_at = self._following(action, now)
             if action.next_at is not None:
                 upcoming = action.next_at if upcoming is None else min(upcoming, action.next_at)
         return upcoming
 
-    def _apply(self, action: ScheduledAction, group: AutoScalingGroup) -> None:
+    def _fire(self, action: ScheduledAction, group: AutoScalingGroup) -> None:
         action.fired += 1
         group.min_size, group.max_size = action.min_size, action.max_size
         desired = group.desired if action.disable_update_desired else action.desired
