@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sandbox.core.backend import BACKENDS, Backend
 from sandbox.core.clock import Clock, ClockSettings
 from sandbox.core.faults import Faults
+from sandbox.core.metrics import ServerMetrics
 from sandbox.core.pools import parse_pool, process_public_pool
 from sandbox.core.throttle import Throttle
 
@@ -67,6 +68,8 @@ class Cloud:
         self.faults = Faults()
         self.throttle = Throttle(self.config.rate_limit)
         self.events = Events()
+        self.metrics = ServerMetrics(self.clock.now)
+        self.events.subscribe("guest.request", self.metrics.record)
         self.backends: dict[str, Backend] = {name: cls(self) for name, cls in BACKENDS.items()}
         self._next_due: float | None = None
         self._stale = True
@@ -103,6 +106,7 @@ class Cloud:
         for name, cls in BACKENDS.items():
             self.backends[name] = cls(self)
         self.faults.clear()
+        self.metrics.clear()
         self.events.emit("reset")
         self.touched()
 

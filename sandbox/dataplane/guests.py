@@ -395,7 +395,10 @@ class Guests:
                 return html_response(503, "<h1>Service Unavailable</h1><p>HTTP Error 503.</p>")
         if run.app is None:
             return html_response(502, "<h1>502 Bad Gateway</h1>")
-        return await run.app.handle(request)
+        response = await run.app.handle(request)
+        # Hook for the control plane: each request an app served (sandbox.core.metrics derives CPU and traffic).
+        self.cloud.events.emit("guest.request", server.instance_id, len(request.body), len(response.body))
+        return response
 
 
 import sandbox.dataplane.admin_seed  # noqa: E402, F401  (registers POST /_sandbox/seed, GET /_sandbox/guests)
