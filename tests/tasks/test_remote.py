@@ -25,6 +25,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableUpdate
 from pydantic import BaseModel, ValidationError
 from tencentcloud.cvm.v20170312 import cvm_client
+from tencentcloud.vpc.v20170312.vpc_client import VpcClient
 
 from tasks import remote, ssh_keys
 from tasks.cloud import call
@@ -95,17 +96,15 @@ def test_rewrite_restart_and_restore_on_the_business_server(sandbox, seeded, ssh
         assert conn.sftp().stat(SDK_CONFIG).st_mode == conn.sftp().stat(change.backup_path).st_mode
 
         result = remote.restart(conn, profile)
-        assert result.exit == 0 and "node-weapp-demo" in result.stdout
-        app = guest_app(sandbox, instance_id, "node-weapp-demo")
+        assert result.exit == 0 and "weapp" in result.stdout
+        app = guest_app(sandbox, instance_id, "weapp")
         assert app["state"] == "online" and app["loaded"]["authServerUrl"] == NEW_URL and app["restarts"] == 1
 
         assert remote.restore(conn, change) is True
         assert remote.read_file(conn, SDK_CONFIG) == original
         assert remote.restore(conn, change) is False  # already as it was
         remote.restart(conn, profile)
-        assert (
-            guest_app(sandbox, instance_id, "node-weapp-demo")["loaded"]["authServerUrl"] == seeded["auth_server_url"]
-        )
+        assert guest_app(sandbox, instance_id, "weapp")["loaded"]["authServerUrl"] == seeded["auth_server_url"]
 
 
 def test_an_unchanged_value_writes_nothing_and_a_dry_run_only_plans(seeded, ssh):
@@ -328,13 +327,16 @@ def test_run_returns_or_raises_naming_host_and_command(seeded, ssh):
 
 
 def test_a_failed_restart_says_why(sandbox, seeded, ssh):
-    host, instance_id = business(seeded)
-    fault = {"service": "guest", "action": "node-weapp-demo.restart", "error_message": "port taken"}
+    # systemd fails the job of a unit that does not start (pm2 would launch, then restart, a crashing app)
+    host, instance_id = seeded["session_server"]["private_ip"], seeded["session_server"]["instance_id"]
+    fault = {"service": "guest", "action": "mina_auth.restart", "error_message": "port taken"}
     sandbox.admin("POST", "faults", fault)
+    profile = runtime_profile("java-tomcat", restart_command="systemctl restart mina_auth")
     with remote.session(host, ssh) as conn, pytest.raises(remote.RemoteCommandFailed) as info:
-        remote.restart(conn, runtime_profile("node-pm2"))
-    assert info.value.exit_code == 1 and "pm2 start process.json" in str(info.value) and "port taken" in str(info.value)
-    assert guest_app(sandbox, instance_id, "node-weapp-demo")["state"] == "errored"
+        remote.restart(conn, profile)
+    message = str(info.value)
+    assert info.value.exit_code == 1 and "systemctl restart mina_auth" in message and "port taken" in message
+    assert guest_app(sandbox, instance_id, "mina_auth")["state"] == "errored"
 
 
 def test_a_command_that_hangs_times_out(sandbox, seeded, ssh):
@@ -433,6 +435,16 @@ def test_java_and_windows_profiles(client, sandbox, seeded, ssh, flavour):
             b"http://old/mina_auth/", NEW_URL.encode()
         )
         assert remote.restart(conn, profile).exit == 0
+        if windows:  # an app-pool recycle: IIS starts the worker process (which reads sdk.config) at a request
+            assert guest_app(sandbox, instance_id, unit_name)["loaded"] == {}
+            rule = {"Protocol": "TCP", "Port": "80", "CidrBlock": "0.0.0.0/0", "Action": "ACCEPT"}
+            policies = {"SecurityGroupId": seeded["security_groups"]["business"]}
+            call(
+                client(VpcClient),
+                "CreateSecurityGroupPolicies",
+                {**policies, "SecurityGroupPolicySet": {"Ingress": [rule]}},
+            )
+            assert httpx.get(f"http://{ip}:{seeded['ports']['map']['80']}/login", timeout=10).status_code == 200
         app = guest_app(sandbox, instance_id, unit_name)
         assert app["state"] == "online" and app["loaded"]["authServerUrl"] == NEW_URL and app["restarts"] == 1
         assert remote.restore(conn, change) and remote.read_file(conn, profile.config_path) == original
