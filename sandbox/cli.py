@@ -27,7 +27,7 @@ def serve(
     time_scale: Annotated[float, typer.Option(help="multiplies realistic latencies")] = 1.0,
     rate_limit: Annotated[int, typer.Option(help="requests/s per action (0: unlimited)")] = 20,
     ssh_port: Annotated[int | None, typer.Option(help="servers' SSH port (default 22 if bindable, else 2222)")] = None,
-    app_port: Annotated[int | None, typer.Option(help="apps' HTTP port (default 80 if bindable, else 8080)")] = None,
+    app_port: Annotated[int | None, typer.Option(help="serves real port 80 (default 80, else 10080)")] = None,
     dataplane: Annotated[bool, typer.Option(help="run real servers and load balancers")] = True,
     public_pool: Annotated[
         str | None, typer.Option(help="public addresses' network (default: the first free of 127.100.0.0/16, ...)")

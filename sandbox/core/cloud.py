@@ -29,7 +29,10 @@ class SandboxConfig(BaseModel):
     clock: ClockSettings = Field(default_factory=ClockSettings)
     dataplane: bool = Field(True, description="run real servers (SSH, apps) and load balancers (TCP)")
     ssh_port: int | None = Field(None, description="servers' SSH port; None: 22 when bindable, else 2222")
-    app_port: int | None = Field(None, description="guests' HTTP port; None: 80 when bindable, else 8080")
+    app_port: int | None = Field(
+        None,
+        description="serves real port 80 (p < 1024 at app_port - 80 + p); None: real ports if bindable, else 10000 + p",
+    )
     public_pool: str | None = Field(
         None,
         description="the /16 (or smaller) of 127.0.0.0/8 for public IPs and OPEN CLB VIPs; None: the first of "
