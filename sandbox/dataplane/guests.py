@@ -203,9 +203,13 @@ class Guests:
         run.active_since = self.cloud.clock.now()
         if run.unit.manager == "iis":
             run.state, run.reason = ONLINE, None
-            failure = self._fault(server.instance_id, run.unit.name, verb) or await self._sync_fronts(server)
+            failure = self._fault(server.instance_id, run.unit.name, verb)
+            if failure is None:
+                await self._sync_fronts(server)
+                failure = server.front_errors.get(run.unit.real_port)
             if failure is not None:
                 run.state, run.reason = ERRORED, failure
+                await self._sync_fronts(server)
             return run
         failure = self._launch(server, run, verb)
         if failure is not None and run.unit.manager == "pm2":
