@@ -483,6 +483,12 @@ def test_the_fallback_curl_answers_like_curl(fallback_guest: tuple[Shell, Guest]
         code, _, err = sh(f"curl -sS -m 1 http://127.0.0.1:{silent.getsockname()[1]}/")
         assert code == 28 and "curl: (28)" in err
         assert sh(f"curl -s -m 5 http://127.0.0.1:{port}/") == (7, "", "")  # -s alone: quiet
+        from tasks.apps import reach_command
+        from tasks.health import AUTH_PROBE
+        from tasks.models import runtime_profile
+
+        code, out, _ = sh(reach_command(runtime_profile("node-pm2"), "http://127.0.0.1/mina_auth/", 5))
+        assert code == 0 and jsonlib.loads(jsonlib.loads(out)["body"]) == AUTH_PROBE  # tcscale's quoting survives
     finally:
         server.shutdown()
         silent.close()
