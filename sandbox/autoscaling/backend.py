@@ -3,11 +3,12 @@ scheduled actions, scaling policies (no HTTP here).
 
 The rules are split by concern and mixed into `AsBackend`: `launch_configs`, `groups`, `membership`
 (attach / detach / remove / protection), `activities`, `engine` (capacity reconciliation on the sandbox
-clock), `schedules`, `policies` (alarms over `sandbox.core.metrics`). Everything is pydantic state, so
-activities, schedules and policies survive a restart with `--state-dir`.
+clock) and `binding` (its CLB steps), `schedules`, `policies` (alarms over `sandbox.core.metrics`).
+Everything is pydantic state, so activities, schedules and policies survive a restart with `--state-dir`.
 """
 
 from sandbox.autoscaling.activities import ActivityRules
+from sandbox.autoscaling.binding import BindingRules
 from sandbox.autoscaling.engine import EngineRules
 from sandbox.autoscaling.groups import GroupRules
 from sandbox.autoscaling.launch_configs import LaunchConfigRules
@@ -20,7 +21,15 @@ from sandbox.core.backend import Backend, backend
 
 @backend
 class AsBackend(
-    LaunchConfigRules, GroupRules, MembershipRules, ActivityRules, ScheduleRules, PolicyRules, EngineRules, Backend
+    LaunchConfigRules,
+    GroupRules,
+    MembershipRules,
+    ActivityRules,
+    ScheduleRules,
+    PolicyRules,
+    EngineRules,
+    BindingRules,
+    Backend,
 ):
     service = "as"
     state_model = AsState

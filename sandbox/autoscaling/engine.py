@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from sandbox.autoscaling.activities import DIFFERENCE
 from sandbox.autoscaling.common import clb_of, cvm_of, vpc_of
 from sandbox.autoscaling.models import Activity, AsState, AutoScalingGroup, GroupInstance, Work
-from sandbox.clb.models import Target
 from sandbox.core.errors import ApiError
 from sandbox.core.ids import request_id
 from sandbox.cvm.launch import LaunchSpec
@@ -51,6 +50,8 @@ class EngineRules:
         def begin(self, activity: Activity) -> None: ...
         def end(self, activity: Activity, group: AutoScalingGroup | None) -> None: ...
         def timers(self, now: float) -> Due: ...  # schedules and policies (`ScheduleRules`, `PolicyRules`)
+        def _register(self, activity: Activity, group: AutoScalingGroup) -> None: ...  # `BindingRules`
+        def _deregister(self, activity: Activity, group: AutoScalingGroup) -> None: ...
 
     def advance(self, now: float) -> Due:
         due: Due = self.timers(now)
@@ -67,18 +68,19 @@ class EngineRules:
             return None
         if group.retry_at is not None and group.retry_at > now:
             return group.retry_at
-        actual = len(group.instances)
         cause, group.cause = group.cause or DIFFERENCE, None
+        return now if self.open_reconciliation(group, cause) else None
+
+    def open_reconciliation(self, group: AutoScalingGroup, cause: str) -> Activity | None:
+        """The activity that brings the group's instances to its desired capacity (None: nothing to do)."""
+        actual = len(group.instances)
         if group.desired > actual:
-            count = group.desired - actual
-            subnets = self._subnets(group, count)
-            self.open_activity(group, "SCALE_OUT", cause, [Work(step="launch", subnet_id=s) for s in subnets])
-            return now
+            subnets = self._subnets(group, group.desired - actual)
+            return self.open_activity(group, "SCALE_OUT", cause, [Work(step="launch", subnet_id=s) for s in subnets])
         if group.desired < actual:
             chosen = self.scale_in_candidates(group, actual - group.desired)
             if chosen:
-                self.open_activity(group, "SCALE_IN", cause, self.leaving(group, chosen, terminate=True))
-                return now
+                return self.open_activity(group, "SCALE_IN", cause, self.leaving(group, chosen, terminate=True))
         return None
 
     def scale_in_candidates(self, group: AutoScalingGroup, count: int) -> list[GroupInstance]:
@@ -331,84 +333,3 @@ class EngineRules:
             return
         with contextlib.suppress(ApiError):  # PENDING, STOPPING ...: `wait_terminated` tries again on the next pass
             cvm.terminate_instances(group.region, [instance_id], request_id(), None)
-
-    # ---- CLB registration, batched per listener ------------------------------------------------------
-    def _register(self, activity: Activity, group: AutoScalingGroup) -> None:
-        self._bind(activity, group, "register")
-
-    def _deregister(self, activity: Activity, group: AutoScalingGroup) -> None:
-        self._bind(activity, group, "deregister")
-
-    def _bind(self, activity: Activity, group: AutoScalingGroup, step: str) -> None:
-        waiting = [w for w in activity.work if w.step == step]
-        if not waiting:
-            return
-        clb = clb_of(self.cloud)
-        for forward in group.forward_lbs:
-            key = f"{forward.load_balancer_id}/{forward.listener_id}"
-            todo = [w for w in waiting if key not in w.bound and w.step == step]
-            if not todo:
-                continue
-            lb = clb.state.load_balancers.get(forward.load_balancer_id)
-            listener = lb.listeners.get(forward.listener_id) if lb else None
-            if lb is None or listener is None:
-                for work in todo:
-                    if step == "register":
-                        self._fail(work, group, f"the listener {key} no longer exists")
-                    else:
-                        work.bound.append(key)
-                continue
-            task_id = request_id()
-            try:
-                if step == "register":
-                    targets = [
-                        Target(instance_id=w.instance_id or "", port=port, weight=weight)
-                        for w in todo
-                        for port, weight in forward.targets
-                    ]
-                    clb.register_targets(
-                        group.region,
-                        task_id,
-                        self._clb_fault("RegisterTargets"),
-                        lb.load_balancer_id,
-                        listener.listener_id,
-                        targets,
-                    )
-                else:
-                    bound = {(t.instance_id, t.port) for t in listener.targets}
-                    pairs = [(w.instance_id or "", port) for w in todo for port, _ in forward.targets]
-                    pairs = [p for p in pairs if p in bound]
-                    if pairs:
-                        clb.deregister_targets(
-                            group.region, task_id, None, lb.load_balancer_id, listener.listener_id, pairs
-                        )
-            except ApiError as error:
-                if error.code == "FailedOperation.ResourceInOperating":
-                    continue  # the CLB is busy with another task: the next pass tries again
-                for work in todo:
-                    if step == "register":
-                        self._fail(work, group, f"{error.code}: {error.message}")
-                    else:
-                        work.bound.append(key)
-                continue
-            for work in todo:
-                work.bound.append(key)
-                if task_id in clb.state.tasks:
-                    work.tasks.append(task_id)
-        for work in waiting:
-            if work.step == step and all(
-                f"{f.load_balancer_id}/{f.listener_id}" in work.bound for f in group.forward_lbs
-            ):
-                work.step, work.bound = f"wait_{step}", []
-        for work in waiting:  # nothing to deregister from: straight on
-            if work.step == step and not group.forward_lbs:
-                work.step = f"wait_{step}"
-
-    def _clb_fault(self, action: str) -> str | None:
-        """Fault rules on clb RegisterTargets apply to the group's registrations as to a user's call."""
-        failure = None
-        for rule in self.cloud.faults.pick("clb", action):
-            if rule.error_code or rule.http_status:
-                raise ApiError(rule.error_code or "InternalError.CallLbError", rule.error_message)
-            failure = rule.async_failure or failure
-        return failure

@@ -1,0 +1,53 @@
+"""Auto Scaling state survives a restart with --state-dir: groups, instances, activities, schedules, policies."""
+
+from datetime import timedelta
+from pathlib import Path
+
+from sandbox.core.cloud import SandboxConfig
+from sandbox.server import EmbeddedSandbox
+from tests.sandbox.as_world import World
+from tests.sandbox.test_autoscaling_policies import ALARM
+from tests.sandbox.test_autoscaling_schedules import advance_to, beijing, sandbox_now
+from tests.sdk import sdk_client
+
+
+def world_of(server: EmbeddedSandbox) -> World:
+    return World(lambda cls, **kw: sdk_client(server, cls, **kw), server)
+
+
+def test_state_survives_a_restart(tmp_path: Path) -> None:
+    config = SandboxConfig(port=0, rate_limit=0, state_dir=tmp_path, dataplane=False)
+    with EmbeddedSandbox(config) as first:
+        world = world_of(first)
+        forward = world.listener()
+        group_id = world.group(world.launch_configuration(), forward=forward, DesiredCapacity=1)
+        world.settle(group_id)
+        start = sandbox_now(first) + timedelta(hours=1)
+        world.a(
+            "CreateScheduledAction",
+            AutoScalingGroupId=group_id,
+            ScheduledActionName="peak",
+            MinSize=0,
+            MaxSize=5,
+            DesiredCapacity=2,
+            StartTime=beijing(start),
+        )
+        world.a(
+            "CreateScalingPolicy",
+            AutoScalingGroupId=group_id,
+            ScalingPolicyName="cpu",
+            MetricAlarm=ALARM,
+            AdjustmentType="CHANGE_IN_CAPACITY",
+            AdjustmentValue=1,
+        )
+        members = [m.InstanceId for m in world.instances(group_id)]
+        activities = [(a.ActivityId, a.StatusCode) for a in world.activities(group_id)]
+    with EmbeddedSandbox(SandboxConfig(**{**config.model_dump(), "port": 0})) as second:
+        world = world_of(second)
+        assert [m.InstanceId for m in world.instances(group_id)] == members
+        assert [(a.ActivityId, a.StatusCode) for a in world.activities(group_id)] == activities
+        assert world.a("DescribeScalingPolicies").TotalCount == 1
+        assert world.a("DescribeScheduledActions").ScheduledActionSet[0].StartTime == beijing(start)
+        advance_to(second, start)  # the schedule still fires after the restart
+        assert world.settle(group_id).InServiceInstanceCount == 2
+        assert len(world.targets(*forward)) == 2
