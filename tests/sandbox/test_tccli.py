@@ -98,3 +98,44 @@ def test_tccli_scenario(tccli):
     tccli("vpc", "CreateSecurityGroupPolicies", SecurityGroupId=group, SecurityGroupPolicySet=rule)
     policies = tccli("vpc", "DescribeSecurityGroupPolicies", SecurityGroupId=group)["SecurityGroupPolicySet"]
     assert any(p.get("CidrBlock") == f"{vip}/32" for p in policies["Ingress"])
+
+
+def test_tccli_autoscaling_with_the_examples_lenient_inputs(tccli):
+    """tccli's folder is `autoscaling` (signing service `as`); Tencent's examples send `"tcp"` and numeric strings."""
+    subnet = next(s for s in tccli("vpc", "DescribeSubnets")["SubnetSet"] if s["IsDefault"])
+    created = tccli(
+        "clb", "CreateLoadBalancer", LoadBalancerType="INTERNAL", VpcId=subnet["VpcId"], SubnetId=subnet["SubnetId"]
+    )
+    poll(lambda: tccli("clb", "DescribeTaskStatus", DealName=created["DealName"])["Status"], lambda s: s == 0)
+    (lb_id,) = created["LoadBalancerIds"]
+    listener = tccli("clb", "CreateListener", LoadBalancerId=lb_id, Ports=["80"], Protocol="tcp")
+    poll(lambda: tccli("clb", "DescribeTaskStatus", TaskId=listener["RequestId"])["Status"], lambda s: s == 0)
+    lc = tccli(
+        "autoscaling",
+        "CreateLaunchConfiguration",
+        LaunchConfigurationName="cli-lc",
+        ImageId="img-l8og963d",
+        InstanceType="S5.MEDIUM2",
+    )
+    forward = [
+        {
+            "LoadBalancerId": lb_id,
+            "ListenerId": listener["ListenerIds"][0],
+            "TargetAttributes": [{"Port": "80", "Weight": "10"}],
+        }
+    ]
+    group = tccli(
+        "autoscaling",
+        "CreateAutoScalingGroup",
+        AutoScalingGroupName="cli-asg",
+        LaunchConfigurationId=lc["LaunchConfigurationId"],
+        MinSize="0",
+        MaxSize="3",
+        DesiredCapacity="1",
+        VpcId=subnet["VpcId"],
+        SubnetIds=[subnet["SubnetId"]],
+        ForwardLoadBalancers=forward,
+    )
+    group_id = group["AutoScalingGroupId"]
+    describe = lambda: tccli("autoscaling", "DescribeAutoScalingGroups", AutoScalingGroupIds=[group_id])  # noqa: E731
+    poll(lambda: describe()["AutoScalingGroupSet"][0]["InServiceInstanceCount"], lambda n: n == 1)
