@@ -9,6 +9,7 @@ import codecs
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import threading
@@ -34,7 +35,9 @@ from tasks.sdkconfig import SdkConfigError
 from tasks.waiters import wait_all, wait_until
 
 SDK_CONFIG = "/etc/qcloud/sdk.config"
-NEW_URL = "http://127.83.9.9/mina_auth/"
+# Sandboxes of concurrent test runs share 127.0.0.0/8 and the apps' real ports (5757, ...): a network per run.
+_NET = 65 + os.getpid() % 30
+NEW_URL = f"http://127.{_NET}.9.9/mina_auth/"
 
 
 def servers_view(sandbox) -> dict[str, Any]:
@@ -56,7 +59,8 @@ def guest_app(sandbox, instance_id: str, app: str) -> dict[str, Any]:
 def seeded(sandbox, tmp_path) -> dict[str, Any]:
     if not servers_view(sandbox).get("dataplane"):
         pytest.skip("the sandbox runs without its data plane")
-    body = {"key_file": str(tmp_path / "guide.pem"), "vpc_cidr": "127.83.0.0/16", "subnet_cidr": "127.83.3.0/24"}
+    body = {"key_file": str(tmp_path / "guide.pem"), "vpc_cidr": f"127.{_NET}.0.0/16"}
+    body["subnet_cidr"] = f"127.{_NET}.3.0/24"
     answer = httpx.post(f"{sandbox.url}/_sandbox/seed", json=body, timeout=60)
     assert answer.status_code == 200, f"seed failed: {answer.text}"
     return answer.json()
@@ -304,9 +308,9 @@ def test_a_password_file_gives_its_first_line(tmp_path):
 
 
 def test_connect_errors_and_timeouts_name_the_host(seeded, ssh):
-    absent = re.escape(ssh_keys.known_host_name("127.83.3.250", ssh.port))
+    absent = re.escape(ssh_keys.known_host_name(f"127.{_NET}.3.250", ssh.port))
     with pytest.raises(remote.RemoteError, match=f"^{absent}: cannot connect"):
-        remote.connect("127.83.3.250", ssh)  # no server at this address: refused at once
+        remote.connect(f"127.{_NET}.3.250", ssh)  # no server at this address: refused at once
     started = time.monotonic()
     with pytest.raises(remote.RemoteError):
         remote.connect("192.0.2.1", ssh.model_copy(update={"connect_timeout": 0.5}))  # TEST-NET: no answer
