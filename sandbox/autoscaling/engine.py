@@ -57,14 +57,18 @@ class EngineRules:
         due: Due = self.timers(now)
         for activity in [a for a in self.state.activities.values() if a.status_code in ("INIT", "RUNNING")]:
             due = earliest(due, self._step(activity, now))
+        busy: dict[str, set[str]] = {}  # group id -> the instances its running activity works on
+        for activity in self.state.activities.values():
+            if activity.status_code in ("INIT", "RUNNING"):
+                busy.setdefault(activity.group_id, set()).update(w.instance_id or "" for w in activity.work)
         for group in list(self.state.groups.values()):
-            due = earliest(due, self._reconcile(group, now))
+            due = earliest(due, self._reconcile(group, now, busy.get(group.group_id)))
         return due
 
     # ---- reconciliation ------------------------------------------------------------------------------
-    def _reconcile(self, group: AutoScalingGroup, now: float) -> Due:
-        self._forget_vanished(group)
-        if not group.enabled or group.retry_blocked or self._running(group):
+    def _reconcile(self, group: AutoScalingGroup, now: float, busy: set[str] | None) -> Due:
+        self._forget_vanished(group, busy or set())
+        if not group.enabled or group.retry_blocked or busy is not None:
             return None
         if group.retry_at is not None and group.retry_at > now:
             return group.retry_at
@@ -100,12 +104,6 @@ class EngineRules:
             work.append(Work(instance_id=instance.instance_id, step="deregister", terminate_after=kill, release=True))
         return work
 
-    def _running(self, group: AutoScalingGroup) -> bool:
-        return any(
-            a.group_id == group.group_id and a.status_code in ("INIT", "RUNNING")
-            for a in self.state.activities.values()
-        )
-
     def _subnets(self, group: AutoScalingGroup, count: int) -> list[str]:
         """PRIORITY: the first subnet with room; EQUALITY: spread over the subnets, fewest instances first."""
         vpc = vpc_of(self.cloud)
@@ -126,14 +124,8 @@ class EngineRules:
             chosen.append(subnet)
         return chosen
 
-    def _forget_vanished(self, group: AutoScalingGroup) -> None:
+    def _forget_vanished(self, group: AutoScalingGroup, busy: set[str]) -> None:
         """An instance terminated outside Auto Scaling leaves the group (the real service records it too)."""
-        busy = {
-            w.instance_id
-            for a in self.state.activities.values()
-            if a.group_id == group.group_id and a.status_code in ("INIT", "RUNNING")
-            for w in a.work
-        }
         instances = cvm_of(self.cloud).state.instances
         gone = [i for i in group.instances if i not in busy and i not in instances]
         if not gone:
