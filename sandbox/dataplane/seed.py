@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from sandbox.core.cloud import Cloud
 from sandbox.core.errors import ApiError
 from sandbox.core.ids import request_id
+from sandbox.core.pools import claim
 from sandbox.cvm.instances import LaunchSpec
 from sandbox.dataplane.apps.layout import (
     MINA_AUTH_CONFIG,
@@ -179,6 +180,8 @@ def _networks(cloud: Cloud, request: SeedRequest, ports: list[int]) -> tuple[str
         if any(candidate.overlaps(other) for other in taken):
             continue
         first_hosts = [f"127.{second}.{zone_number}.{host}" for host in (2, 3, 4)]
+        if not claim(str(candidate)):  # another sandbox process on this machine seeded it
+            continue
         if all(_bindable(address, port) for address in first_hosts for port in ports):
             return str(candidate), request.subnet_cidr or f"127.{second}.{zone_number}.0/24"
     return "127.64.0.0/16", request.subnet_cidr or f"127.64.{zone_number}.0/24"
