@@ -4,8 +4,9 @@ group's CLB listener, scale-in by the termination policy, activities and their t
 from typing import Any
 
 import pytest
+from tencentcloud.vpc.v20170312 import models as vpc_models
 
-from tests.sandbox.as_world import World, error_of, shape_errors
+from tests.sandbox.as_world import World, call, error_of, shape_errors
 from tests.sdk import poll
 
 
@@ -186,3 +187,26 @@ def test_answers_have_the_shapes_tencent_declares(world: World) -> None:
     ):
         answer = world.autoscaling.call_json(action, {})["Response"]
         assert shape_errors(action, answer) == []
+
+
+def test_one_zone_failing_makes_the_activity_partially_successful(world: World, sandbox: Any) -> None:
+    subnets = call(world.vpc_client, vpc_models, "DescribeSubnets", {}).SubnetSet
+    defaults = sorted((s for s in subnets if s.IsDefault and s.VpcId == world.subnet().VpcId), key=lambda s: s.Zone)
+    group_id = world.group(
+        world.launch_configuration(),
+        MultiZoneSubnetPolicy="EQUALITY",
+        RetryPolicy="NO_RETRY",
+        SubnetIds=[s.SubnetId for s in defaults],
+    )
+    # one RunInstances per subnet: the first launch ends LAUNCH_FAILED, the other zone's servers run
+    sandbox.admin(
+        "POST", "faults", {"service": "cvm", "action": "RunInstances", "async_failure": "zone sold out", "count": 1}
+    )
+    world.a("ModifyDesiredCapacity", AutoScalingGroupId=group_id, DesiredCapacity=2)
+    group = world.idle(group_id)
+    [activity] = world.activities(group_id)
+    assert (activity.StatusCode, group.InServiceInstanceCount, group.DesiredCapacity) == ("PARTIALLY_SUCCESSFUL", 1, 2)
+    assert "zone sold out" in activity.StatusMessage
+    assert sorted(r.InstanceStatus for r in activity.RelatedInstanceSet) == ["FAILED", "SUCCESSFUL"]
+    failed = next(r.InstanceId for r in activity.RelatedInstanceSet if r.InstanceStatus == "FAILED")
+    poll(lambda: failed not in world.cvm_states([failed]), what="the failed launch cleaned up")
