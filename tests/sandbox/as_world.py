@@ -166,3 +166,13 @@ def shape_errors(action: str, response: dict[str, Any]) -> list[str]:
     output = declared["actions"][action]["output"]
     check(response, {"type": "object", "member": output}, action)
     return errors
+
+
+def seed_guide(sandbox: Any) -> dict[str, Any]:
+    """The guide's starting point (POST /_sandbox/seed), in a network no other sandbox process here seeded."""
+    import httpx
+
+    sandbox.admin("POST", "servers/settle")
+    seeded = httpx.post(f"{sandbox.url}/_sandbox/seed", json={}, timeout=60)
+    assert seeded.status_code == 200, seeded.text
+    return seeded.json()

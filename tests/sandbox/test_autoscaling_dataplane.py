@@ -1,13 +1,12 @@
 """Auto Scaling end to end with the data plane: a group launched from an image of the seeded business server boots
 real servers whose apps answer through the group's CLB VIP, and the traffic they serve drives an alarm policy."""
 
-import os
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.sandbox.as_world import World
+from tests.sandbox.as_world import World, seed_guide
 from tests.sdk import poll
 
 
@@ -16,19 +15,10 @@ def world(client: Any, sandbox: Any) -> World:
     return World(client, sandbox)
 
 
-def seed(sandbox: Any) -> dict[str, Any]:
-    net = 95 + os.getpid() % 4  # clear of other concurrent runs' seeds (tests/dataplane use 127.65-94)
-    sandbox.admin("POST", "servers/settle")
-    body = {"vpc_cidr": f"127.{net}.0.0/16", "subnet_cidr": f"127.{net}.3.0/24"}
-    seeded = httpx.post(f"{sandbox.url}/_sandbox/seed", json=body, timeout=60)
-    assert seeded.status_code == 200, seeded.text
-    return seeded.json()
-
-
 def test_group_servers_boot_from_the_image_answer_through_the_vip_and_their_traffic_scales_out(
     world: World, sandbox: Any
 ) -> None:
-    s = seed(sandbox)
+    s = seed_guide(sandbox)
     image_id = world.cvm("CreateImage", InstanceId=s["business_server"]["instance_id"], ImageName="business").ImageId
     poll(lambda: world.cvm("DescribeImages", ImageIds=[image_id]).ImageSet[0].ImageState == "NORMAL", what="image")
     port = s["ports"]["business"]  # the app's real port: listener port = backend port, as the guide sets it

@@ -1,13 +1,12 @@
 """Scaling policies through the real SDK: SIMPLE alarm policies and target tracking over the sandbox's
 per-server metrics (pinned through `POST /_sandbox/metrics`, or derived from the requests the apps serve)."""
 
-import os
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.sandbox.as_world import World, error_of, shape_errors
+from tests.sandbox.as_world import World, error_of, seed_guide, shape_errors
 from tests.sdk import poll
 
 ALARM = {
@@ -189,15 +188,7 @@ def test_target_tracking(world: World, sandbox: Any) -> None:
 
 
 def test_metrics_count_the_requests_an_app_serves(sandbox: Any) -> None:
-    net = 95 + os.getpid() % 4  # clear of other concurrent runs' seeds (tests/dataplane use 127.65-94)
-    sandbox.admin("POST", "servers/settle")
-    seeded = httpx.post(
-        f"{sandbox.url}/_sandbox/seed",
-        json={"vpc_cidr": f"127.{net}.0.0/16", "subnet_cidr": f"127.{net}.3.0/24"},
-        timeout=60,
-    )
-    assert seeded.status_code == 200, seeded.text
-    seed = seeded.json()
+    seed = seed_guide(sandbox)
     server = seed["business_server"]  # its group admits the app's port from anywhere
     port = seed["ports"]["map"][str(seed["ports"]["business"])]
     url = f"http://{server['private_ip']}:{port}/"
