@@ -5,9 +5,9 @@ from datetime import datetime
 from typing import Any
 
 from sandbox.autoscaling.activities import related_status
-from sandbox.autoscaling.common import VERSION, describe
+from sandbox.autoscaling.common import VERSION, clb_of, cvm_of, describe
 from sandbox.autoscaling.group_actions import backend_of
-from sandbox.autoscaling.models import Activity, GroupInstance
+from sandbox.autoscaling.models import Activity, AutoScalingGroup, GroupInstance
 from sandbox.core.errors import ApiError
 from sandbox.core.registry import Request, action
 
@@ -53,14 +53,31 @@ def set_instances_protection(req: Request) -> dict[str, Any]:
     return {}
 
 
-def instance_view(member: GroupInstance, group_name: str, lc_name: str) -> dict[str, Any]:
+def health_status(req: Request, member: GroupInstance, group: AutoScalingGroup) -> str:
+    """UNHEALTHY when the server is not RUNNING; with HealthCheckType CLB, CLB_UNHEALTHY when a listener of the
+    group finds it unhealthy (the data plane's health checks)."""
+    instance = cvm_of(req.cloud).state.instances.get(member.instance_id)
+    if instance is None or instance.state != "RUNNING":
+        return "UNHEALTHY"
+    if group.health_check_type == "CLB" and member.life_cycle_state == "IN_SERVICE":
+        for lb, listener, target in clb_of(req.cloud).targets_of_instance(member.instance_id):
+            ours = any(
+                f.load_balancer_id == lb.load_balancer_id and f.listener_id == listener.listener_id
+                for f in group.forward_lbs
+            )
+            if ours and target.healthy is False:
+                return "CLB_UNHEALTHY"
+    return "HEALTHY"
+
+
+def instance_view(member: GroupInstance, group_name: str, lc_name: str, health: str) -> dict[str, Any]:
     return {
         "InstanceId": member.instance_id,
         "AutoScalingGroupId": member.group_id,
         "LaunchConfigurationId": member.launch_configuration_id,
         "LaunchConfigurationName": lc_name,
         "LifeCycleState": member.life_cycle_state,
-        "HealthStatus": member.health_status,
+        "HealthStatus": health,
         "ProtectedFromScaleIn": member.protected,
         "Zone": member.zone,
         "CreationType": member.creation_type,
@@ -92,7 +109,7 @@ def describe_auto_scaling_instances(req: Request) -> dict[str, Any]:
     views = []
     for member, group in page:
         lc = lcs.get(member.launch_configuration_id)
-        views.append(instance_view(member, group.name, lc.name if lc else ""))
+        views.append(instance_view(member, group.name, lc.name if lc else "", health_status(req, member, group)))
     return {"TotalCount": total, "AutoScalingInstanceSet": views}
 
 

@@ -55,7 +55,6 @@ class GroupInstance(BaseModel):
     creation_type: str  # AUTO_CREATION / MANUAL_ATTACHING
     life_cycle_state: str  # CREATING, ATTACHING_LB, IN_SERVICE, DETACHING_LB, TERMINATING, DETACHING, ...
     protected: bool = False
-    health_status: str = "HEALTHY"
     add_time: str
     added_at: float  # for the termination policies (AddTime has one-second resolution)
     version_number: int = 1

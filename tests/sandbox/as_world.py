@@ -4,6 +4,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from tencentcloud.autoscaling.v20180419 import autoscaling_client
 from tencentcloud.autoscaling.v20180419 import models as as_models
@@ -170,8 +171,6 @@ def shape_errors(action: str, response: dict[str, Any]) -> list[str]:
 
 def seed_guide(sandbox: Any) -> dict[str, Any]:
     """The guide's starting point (POST /_sandbox/seed), in a network no other sandbox process here seeded."""
-    import httpx
-
     sandbox.admin("POST", "servers/settle")
     seeded = httpx.post(f"{sandbox.url}/_sandbox/seed", json={}, timeout=60)
     assert seeded.status_code == 200, seeded.text

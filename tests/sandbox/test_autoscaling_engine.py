@@ -210,3 +210,16 @@ def test_one_zone_failing_makes_the_activity_partially_successful(world: World, 
     assert sorted(r.InstanceStatus for r in activity.RelatedInstanceSet) == ["FAILED", "SUCCESSFUL"]
     failed = next(r.InstanceId for r in activity.RelatedInstanceSet if r.InstanceStatus == "FAILED")
     poll(lambda: failed not in world.cvm_states([failed]), what="the failed launch cleaned up")
+
+
+def test_health_status_follows_the_server_and_the_clb_health_checks(world: World) -> None:
+    forward = world.listener()
+    group_id = world.group(world.launch_configuration(), forward=forward, DesiredCapacity=1, HealthCheckType="CLB")
+    world.settle(group_id)
+    # the public image runs no app on port 80: the listener's health check fails, as the data plane measures it
+    poll(lambda: world.instances(group_id)[0].HealthStatus == "CLB_UNHEALTHY", what="CLB_UNHEALTHY", timeout=15)
+    world.a("ModifyAutoScalingGroup", AutoScalingGroupId=group_id, HealthCheckType="CVM")
+    [member] = world.instances(group_id)
+    assert member.HealthStatus == "HEALTHY"
+    world.cvm("StopInstances", InstanceIds=[member.InstanceId])
+    poll(lambda: world.instances(group_id)[0].HealthStatus == "UNHEALTHY", what="UNHEALTHY once stopped")
