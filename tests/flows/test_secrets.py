@@ -5,14 +5,17 @@ Prefect Secret blocks, and called the cloud with the sandbox's SecretKey, none o
 - the Prefect database (the harness's SQLite file): every row of every table (flow and task run parameters,
   states and results, logs, artifacts, events, variables...), and the file's raw bytes (free pages too);
   block documents are stored encrypted, so every block other than the Secret blocks is read back decrypted;
-- any file under PREFECT_HOME and the results storage (PREFECT_LOCAL_STORAGE_PATH; Prefect persists a task's
-  result there when results persist by default or the task has a cache policy);
+- any file under PREFECT_HOME and the results storage (PREFECT_LOCAL_STORAGE_PATH): Prefect persists a task's
+  result there when results persist by default or the task has a cache policy, and a failed run's exception
+  (pickled, base64): base64 anywhere is decoded and searched too;
 - the runs' output: every log record (DEBUG up, any logger: what Prefect's console shows and sends to its API,
   with the records' arguments) and whatever reached stdout and stderr.
 """
 
+import base64
 import contextlib
 import logging
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -54,7 +57,26 @@ def secret_needles(key_text: str, password: str, secret_key: str) -> dict[str, s
 
 
 def found(text: str, needles: dict[str, str]) -> list[str]:
+    """The needles in `text`, or in what its base64 runs decode to (Prefect keeps a failed run's exception as
+    base64 of its pickle, in its results storage)."""
+    text += decoded(text)
     return [what for what, needle in needles.items() if needle in text]
+
+
+BASE64_RUN = re.compile(r"(?:[A-Za-z0-9+/]|\\n|[\r\n]){60,}={0,2}")
+
+
+def decoded(text: str) -> str:
+    """Every run of base64 in `text` (line breaks, escaped or not, allowed), decoded at each of the 4 alignments."""
+    pieces = []
+    for run in BASE64_RUN.findall(text):
+        compact = re.sub(r"\\n|[\r\n]", "", run)
+        for skip in range(4):
+            usable = compact[skip:]
+            usable = usable[: len(usable) // 4 * 4]
+            with contextlib.suppress(ValueError):
+                pieces.append(base64.b64decode(usable).decode("latin-1"))
+    return "\n".join(pieces)
 
 
 def database_path() -> Path:
