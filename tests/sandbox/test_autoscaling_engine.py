@@ -223,3 +223,15 @@ def test_health_status_follows_the_server_and_the_clb_health_checks(world: World
     assert member.HealthStatus == "HEALTHY"
     world.cvm("StopInstances", InstanceIds=[member.InstanceId])
     poll(lambda: world.instances(group_id)[0].HealthStatus == "UNHEALTHY", what="UNHEALTHY once stopped")
+
+
+def test_incremental_intervals_retry_after_a_minute_of_sandbox_time(world: World, sandbox: Any) -> None:
+    sandbox.admin(
+        "POST", "faults", {"service": "cvm", "action": "RunInstances", "async_failure": "no stock", "count": 1}
+    )
+    group_id = world.group(world.launch_configuration(), RetryPolicy="INCREMENTAL_INTERVALS", DesiredCapacity=1)
+    poll(lambda: [a.StatusCode for a in world.activities(group_id)] == ["FAILED"], what="the first launch failed")
+    assert world.idle(group_id).InstanceCount == 0  # no retry before the interval
+    sandbox.admin("POST", "clock", {"advance": 61})
+    assert world.settle(group_id).InServiceInstanceCount == 1
+    assert [a.StatusCode for a in world.activities(group_id)] == ["SUCCESSFUL", "FAILED"]
