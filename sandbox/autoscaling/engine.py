@@ -67,13 +67,13 @@ class EngineRules:
 
     # ---- reconciliation ------------------------------------------------------------------------------
     def _reconcile(self, group: AutoScalingGroup, now: float, busy: set[str] | None) -> Due:
-        self._forget_vanished(group, busy or set())
+        watch = self._forget_vanished(group, busy or set(), now)
         if not group.enabled or group.retry_blocked or busy is not None:
-            return None
+            return watch
         if group.retry_at is not None and group.retry_at > now:
-            return group.retry_at
+            return earliest(watch, group.retry_at)
         cause, group.cause = group.cause or DIFFERENCE, None
-        return now if self.open_reconciliation(group, cause) else None
+        return now if self.open_reconciliation(group, cause) else watch
 
     def open_reconciliation(self, group: AutoScalingGroup, cause: str) -> Activity | None:
         """The activity that brings the group's instances to its desired capacity (None: nothing to do)."""
@@ -124,12 +124,17 @@ class EngineRules:
             chosen.append(subnet)
         return chosen
 
-    def _forget_vanished(self, group: AutoScalingGroup, busy: set[str]) -> None:
-        """An instance terminated outside Auto Scaling leaves the group (the real service records it too)."""
+    def _forget_vanished(self, group: AutoScalingGroup, busy: set[str], now: float) -> Due:
+        """An instance terminated outside Auto Scaling leaves the group (the real service records it too).
+
+        Returns when a member's pending CVM transition (a TerminateInstances by hand) is due, so that the
+        engine looks again then: the CVM backend may complete it after this backend's pass."""
         instances = cvm_of(self.cloud).state.instances
         gone = [i for i in group.instances if i not in busy and i not in instances]
+        pending = [x.pending_at for i in group.instances if i not in busy and (x := instances.get(i)) and x.pending_at]
+        watch = max(now, min(pending)) if pending else None
         if not gone:
-            return
+            return watch
         for instance_id in gone:
             del group.instances[instance_id]
         cause = "Activity was launched in response to instance(s) terminated outside Auto Scaling."
@@ -138,6 +143,7 @@ class EngineRules:
         )
         self.begin(activity)
         self.end(activity, group)
+        return now
 
     # ---- stepping an activity ------------------------------------------------------------------------
     def _step(self, activity: Activity, now: float) -> Due:

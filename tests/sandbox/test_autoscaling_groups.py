@@ -200,3 +200,15 @@ def test_requests_are_validated_against_tencents_spec(world: World) -> None:
     lc_id = world.launch_configuration()
     group_id = world.group(lc_id, MaxSize="3", MinSize="0")
     assert world.describe_group(group_id).MaxSize == 3
+
+
+def test_a_disabled_group_does_not_scale_until_enabled(world: World) -> None:
+    group_id = world.group(world.launch_configuration())
+    world.a("DisableAutoScalingGroup", AutoScalingGroupId=group_id)
+    error = error_of(lambda: world.a("ScaleOutInstances", AutoScalingGroupId=group_id, ScaleOutNumber=1))
+    assert error.code == "ResourceUnavailable.AutoScalingGroupDisabled"
+    world.a("ModifyDesiredCapacity", AutoScalingGroupId=group_id, DesiredCapacity=1)
+    group = world.idle(group_id)
+    assert (group.DesiredCapacity, group.InstanceCount, world.activities(group_id)) == (1, 0, [])
+    world.a("EnableAutoScalingGroup", AutoScalingGroupId=group_id)
+    assert world.settle(group_id).InServiceInstanceCount == 1
