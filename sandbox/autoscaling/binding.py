@@ -52,23 +52,25 @@ class BindingRules:
                         work.bound.append(key)
                 continue
             task_id = request_id()
+            bound = {(t.instance_id, t.port) for t in listener.targets}  # e.g. an attached server is already bound
             try:
                 if step == "register":
                     targets = [
                         Target(instance_id=w.instance_id or "", port=port, weight=weight)
                         for w in todo
                         for port, weight in forward.targets
+                        if (w.instance_id, port) not in bound
                     ]
-                    clb.register_targets(
-                        group.region,
-                        task_id,
-                        self._clb_fault("RegisterTargets"),
-                        lb.load_balancer_id,
-                        listener.listener_id,
-                        targets,
-                    )
+                    if targets:
+                        clb.register_targets(
+                            group.region,
+                            task_id,
+                            self._clb_fault("RegisterTargets"),
+                            lb.load_balancer_id,
+                            listener.listener_id,
+                            targets,
+                        )
                 else:
-                    bound = {(t.instance_id, t.port) for t in listener.targets}
                     pairs = [(w.instance_id or "", port) for w in todo for port, _ in forward.targets]
                     pairs = [p for p in pairs if p in bound]
                     if pairs:

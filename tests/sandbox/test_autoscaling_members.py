@@ -118,3 +118,17 @@ def test_protection(world: World) -> None:
     assert error_of(outside).code == "ResourceNotFound.InstancesNotInAutoScalingGroup"
     world.a("SetInstancesProtection", AutoScalingGroupId=group_id, InstanceIds=ids[:1], ProtectedFromScaleIn=False)
     poll(lambda: world.describe_group(group_id).InstanceCount == 1, what="the unprotected server scaled in")
+
+
+def test_attaching_servers_already_behind_the_listener_keeps_them_bound_once(world: World) -> None:
+    lb_id, listener_id = world.listener()
+    group_id = world.group(world.launch_configuration(), forward=(lb_id, listener_id))
+    existing = run_servers(world, 1)
+    targets = [{"InstanceId": existing[0], "Port": 80, "Weight": 10}]
+    registered = world.clb("RegisterTargets", LoadBalancerId=lb_id, ListenerId=listener_id, Targets=targets)
+    poll(lambda: world.clb("DescribeTaskStatus", TaskId=registered.RequestId).Status == 0, what="registered")
+    activity_id = world.a("AttachInstances", AutoScalingGroupId=group_id, InstanceIds=existing).ActivityId
+    world.settle(group_id)
+    activity = world.a("DescribeAutoScalingActivities", ActivityIds=[activity_id]).ActivitySet[0]
+    assert activity.StatusCode == "SUCCESSFUL"
+    assert world.targets(lb_id, listener_id) == [(existing[0], 80, 10)]
