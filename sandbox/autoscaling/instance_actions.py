@@ -152,10 +152,16 @@ def _window(text: str | None, member: str) -> float | None:
 def describe_auto_scaling_activities(req: Request) -> dict[str, Any]:
     backend = backend_of(req)
     start, end = _window(req.get("StartTime"), "StartTime"), _window(req.get("EndTime"), "EndTime")
+    # Eventual consistency, as on the real service: a new activity is listed only after a moment (realistic
+    # profile; at once in the instant one). Its ActivityId is returned at once all the same.
+    visible = req.cloud.clock.now() - req.cloud.clock.delay("as.activity.visible")
     activities = [
         a
         for a in backend.state.activities.values()
-        if a.region == req.region and (start is None or a.created_at >= start) and (end is None or a.created_at <= end)
+        if a.region == req.region
+        and a.created_at <= visible
+        and (start is None or a.created_at >= start)
+        and (end is None or a.created_at <= end)
     ]
     activities.sort(key=lambda a: a.created_at, reverse=True)  # newest first, as the real API lists them
     total, page = describe(

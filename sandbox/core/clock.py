@@ -25,6 +25,7 @@ REALISTIC_SECONDS: dict[str, float] = {
     "instance.terminate": 5.0,
     "clb.create": 6.0,
     "clb.task": 2.0,
+    "as.activity.visible": 2.0,  # a new scaling activity shows in DescribeAutoScalingActivities after this
 }
 
 

@@ -111,17 +111,20 @@ def test_scale_out_and_in_by_number(world: World) -> None:
 
 
 def test_activity_in_progress_is_seen_with_a_realistic_clock(world: World, sandbox: Any) -> None:
-    sandbox.admin("POST", "clock", {"profile": "realistic", "time_scale": 0.02})  # launches take 0.6 s
+    # launches take 3 s; a new activity is listed after 0.2 s
+    sandbox.admin("POST", "clock", {"profile": "realistic", "time_scale": 0.1})
     group_id = world.group(world.launch_configuration())
     activity_id = world.a("ScaleOutInstances", AutoScalingGroupId=group_id, ScaleOutNumber=1).ActivityId
+    # the newest activity is invisible for a moment (eventual consistency): a client must poll, never index
+    assert world.a("DescribeAutoScalingActivities", ActivityIds=[activity_id]).ActivitySet == []
     assert world.describe_group(group_id).InActivityStatus == "IN_ACTIVITY"
     error = error_of(lambda: world.a("ScaleInInstances", AutoScalingGroupId=group_id, ScaleInNumber=1))
     assert error.code == "ResourceUnavailable.AutoScalingGroupInActivity"
     error = error_of(lambda: world.a("DeleteAutoScalingGroup", AutoScalingGroupId=group_id))
     assert error.code == "ResourceInUse.ActivityInProgress"
-    running = world.a("DescribeAutoScalingActivities", ActivityIds=[activity_id]).ActivitySet[0]
-    assert running.StatusCode in ("INIT", "RUNNING")
-    world.settle(group_id, timeout=15)
+    running = poll(lambda: world.a("DescribeAutoScalingActivities", ActivityIds=[activity_id]).ActivitySet)
+    assert running[0].StatusCode in ("INIT", "RUNNING")
+    world.settle(group_id, timeout=20)
     done = world.a("DescribeAutoScalingActivities", ActivityIds=[activity_id]).ActivitySet[0]
     assert done.StatusCode == "SUCCESSFUL"
 
