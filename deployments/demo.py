@@ -72,7 +72,7 @@ def run_demo(count: int = 2, workdir: Path | None = None) -> bool:
         for outcome in (session_outcome, business_outcome):
             echo("\n" + outcome.report)
 
-        app_port = guide["ports"]["app"]
+        app_port = guide["ports"]["map"]["80"]  # the business tier's listener port (real 80, where served)
         answer = login_through(business_outcome.vip or "", app_port)
         logged_in = bool(answer.get("session", {}).get("skey"))
         echo(
@@ -109,12 +109,14 @@ def seed_parameters(
     from tasks.health import HealthCheck
     from tasks.models import SshSettings
 
-    port = seed["ports"]["app"]
+    # Real ports everywhere (backends 80 / 5757, security-group rules); only where this machine reaches the
+    # VIPs differs: the sandbox serves port 80 at `map["80"]` when it may not bind it, so the listeners use that.
+    listener_port = seed["ports"]["map"]["80"]
     common: dict[str, Any] = {
         "region": seed["region"],
         "count": count,
-        "load_balancer": LoadBalancerOptions(listener_port=port, backend_port=port),
-        "health": HealthCheck(port=port),
+        "load_balancer": LoadBalancerOptions(listener_port=listener_port),
+        "health": HealthCheck(),
         "ssh": SshSettings(
             port=seed["ports"]["ssh"],
             key_file=seed["key_pair"]["private_key_file"],

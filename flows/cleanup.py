@@ -1,115 +1,168 @@
-"""`cleanup-run`: remove everything one run created, for runs killed before their rollback could run.
+"""`cleanup-run`: undo everything one run changed, for a run killed before it could undo itself.
 
-A run marks what it makes: instances, images and CLBs carry the tag `tcscale:run=<key>`, security
-group rules say `tcscale:<key>` in their description, and each sdk.config it rewrote has a backup
-named after it. This flow finds them by those marks alone, so it needs nothing from the dead run.
+A run marks what it makes: instances, images and CLBs carry the tag `tcscale:run=<key>`, its listeners
+are named `tcscale-<tier>-<key>`, security group rules it adds say `tcscale:<key>` in their description,
+each sdk.config it rewrote has a backup named after it, and its bindings to a CLB it did not create are
+kept in the Prefect Variable `tcscale-bindings-<key>`. This flow finds them by those marks alone (the key
+matching exactly: `abc` never touches `abc-2`) and undoes them with the same functions a failed run uses,
+under both tiers' locks. One failure (an unreachable server) does not stop the others; it is reported.
 """
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
+import contextlib
+from collections.abc import Callable, Iterator
+
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from flows.parameters import CleanupParameters
 from flows.preflight import select_servers
-from tasks import clb, cvm, remote, vpc
-from tasks.cloud import call_json, clients_for
-from tasks.repoint import AUTH_KEY
-from tasks.waiters import wait_until
+from flows.run import tier_lock, wait_all
+from flows.undo import Ledger, Undone, remembered_bindings, unbind
+from tasks import clb, cvm, remote, repoint, vpc
+from tasks.cvm import RUN_TAG, Server
+
+TIERS = ("session", "business")
 
 
 class Removed(BaseModel):
     run_key: str
     dry_run: bool
     configs_restored: list[str] = Field(default_factory=list, description="instance ids")
+    targets_unbound: list[str] = Field(default_factory=list, description="lb/listener: instance ids")
     rules_revoked: list[str] = Field(default_factory=list, description="sg-id: rule")
+    listeners: list[str] = Field(default_factory=list, description="lb/listener name")
     load_balancers: list[str] = Field(default_factory=list)
     instances: list[str] = Field(default_factory=list)
     images: list[str] = Field(default_factory=list)
+    failed: list[Undone] = Field(default_factory=list, description="what could not be undone, with the fix")
 
     def markdown(self) -> str:
-        verb = "would remove" if self.dry_run else "removed"
+        verb = "would undo" if self.dry_run else "undid"
         rows = [
             ("sdk.config restored", self.configs_restored),
+            ("servers unbound from a CLB it did not create", self.targets_unbound),
             ("security group rules revoked", self.rules_revoked),
+            ("listeners deleted", self.listeners),
             ("load balancers deleted", self.load_balancers),
             ("instances terminated", self.instances),
             ("images deleted", self.images),
         ]
         lines = [f"# cleanup-run {self.run_key}: {verb}", "", "| what | ids |", "|---|---|"]
         lines += [f"| {what} | {', '.join(ids) or '-'} |" for what, ids in rows]
+        if self.failed:
+            lines += ["", "## Could not be undone: fix by hand", "", "| what | error | fix |", "|---|---|---|"]
+            lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in self.failed]
         return "\n".join(lines) + "\n"
 
 
-@task(name="restore-configs", cache_policy=NO_CACHE)
-def restore_configs(params: CleanupParameters, dry_run: bool) -> list[str]:
-    """Business servers whose sdk.config this run rewrote: back to the oldest backup of the run (the original)."""
+@task(name="find-run-backups", cache_policy=NO_CACHE)
+def touched_by_run(server: Server, params: CleanupParameters) -> bool:
+    """Does this business server's sdk.config differ from the run's backup of it (the run changed it)?"""
     profile = params.runtime_profile()
-    restored = []
-    for server in select_servers(params.region, params.business_servers):
-        if server.state != "RUNNING":
-            continue
-        with remote.session(server.private_ip, params.ssh, profile, server.instance_id) as conn:
-            found = remote.backups(conn, profile.config_path, params.run_key, params.ssh.io_timeout)
-            if not found:
-                continue
-            original = remote.read_file(conn, found[0], params.ssh.io_timeout)
-            current = remote.read_file(conn, remote.sftp_path(profile.config_path), params.ssh.io_timeout)
-            if original == current:
-                continue
-            restored.append(server.instance_id)
-            if not dry_run:
-                remote.restore_from_backup(conn, profile.config_path, found[0], params.ssh.io_timeout)
-                remote.restart(conn, profile, params.ssh.command_timeout)
-                get_run_logger().info("%s: %s restored (%s back)", server.instance_id, profile.config_path, AUTH_KEY)
-    return restored
+    with remote.session(server.private_ip, params.ssh, profile, server.instance_id) as conn:
+        found = remote.backups(conn, profile.config_path, params.run_key, params.ssh.io_timeout)
+        if not found:
+            return False
+        original = remote.read_file(conn, found[0], params.ssh.io_timeout)
+        return original != remote.read_file(conn, remote.sftp_path(profile.config_path), params.ssh.io_timeout)
 
 
-@task(name="terminate-tagged-servers", cache_policy=NO_CACHE)
-def terminate_tagged(region: str, tags: dict[str, str], timeout: float, dry_run: bool) -> list[str]:
-    ids = [s.instance_id for s in cvm.describe_servers(region, filters=cvm.tag_filters(tags))]
-    if ids and not dry_run:
-        cvm.terminate_servers.fn(region, ids)
-        wait_until(
-            lambda: cvm.describe_servers(region, ids),
-            done=lambda left: all(s.state in ("TERMINATING", "SHUTDOWN") for s in left),
-            failed=lambda _: None,
-            what=f"{len(ids)} server(s) to terminate",
-            timeout=timeout,
-            first_delay=0.2,
-            max_delay=5,
-        )
-    return ids
-
-
-def tagged_images(region: str, tags: dict[str, str]) -> list[str]:
-    filters = [{"Name": "image-type", "Values": ["PRIVATE_IMAGE"]}, *cvm.tag_filters(tags)]
-    return [
-        i["ImageId"] for i in call_json(clients_for(region).cvm, "DescribeImages", {"Filters": filters})["ImageSet"]
-    ]
-
-
-@flow(name="cleanup-run", description="remove everything a scale-out run created, found by its tags")
-def cleanup_run(params: CleanupParameters) -> Removed:
-    region, tags = params.region, {"tcscale:run": params.run_key}
-    removed = Removed(run_key=params.run_key, dry_run=params.dry_run)
-    # Business servers first: they must stop using the VIP before the CLB goes.
-    if params.restore_configs:
-        removed.configs_restored = restore_configs(params, params.dry_run)
-    for rule in vpc.rules_described(region, f"tcscale:{params.run_key}"):
+def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
+    """Every mark of the run, in the order a run makes them (the ledger undoes newest first)."""
+    region, key, timeout = params.region, params.run_key, params.timeout
+    tags = {RUN_TAG: key}
+    fix_tag = f"tagged tcscale:run={key}"
+    removed.images = cvm.tagged_images(region, tags)
+    if removed.images:
+        ledger.add("images", lambda: cvm.delete_tagged_images(region, tags), f"delete the images {fix_tag}")
+    removed.instances = cvm.tagged_servers(region, tags)
+    if removed.instances:
+        ledger.add("instances", lambda: cvm.terminate_tagged(region, tags, timeout), f"terminate the servers {fix_tag}")
+    removed.load_balancers = [lb.load_balancer_id for lb in clb.tagged_load_balancers(region, tags)]
+    if removed.load_balancers:
+        ledger.add("load balancers", lambda: clb.delete_tagged_load_balancers(region, tags, timeout),
+                   f"delete the CLBs {fix_tag}")  # fmt: skip
+    for balancer in clb.all_load_balancers(region):
+        if balancer.load_balancer_id in removed.load_balancers:
+            continue  # its listeners go with it
+        lb_id = balancer.load_balancer_id
+        for tier in TIERS:
+            name = clb.listener_name(key, tier)
+            if any(item.get("ListenerName") == name for item in clb.listeners(region, lb_id)):
+                removed.listeners.append(f"{lb_id}/{name}")
+                ledger.add(f"listener {name} of {lb_id}",
+                           lambda lb_id=lb_id, name=name: clb.delete_named_listeners(region, lb_id, name, timeout),
+                           f"delete the listener {name} of {lb_id} in the CLB console")  # fmt: skip
+    for rule in vpc.rules_of_run(region, key):
         removed.rules_revoked.append(f"{rule.security_group_id}: {rule.protocol} {rule.port} from {rule.cidr_block}")
+        ledger.add(f"rule of {rule.security_group_id}", lambda rule=rule: vpc.revoke(region, rule),
+                   f"delete the inbound rule described {rule.description!r} of {rule.security_group_id}")  # fmt: skip
+    for binding in remembered_bindings(key):
+        if binding.load_balancer_id in removed.load_balancers:
+            continue
+        bound = clb.registered_targets(region, binding.load_balancer_id, binding.listener_id)
+        still = [i for i in binding.instance_ids if i in bound]
+        if still:
+            removed.targets_unbound.append(f"{binding.load_balancer_id}/{binding.listener_id}: {', '.join(still)}")
+            ledger.add(f"bindings to {binding.load_balancer_id}", lambda b=binding: unbind(b, timeout),
+                       f"unbind {', '.join(still)} from {binding.load_balancer_id} in the CLB console")  # fmt: skip
+    if params.restore_configs:
+        find_configs(params, removed, ledger)
+
+
+def find_configs(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
+    profile = params.runtime_profile()
+    # The run's own new servers are terminated anyway (and carry its backup in their image): not theirs to restore.
+    business = [
+        s
+        for s in select_servers(params.region, params.business_servers)
+        if s.state == "RUNNING" and s.tags.get(RUN_TAG) != params.run_key
+    ]
+    futures = touched_by_run.map(business, unmapped(params))
+    wait_all(futures)
+    for server, future in zip(business, futures, strict=True):
+        fix = (f"on {server.instance_id}, copy the oldest {profile.config_path}.tcscale-{params.run_key}-*.bak back "
+               f"and run `{profile.restart_command}`")  # fmt: skip
+        try:
+            touched = future.result()
+        except Exception as error:  # unreachable: still remove the cloud resources; report it
+            removed.failed.append(Undone(what=f"{server.instance_id} sdk.config", outcome="FAILED",
+                                         detail=f"could not check: {error}", fix=fix))  # fmt: skip
+            continue
+        if touched:
+            removed.configs_restored.append(server.instance_id)
+            ledger.add(f"{profile.config_path} of {server.instance_id}", _restorer(server, params), fix)
+
+
+def _restorer(server: Server, params: CleanupParameters) -> Callable[[], bool]:
+    profile = params.runtime_profile()
+    return lambda: repoint.restore_run_backup(
+        server, params.ssh, profile, params.health, params.run_key, params.timeout
+    )
+
+
+@contextlib.contextmanager
+def both_tier_locks() -> Iterator[None]:
+    with tier_lock(TIERS[0]), tier_lock(TIERS[1]):  # one order everywhere: no deadlock
+        yield
+
+
+@flow(name="cleanup-run", description="undo everything a scale-out run changed, found by its marks")
+def cleanup_run(params: CleanupParameters) -> Removed:
+    removed = Removed(run_key=params.run_key, dry_run=params.dry_run)
+    ledger = Ledger()
+    with contextlib.nullcontext() if params.dry_run else both_tier_locks():
+        find_marks(params, removed, ledger)
         if not params.dry_run:
-            vpc.revoke(region, rule)
-    for balancer in clb.find_load_balancers_by_tags(region, tags):
-        removed.load_balancers.append(balancer.load_balancer_id)
-        if not params.dry_run:
-            clb.delete_load_balancer(region, balancer.load_balancer_id, params.timeout)
-    removed.instances = terminate_tagged(region, tags, params.timeout, params.dry_run)
-    for image_id in tagged_images(region, tags):
-        removed.images.append(image_id)
-        if not params.dry_run:
-            cvm.delete_image(region, image_id)
+            removed.failed += [u for u in ledger.undo_all(get_run_logger()) if u.outcome == "FAILED"]
     create_markdown_artifact(removed.markdown(), key=f"cleanup-run-{params.run_key}", description="cleanup-run report")
+    if removed.failed:
+        raise RuntimeError(
+            f"cleanup-run {params.run_key}: {len(removed.failed)} thing(s) could not be undone (see the report): "
+            + "; ".join(f"{u.what}: {u.fix}" for u in removed.failed)
+        )
     return removed

@@ -47,7 +47,13 @@ class LoadBalancerOptions(BaseModel):
     load_balancer_id: str | None = Field(None, description="use this existing CLB; None: create one")
     name: str | None = Field(None, description="name of the CLB to create; default tcscale-<tier>")
     listener_port: int = Field(80, ge=1, le=65535, description="the CLB's TCP listener port")
-    backend_port: int = Field(80, ge=1, le=65535, description="the servers' port behind it")
+    backend_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="the servers' port behind it; default: the app's real port (session service 80; business app "
+        "by runtime: node 5757, tomcat 8080, IIS 80)",
+    )
     health_check: HealthCheckSpec = Field(default_factory=HealthCheckSpec)
 
 
@@ -63,7 +69,10 @@ class Timeouts(BaseModel):
 
 class TierParameters(BaseModel):
     region: str = Field("ap-guangzhou", description="the region of the existing servers")
-    source: ServerSelector = Field(description="the server to image (the tier's existing server)")
+    source: ServerSelector = Field(
+        description="the tier's servers; the one imaged is chosen among them by the rule in flows/preflight.py "
+        "(`choose_source`): a single id names it"
+    )
     count: int = Field(2, ge=1, le=100, description="how many servers to add")
     instance_type: str | None = Field(None, description="instance type of the new servers; default: the source's")
     image: ImageOptions = Field(default_factory=ImageOptions)
@@ -80,13 +89,9 @@ class TierParameters(BaseModel):
     dry_run: bool = Field(False, description="check everything and record the plan; change nothing")
 
 
-class BusinessServersAccess(BaseModel):
-    """Which business servers carry `authServerUrl`, and how their app reads it and restarts."""
+class BusinessRuntime(BaseModel):
+    """How the business servers run their app: where it reads sdk.config, how it restarts, its port."""
 
-    business_servers: ServerSelector = Field(
-        default_factory=lambda: ServerSelector(tag_key="tcscale:tier", tag_value="business"),
-        description="business servers whose sdk.config gets the new authServerUrl (RUNNING ones)",
-    )
     runtime: Literal["node-pm2", "java-tomcat", "dotnet-iis"] = Field(
         "node-pm2", description="how the business servers run their app"
     )
@@ -98,18 +103,34 @@ class BusinessServersAccess(BaseModel):
         return runtime_profile(self.runtime, **{k: v for k, v in overrides.items() if v is not None})
 
 
+class BusinessServersAccess(BusinessRuntime):
+    """Which business servers carry `authServerUrl`, and how their app reads it and restarts."""
+
+    business_servers: ServerSelector = Field(
+        default_factory=lambda: ServerSelector(tag_key="tcscale:tier", tag_value="business"),
+        description="business servers whose sdk.config gets the new authServerUrl (RUNNING ones)",
+    )
+
+
 class SessionTierParameters(BusinessServersAccess, TierParameters):
     source: ServerSelector = Field(
         default_factory=lambda: ServerSelector(tag_key="tcscale:tier", tag_value="session"),
-        description="the session (auth) server to image",
+        description="the session (auth) servers; the one imaged is chosen among them (a single id names it)",
     )
 
+    def backend_port(self) -> int:
+        return self.load_balancer.backend_port or self.health.auth_port
 
-class BusinessTierParameters(TierParameters):
+
+class BusinessTierParameters(BusinessRuntime, TierParameters):
     source: ServerSelector = Field(
         default_factory=lambda: ServerSelector(tag_key="tcscale:tier", tag_value="business"),
-        description="the business server to image",
+        description="the business servers; the one imaged is chosen among them (a single id names it)",
     )
+
+    def backend_port(self) -> int:
+        return self.load_balancer.backend_port or self.runtime_profile().port
+
     load_balancer: LoadBalancerOptions = Field(
         default_factory=LoadBalancerOptions, description="the public (OPEN) CLB of the business tier"
     )
@@ -118,6 +139,11 @@ class BusinessTierParameters(TierParameters):
 class ClusterParameters(BaseModel):
     session: SessionTierParameters = Field(default_factory=SessionTierParameters)
     business: BusinessTierParameters = Field(default_factory=BusinessTierParameters)
+    run_key: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9-]{1,36}$",
+        description="one key for both tiers (cleanup-run with it finds everything); default: this flow run's id",
+    )
     dry_run: bool = Field(False, description="check everything and record the plan of both tiers; change nothing")
 
 
@@ -128,5 +154,6 @@ class CleanupParameters(BusinessServersAccess):
     region: str = "ap-guangzhou"
     restore_configs: bool = Field(True, description="put back the business servers' sdk.config from the run's backup")
     ssh: SshSettings = Field(default_factory=SshSettings)
+    health: HealthCheck = Field(default_factory=HealthCheck, description="how a restarted business app is verified")
     timeout: float = Field(600, gt=0, description="deadline of each wait, seconds")
     dry_run: bool = Field(False, description="list what would be removed; change nothing")

@@ -21,6 +21,7 @@ from prefect.artifacts import (
 )
 from pydantic import BaseModel, Field
 
+from flows.undo import Undone
 from tasks.health import Probe
 from tasks.models import Change
 
@@ -64,6 +65,7 @@ class RunRecord:
         self.probes: list[Probe] = []
         self.plan: list[str] = []
         self.servers: list[dict[str, Any]] = []
+        self.undone: list[Undone] = []
         self.total_steps = steps
         self.started = time.monotonic()
         self._progress: UUID | None = None
@@ -132,6 +134,20 @@ class RunRecord:
             lines += ["## Verification", "", "| target | result | detail | ms |", "|---|---|---|---|"]
             for p in self.probes:
                 lines.append(f"| {p.target} | {'ok' if p.ok else 'FAILED'} | {p.detail} | {p.elapsed_ms:.0f} |")
+            lines.append("")
+        if self.undone:
+            failed = sum(u.outcome == "FAILED" for u in self.undone)
+            lines += [
+                "## Undone",
+                "",
+                "Everything this run changed, undone newest first"
+                + (f": **{failed} could not be undone, fix them by hand**" if failed else "")
+                + ".",
+                "",
+                "| change | undo | detail | fix by hand |",
+                "|---|---|---|---|",
+            ]
+            lines += [f"| {u.what} | {u.outcome} | {u.detail} | {u.fix} |" for u in self.undone]
             lines.append("")
         lines += ["## Steps", "", "| step | outcome | seconds |", "|---|---|---|"]
         lines += [f"| {s.name} | {s.outcome} | {s.seconds:.2f} |" for s in self.steps]

@@ -1,258 +1,186 @@
 """The guide's cluster expansion ("集群版架构扩容"), tier by tier, as Prefect flows.
 
-Each flow: preflight (nothing changes if anything is wrong) -> the guide's steps inside one
-Prefect transaction (a failure rolls back everything this run made, in reverse) -> verification
--> a report. `dry_run` stops after preflight and records the plan.
+Each tier flow reads like the guide: preflight, image, launch, load balancer, listener, security groups,
+bind, verify, (session tier) repoint the business servers and verify again, report. Around it,
+`tier_run` holds the tier's lock and undoes everything the run changed if anything fails.
+`dry_run` stops after preflight and records the plan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from prefect import flow, unmapped
-from prefect.transactions import transaction
-from pydantic import BaseModel, Field
 
-from flows import steps
+from flows import balance, launch, verify
 from flows.parameters import BusinessTierParameters, ClusterParameters, SessionTierParameters
 from flows.preflight import PreflightFailed, TierPlan, placement_mismatches, preflight_tier, select_servers
-from flows.records import RunRecord
-from tasks.cvm import Server
-from tasks.health import auth_url, probe_auth, probe_business
-from tasks.models import Change
-from tasks.repoint import plan_config_change, repoint
+from flows.repoint import repoint_business_servers
+from flows.run import TierOutcome, TierRun, this_flow_run_id, tier_run, wait_all
+from tasks.clb import LoadBalancer
+from tasks.cvm import Image, Server
+from tasks.health import auth_url
+from tasks.models import Change, RuntimeProfile
+from tasks.repoint import plan_config_change
 
-
-class TierOutcome(BaseModel):
-    tier: str
-    run_key: str
-    dry_run: bool
-    image_id: str | None = None
-    new_instance_ids: list[str] = Field(default_factory=list)
-    load_balancer_id: str | None = None
-    vip: str | None = None
-    listener_id: str | None = None
-    bound: list[str] = Field(default_factory=list)
-    changes: list[Change] = Field(default_factory=list)
-    plan: list[str] = Field(default_factory=list)
-    report: str = ""
-
-
-SESSION_STEPS = 10  # preflight, image, launch, CLB, admit, bind, healthy, VIP, canary, the rest
-BUSINESS_STEPS = 9  # preflight, image, launch, apps healthy, CLB, admit, bind, healthy, VIP
+SESSION_STEPS = 12
+BUSINESS_STEPS = 10
 
 
 @flow(
     name="scale-out-session-tier", description="会话管理服务器扩容: the session (auth) servers behind an internal CLB"
 )
 def scale_out_session_tier(params: SessionTierParameters) -> TierOutcome:
-    def prepare(key: str, tags: dict[str, str]) -> SessionPlan:
-        plan = preflight_tier(params, "session", "INTERNAL", steps.image_name(params, "session", key), tags)
-        business, planned = preflight_business_servers(params, plan)
-        return SessionPlan(tier=plan, business=business, planned=planned)
-
-    return _run_tier(
-        "scale-out-session-tier",
-        "session",
-        params,
-        SESSION_STEPS,
-        "preflight: placement, state, quota, image name, business servers' sdk.config over SSH",
-        prepare,
-        _plan_session,
-        _scale_out_session,
-    )
-
-
-class SessionPlan(BaseModel):
-    tier: TierPlan
-    business: list[Server]
-    planned: list[Change]
-
-
-def _run_tier(
-    name: str,
-    tier: str,
-    params: SessionTierParameters | BusinessTierParameters,
-    step_count: int,
-    preflight_step: str,
-    prepare: Callable[[str, dict[str, str]], Any],
-    plan_only: Callable[[RunRecord, Any, Any], TierOutcome],
-    scale_out: Callable[[RunRecord, Any, Any, dict[str, str]], TierOutcome],
-) -> TierOutcome:
-    """What every tier flow does: preflight; then the plan (dry run), or the steps in one transaction
-    under the tier's lock; and, whatever happens, a report."""
-    key = steps.run_key(params)
-    record = RunRecord(name, tier, params.region, key, params.dry_run, step_count)
-    tags = steps.ownership_tags(key, tier)
-    outcome, result = "failed", None
-    try:
-        with record.step(preflight_step):
-            prepared = prepare(key, tags)
+    profile, port = params.runtime_profile(), params.backend_port()
+    with tier_run("scale-out-session-tier", "session", params, SESSION_STEPS) as run:
+        with run.step("preflight: placement, state, quota, image name, the business servers' sdk.config over SSH"):
+            plan = preflight_tier(params, "session", "INTERNAL", launch.image_name(run), run.tags)
+            business, planned = preflight_business_servers(run, plan, profile)
         if params.dry_run:
-            result, outcome = plan_only(record, params, prepared), "planned"
-        else:
-            with steps.tier_lock(tier), transaction():
-                result = scale_out(record, params, prepared, tags)
-            outcome = "succeeded"
-        return result
-    finally:
-        report = record.publish(outcome)
-        if result is not None:
-            result.report = report
+            run.record.changes += planned
+            return run.finish(planned_outcome(run, plan, "INTERNAL", port, business))
+        # 1. 制作会话管理服务器镜像  2. 基于镜像创建会话管理服务器
+        image = launch.image_server(run, plan)
+        new = launch.launch_servers(run, plan, image)
+        # 3. 创建内网负载均衡, TCP listener, the VIP let in, old and new servers bound and healthy
+        balancer = balance.load_balancer(run, plan, "INTERNAL")
+        listener = balance.tcp_listener(run, balancer, port, params.health.auth_path)
+        servers, skipped = balance.bindable([*running(plan.members), *new])
+        balance.admit_vip(run, balancer, servers, port)
+        bound = balance.bind(run, balancer, listener, servers, port)
+        balance.wait_targets_healthy(run, balancer, listener, bound)
+        url = auth_url(balancer.vip or "", params.load_balancer.listener_port, params.health.auth_path)
+        verify.session_service_through_vip(run, url)
+        # 4. 修改业务服务器配置: each business server reaches the VIP itself, then is repointed and restarted
+        verify.servers_reach(run, business, profile, url)
+        repoint_business_servers(run, business, profile, url)
+        return run.finish(outcome(run, plan, image, new, balancer, listener.listener_id, bound, skipped))
 
 
-def preflight_business_servers(params: SessionTierParameters, plan: TierPlan) -> tuple[list[Server], list[Change]]:
+@flow(name="scale-out-business-tier", description="业务服务器扩容: the business servers behind a public CLB")
+def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
+    profile, port = params.runtime_profile(), params.backend_port()
+    with tier_run("scale-out-business-tier", "business", params, BUSINESS_STEPS) as run:
+        with run.step("preflight: placement, state, quota, image name"):
+            plan = preflight_tier(params, "business", "OPEN", launch.image_name(run), run.tags)
+        if params.dry_run:
+            return run.finish(planned_outcome(run, plan, "OPEN", port, []))
+        # 1. 制作业务服务器镜像  2. 基于镜像创建业务服务器 (it already carries the session tier's authServerUrl)
+        image = launch.image_server(run, plan)
+        new = launch.launch_servers(run, plan, image)
+        verify.business_apps(run, new, profile, "the new business servers' app answers (the image starts it at boot)")
+        # 3. 配置外网负载均衡
+        balancer = balance.load_balancer(run, plan, "OPEN")
+        listener = balance.tcp_listener(run, balancer, port, params.health.up_path)
+        servers, skipped = balance.bindable([*running(plan.members), *new])
+        balance.admit_vip(run, balancer, servers, port)
+        bound = balance.bind(run, balancer, listener, servers, port)
+        balance.wait_targets_healthy(run, balancer, listener, bound)
+        verify.business_app_through_vip(run, balancer.vip or "")
+        return run.finish(outcome(run, plan, image, new, balancer, listener.listener_id, bound, skipped))
+
+
+@flow(name="scale-out-cluster", description="集群版架构扩容: the session tier first, then the business tier")
+def scale_out_cluster(params: ClusterParameters) -> list[TierOutcome]:
+    """Session tier first, so the business server imaged afterwards already carries the new authServerUrl.
+
+    Both tiers run under one run key (this flow run's id by default): `cleanup-run` with it finds all.
+    A failed business tier is undone; the session tier, verified before, stays.
+    """
+    key = params.run_key or this_flow_run_id()
+    shared = {"run_key": key}
+    session = params.session.model_copy(update={**shared, "dry_run": params.dry_run or params.session.dry_run})
+    business = params.business.model_copy(update={**shared, "dry_run": params.dry_run or params.business.dry_run})
+    return [scale_out_session_tier(session), scale_out_business_tier(business)]
+
+
+def running(servers: list[Server]) -> list[Server]:
+    return [s for s in servers if s.state == "RUNNING"]
+
+
+def preflight_business_servers(
+    run: TierRun, plan: TierPlan, profile: RuntimeProfile
+) -> tuple[list[Server], list[Change]]:
     """Every business server: found, RUNNING, placed like the session server, sdk.config readable over SSH."""
+    params: SessionTierParameters = run.params  # type: ignore[assignment]
     problems: list[str] = []
-    business = select_servers(params.region, params.business_servers)
-    running = [s for s in business if s.state == "RUNNING"]
-    if not running:
+    business = running(select_servers(params.region, params.business_servers))
+    if not business:
         problems.append(
             f"no RUNNING business server matches {params.business_servers.describe()}: nothing would use the new VIP"
         )
-    for server in running:
+    for server in business:
         problems += placement_mismatches(plan.source, server, "business server")
     if problems:
         raise PreflightFailed(problems)
     vip_url = auth_url("VIP", params.load_balancer.listener_port, params.health.auth_path)
-    profile = params.runtime_profile()
-    futures = plan_config_change.map(running, unmapped(params.ssh), unmapped(profile), unmapped(vip_url))
+    futures = plan_config_change.map(business, unmapped(params.ssh), unmapped(profile), unmapped(vip_url))
+    wait_all(futures)
     planned: list[Change] = []
-    for server, future in zip(running, futures, strict=True):
+    for server, future in zip(business, futures, strict=True):
         try:
             planned.append(future.result())
         except Exception as error:
             problems.append(f"business server {server.instance_id} ({server.private_ip}): {error}")
     if problems:
         raise PreflightFailed(problems)
-    return running, planned
+    return business, planned
 
 
-def _plan_session(record: RunRecord, params: SessionTierParameters, prepared: SessionPlan) -> TierOutcome:
-    business, planned = prepared.business, prepared.planned
-    steps.plan_tier(record, params, prepared.tier, "INTERNAL")
-    record.plan += [
-        f"rewrite authServerUrl on {len(business)} business server(s) (canary {business[0].instance_id} first), "
-        f"restart with {params.runtime}",
+def planned_outcome(run: TierRun, plan: TierPlan, clb_type: str, port: int, business: list[Server]) -> TierOutcome:
+    """The dry run's account of what the run would do, step by step."""
+    source, lb, options, params = plan.source, plan.load_balancer, run.params.load_balancer, run.params
+    kind = "internal" if clb_type == "INTERNAL" else "public"
+    groups = ", ".join(sorted(set(source.security_group_ids)))
+    run.record.plan += [
+        f"image {run.tier} server {source.instance_id} ({source.private_ip}) as {launch.image_name(run)!r}",
+        f"launch {params.count} x {plan.instance_type} in {source.zone} (project {source.project_id}, VPC "
+        f"{source.vpc_id}, subnet {source.subnet_id}, security groups {groups})",
+        f"use {kind} CLB {lb.load_balancer_id} (VIP {lb.vip})"
+        if lb
+        else f"create {kind} CLB {options.name or f'tcscale-{run.tier}'} in {source.vpc_id}",
+        f"TCP listener {options.listener_port} -> backend port {port}",
+        f"admit the VIP on TCP {port} in {groups}",
+        f"bind {', '.join(s.instance_id for s in running(plan.members))} and the {params.count} new servers",
     ]
-    record.changes += planned
-    return TierOutcome(tier="session", run_key=record.run_key, dry_run=True, plan=record.plan, changes=planned)
+    if business:
+        run.record.plan.append(
+            f"check that each of {len(business)} business server(s) reaches the VIP, then rewrite authServerUrl "
+            f"(canary {business[0].instance_id} first) and restart with {params.runtime}"  # type: ignore[attr-defined]
+        )
+    return TierOutcome(tier=run.tier, run_key=run.key, dry_run=True, plan=run.record.plan, changes=run.record.changes)
 
 
-def _scale_out_session(
-    record: RunRecord, params: SessionTierParameters, prepared: SessionPlan, tags: dict[str, str]
+def outcome(
+    run: TierRun,
+    plan: TierPlan,
+    image: Image,
+    new: list[Server],
+    balancer: LoadBalancer,
+    listener_id: str,
+    bound: list[str],
+    skipped: dict[str, str],
 ) -> TierOutcome:
-    plan, business = prepared.tier, prepared.business
-    # 1-2. Image the session server; create session servers from the image.
-    launched = steps.launch_from_image(record, plan, params, tags)
-    # 3. Internal CLB, TCP listener, bind old and new session servers, let the VIP in.
-    balanced = steps.put_behind_load_balancer(record, plan, params, [plan.source, *launched.servers], "INTERNAL", tags)
-    vip, listener_port = balanced.load_balancer.vip or "", params.load_balancer.listener_port
-    new_url = auth_url(vip, listener_port, params.health.auth_path)
-    with record.step(f"the VIP answers auth requests at {new_url}, round robin over every server"):
-        probes = {f"{new_url} #{n + 1}": _auth_probe(new_url, params) for n in range(len(balanced.bound))}
-        steps.verify(record, probes, "the auth service through the VIP", params.timeouts.health, 1.0)
-    # 4. Point every business server's authServerUrl at the VIP: one canary first, then the rest.
-    profile = params.runtime_profile()
-    canary, rest = business[0], business[1:]
-    with record.step(f"canary: repoint business server {canary.instance_id} and restart it"):
-        record.changes.append(repoint(canary, params.ssh, profile, new_url, record.run_key))
-        _verify_business(record, params, [canary], new_url)
-    if rest:
-        with record.step(f"repoint the other {len(rest)} business server(s) and restart them"):
-            futures = repoint.map(
-                rest, unmapped(params.ssh), unmapped(profile), unmapped(new_url), unmapped(record.run_key)
-            )
-            record.changes += [f.result() for f in futures]
-            _verify_business(record, params, rest, new_url)
-    return _outcome(record, plan, launched, balanced)
-
-
-def _auth_probe(url: str, params: SessionTierParameters) -> Any:
-    return lambda: probe_auth(url, params.health.timeout_seconds)
-
-
-def _verify_business(record: RunRecord, params: Any, servers: list[Any], expected_url: str | None) -> None:
-    probes = {s.instance_id: _business_probe(s.private_ip, params, expected_url) for s in servers}
-    steps.verify(record, probes, f"{len(servers)} business server(s) healthy", params.timeouts.health, 1.0)
-
-
-def _business_probe(host: str, params: Any, expected_url: str | None) -> Any:
-    return lambda: probe_business(host, params.health, expected_url)
-
-
-def _outcome(record: RunRecord, plan: TierPlan, launched: steps.Launched, balanced: steps.Balanced) -> TierOutcome:
     """What a tier's run made, for the caller; also the servers table of the report."""
-    record.servers = [
+    run.record.servers = [
         {
             "instance_id": s.instance_id,
-            "role": "existing" if s.instance_id == plan.source.instance_id else "new",
-            "tier": record.tier,
+            "role": "new" if s in new else ("imaged" if s.instance_id == plan.source.instance_id else "existing"),
+            "tier": run.tier,
             "private_ip": s.private_ip,
             "zone": s.zone,
-            "bound_to_clb": s.instance_id in balanced.bound,
-            "not_bound_because": balanced.skipped.get(s.instance_id, ""),
+            "bound_to_clb": s.instance_id in bound,
+            "not_bound_because": skipped.get(s.instance_id, ""),
         }
-        for s in [plan.source, *launched.servers]
+        for s in [*running(plan.members), *new]
     ]
     return TierOutcome(
-        tier=record.tier,
-        run_key=record.run_key,
+        tier=run.tier,
+        run_key=run.key,
         dry_run=False,
-        image_id=launched.image.image_id,
-        new_instance_ids=[s.instance_id for s in launched.servers],
-        load_balancer_id=balanced.load_balancer.load_balancer_id,
-        vip=balanced.load_balancer.vip,
-        listener_id=balanced.listener.listener_id,
-        bound=balanced.bound,
-        changes=record.changes,
+        image_id=image.image_id,
+        new_instance_ids=[s.instance_id for s in new],
+        load_balancer_id=balancer.load_balancer_id,
+        vip=balancer.vip,
+        listener_id=listener_id,
+        bound=bound,
+        changes=run.record.changes,
     )
-
-
-@flow(name="scale-out-business-tier", description="业务服务器扩容: the business servers behind a public CLB")
-def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
-    def prepare(key: str, tags: dict[str, str]) -> TierPlan:
-        return preflight_tier(params, "business", "OPEN", steps.image_name(params, "business", key), tags)
-
-    return _run_tier(
-        "scale-out-business-tier",
-        "business",
-        params,
-        BUSINESS_STEPS,
-        "preflight: placement, state, quota, image name",
-        prepare,
-        _plan_business,
-        _scale_out_business,
-    )
-
-
-def _plan_business(record: RunRecord, params: BusinessTierParameters, plan: TierPlan) -> TierOutcome:
-    steps.plan_tier(record, params, plan, "OPEN")
-    return TierOutcome(tier="business", run_key=record.run_key, dry_run=True, plan=record.plan)
-
-
-def _scale_out_business(
-    record: RunRecord, params: BusinessTierParameters, plan: TierPlan, tags: dict[str, str]
-) -> TierOutcome:
-    # 1-2. Image the business server (it already carries the session tier's authServerUrl); launch from it.
-    launched = steps.launch_from_image(record, plan, params, tags)
-    with record.step("the new business servers' app is healthy (the image starts it at boot)"):
-        _verify_business(record, params, launched.servers, None)
-    # 3. Public CLB, TCP listener, bind old and new business servers, let the VIP in.
-    balanced = steps.put_behind_load_balancer(record, plan, params, [plan.source, *launched.servers], "OPEN", tags)
-    vip = balanced.load_balancer.vip or ""
-    with record.step(f"the business app answers through the VIP {vip}:{params.load_balancer.listener_port}"):
-        through = params.health.model_copy(update={"port": params.load_balancer.listener_port})
-        url = f"{vip}:{through.port}"
-        steps.verify(record, {url: lambda: probe_business(vip, through, None)},
-                     "the business app through the VIP", params.timeouts.health, 1.0)  # fmt: skip
-    return _outcome(record, plan, launched, balanced)
-
-
-@flow(name="scale-out-cluster", description="集群版架构扩容: the session tier first, then the business tier")
-def scale_out_cluster(params: ClusterParameters) -> list[TierOutcome]:
-    """Session tier first, so the business server imaged afterwards already carries the new authServerUrl."""
-    session = params.session.model_copy(update={"dry_run": params.dry_run or params.session.dry_run})
-    business = params.business.model_copy(update={"dry_run": params.dry_run or params.business.dry_run})
-    return [scale_out_session_tier(session), scale_out_business_tier(business)]

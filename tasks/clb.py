@@ -17,7 +17,6 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from tasks.cloud import call_json, clients_for, retrying
-from tasks.transactions import recalled, remember
 from tasks.waiters import wait_until
 
 log = logging.getLogger("tcscale.clb")
@@ -55,7 +54,12 @@ class Listener(BaseModel):
     listener_id: str
     port: int
     protocol: str
-    created: bool = False
+    name: str = ""
+
+
+def listener_name(run_key: str, tier: str) -> str:
+    """A run's listeners carry its key in their name: listeners have no tags, and cleanup must find them."""
+    return f"tcscale-{tier}-{run_key}"
 
 
 class HealthCheckSpec(BaseModel):
@@ -103,9 +107,10 @@ def describe_load_balancer(region: str, load_balancer_id: str) -> LoadBalancer |
     return LoadBalancer.from_api(found[0]) if found else None
 
 
-def find_load_balancers_by_tags(region: str, tags: dict[str, str]) -> list[LoadBalancer]:
-    filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
-    answer = call_json(clients_for(region).clb, "DescribeLoadBalancers", {"Filters": filters, "Limit": 100})
+def load_balancers_serving(region: str, private_ips: list[str], type: str) -> list[LoadBalancer]:
+    """The load balancers of `type` that have any of these servers (by private address) as a backend."""
+    request = {"BackendPrivateIps": private_ips, "LoadBalancerType": type, "Limit": 100}
+    answer = call_json(clients_for(region).clb, "DescribeLoadBalancers", request)
     return [LoadBalancer.from_api(item) for item in answer["LoadBalancerSet"]]
 
 
@@ -149,7 +154,6 @@ def create_load_balancer(
     if type == "INTERNAL":
         request["SubnetId"] = subnet_id
     created = call_json(clients_for(region).clb, "CreateLoadBalancer", request)
-    remember(region=region, load_balancer_id=created["LoadBalancerIds"][0], timeout=timeout)
     try:
         wait_clb_task(region, timeout, deal_name=created["DealName"])
     except Exception:
@@ -187,20 +191,31 @@ def listeners(region: str, load_balancer_id: str) -> list[dict[str, Any]]:
 def ensure_tcp_listener(
     region: str, load_balancer_id: str, port: int, name: str, health: HealthCheckSpec, health_path: str, timeout: float
 ) -> Listener:
-    """The TCP listener on `port`: adopt an existing one, else create it."""
+    """The TCP listener on `port`: adopt an existing one (the tier's, or this run's from an earlier attempt
+    whose answer was lost), else create it named `name`."""
+    existing = listener_on(region, load_balancer_id, port)
+    if existing is None:
+        request = {"Ports": [port], "Protocol": "TCP", "ListenerNames": [name], "HealthCheck": health.api(health_path)}
+        answer = _write(region, load_balancer_id, "CreateListener", request, timeout)
+        return Listener(listener_id=answer["ListenerIds"][0], port=port, protocol="TCP", name=name)
+    if existing.protocol != "TCP":
+        raise TaskFailed(
+            f"{load_balancer_id} already listens on port {port} with {existing.protocol} "
+            f"({existing.listener_id}): choose another listener port or remove that listener"
+        )
+    return existing
+
+
+def listener_on(region: str, load_balancer_id: str, port: int) -> Listener | None:
     for item in listeners(region, load_balancer_id):
         if item["Port"] == port:
-            if item["Protocol"] != "TCP":
-                raise TaskFailed(
-                    f"{load_balancer_id} already listens on port {port} with {item['Protocol']} "
-                    f"({item['ListenerId']}): choose another listener port or remove that listener"
-                )
-            return Listener(listener_id=item["ListenerId"], port=port, protocol="TCP")
-    request = {"Ports": [port], "Protocol": "TCP", "ListenerNames": [name], "HealthCheck": health.api(health_path)}
-    answer = _write(region, load_balancer_id, "CreateListener", request, timeout)
-    listener_id = answer["ListenerIds"][0]
-    remember(region=region, load_balancer_id=load_balancer_id, listener_id=listener_id, timeout=timeout)
-    return Listener(listener_id=listener_id, port=port, protocol="TCP", created=True)
+            return Listener(
+                listener_id=item["ListenerId"],
+                port=port,
+                protocol=str(item["Protocol"]).upper(),
+                name=item.get("ListenerName") or "",
+            )
+    return None
 
 
 def registered_targets(region: str, load_balancer_id: str, listener_id: str) -> dict[str, int]:
@@ -222,7 +237,6 @@ def register_targets(
     for start in range(0, len(new), 20):  # RegisterTargets takes at most 20 targets a call
         targets = [{"InstanceId": i, "Port": port, "Weight": 10} for i in new[start : start + 20]]
         _write(region, load_balancer_id, "RegisterTargets", {"ListenerId": listener_id, "Targets": targets}, timeout)
-        remember(region=region, load_balancer_id=load_balancer_id, listener_id=listener_id, bound=new, timeout=timeout)
     return new
 
 
@@ -239,17 +253,22 @@ def deregister_targets(
     return gone
 
 
-def target_health(region: str, load_balancer_id: str, listener_id: str) -> dict[str, bool]:
-    """{instance id: healthy} as the CLB sees it."""
+def target_health_of(region: str, load_balancer_id: str) -> dict[str, bool]:
+    """{instance id: healthy} over every listener of the load balancer (healthy on one is enough)."""
+    return target_health(region, load_balancer_id, None)
+
+
+def target_health(region: str, load_balancer_id: str, listener_id: str | None) -> dict[str, bool]:
+    """{instance id: healthy} as the CLB sees it, on one listener (None: any)."""
     answer = call_json(clients_for(region).clb, "DescribeTargetHealth", {"LoadBalancerIds": [load_balancer_id]})
     health: dict[str, bool] = {}
     for balancer in answer["LoadBalancers"]:
         for listener in balancer.get("Listeners") or []:
-            if listener["ListenerId"] != listener_id:
+            if listener_id is not None and listener["ListenerId"] != listener_id:
                 continue
             for rule in listener.get("Rules") or []:
                 for target in rule.get("Targets") or []:
-                    health[target["TargetId"]] = bool(target["HealthStatus"])
+                    health[target["TargetId"]] = health.get(target["TargetId"], False) or bool(target["HealthStatus"])
     return health
 
 
@@ -289,26 +308,39 @@ def delete_load_balancer(region: str, load_balancer_id: str, timeout: float) -> 
     return True
 
 
-@create_load_balancer.on_rollback
-def _delete_created_load_balancer(txn) -> None:  # type: ignore[no-untyped-def]
-    region, load_balancer_id, timeout = recalled(txn, "region", "load_balancer_id", "timeout")
-    if load_balancer_id:
+def tagged_load_balancers(region: str, tags: dict[str, str]) -> list[LoadBalancer]:
+    """Every load balancer carrying all the tags (every page)."""
+    filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+    found: list[LoadBalancer] = []
+    while True:
+        request = {"Filters": filters, "Offset": len(found), "Limit": 100}
+        page = call_json(clients_for(region).clb, "DescribeLoadBalancers", request)["LoadBalancerSet"]
+        found += [LoadBalancer.from_api(item) for item in page]
+        if len(page) < 100:
+            return found
+
+
+@task(name="delete-tagged-load-balancers", cache_policy=NO_CACHE)
+@retrying()
+def delete_tagged_load_balancers(region: str, tags: dict[str, str], timeout: float) -> list[str]:
+    """Delete the load balancers carrying the tags (also one whose CreateLoadBalancer answer was lost)."""
+    ids = [lb.load_balancer_id for lb in tagged_load_balancers(region, tags)]
+    for load_balancer_id in ids:
         delete_load_balancer.fn(region, load_balancer_id, timeout)
+    return ids
 
 
-@ensure_tcp_listener.on_rollback
-def _delete_created_listener(txn) -> None:  # type: ignore[no-untyped-def]
-    region, load_balancer_id, listener_id, timeout = recalled(
-        txn, "region", "load_balancer_id", "listener_id", "timeout"
-    )
-    if listener_id:
+@task(name="delete-named-listeners", cache_policy=NO_CACHE)
+@retrying()
+def delete_named_listeners(region: str, load_balancer_id: str, name: str, timeout: float) -> list[str]:
+    """Delete the listeners of one load balancer named exactly `name` (how a run's listeners are known)."""
+    if describe_load_balancer(region, load_balancer_id) is None:
+        return []
+    ids = [item["ListenerId"] for item in listeners(region, load_balancer_id) if item.get("ListenerName") == name]
+    for listener_id in ids:
         delete_listener.fn(region, load_balancer_id, listener_id, timeout)
+    return ids
 
 
-@register_targets.on_rollback
-def _deregister_bound(txn) -> None:  # type: ignore[no-untyped-def]
-    region, load_balancer_id, listener_id, bound, timeout = recalled(
-        txn, "region", "load_balancer_id", "listener_id", "bound", "timeout"
-    )
-    if bound and describe_load_balancer(region, load_balancer_id) is not None:
-        deregister_targets.fn(region, load_balancer_id, listener_id, bound, timeout)
+def all_load_balancers(region: str) -> list[LoadBalancer]:
+    return tagged_load_balancers(region, {})

@@ -313,10 +313,9 @@ def retrying(
 ) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
     """Decorator: re-run the whole function (its find-before-create included) on errors `retry_if` accepts.
 
-    Why not Prefect's task `retries`: in Prefect 3.8 a failed attempt of a task inside
-    `with transaction():` rolls back the WHOLE enclosing transaction before the retry starts (the
-    task's own transaction exits with the error and `reset()` rolls its parent back), so the retry
-    then runs against resources already deleted. Put it under `@task`: `@task(...)` / `@retrying()` / def.
+    Why not Prefect's task `retries`: a retry must run the find-before-create again (an earlier attempt may
+    have made the resource and lost the answer), and in Prefect 3.8 a failed task attempt inside a transaction
+    rolls the whole transaction back before its retry starts. Put it under `@task`: `@task(...)` / `@retrying()`.
     """
 
     def decorate(fn: Callable[..., _T]) -> Callable[..., _T]:

@@ -14,7 +14,6 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from tasks.cloud import call_json, clients_for, retrying
-from tasks.transactions import recalled, remember
 from tasks.waiters import wait_all, wait_until
 
 RUN_TAG = "tcscale:run"
@@ -41,6 +40,10 @@ class Server(BaseModel):
     security_group_ids: list[str] = Field(default_factory=list)
     key_ids: list[str] = Field(default_factory=list)
     bandwidth_out: int = 0
+    internet_accessible: dict[str, Any] = Field(
+        default_factory=dict, description="InternetAccessible as DescribeInstances shows it: new servers copy it"
+    )
+    created_time: str = ""
     restrict_state: str = "NORMAL"
     expired_time: str | None = None
     latest_operation_error: str = ""
@@ -51,13 +54,15 @@ class Server(BaseModel):
         return "windows" in self.os_name.lower()
 
     def unbindable_reason(self) -> str | None:
-        """Why the console would not offer this server for a CLB (None: it would)."""
+        """Why RegisterTargets would refuse this server (None: it binds).
+
+        Isolated and expired servers cannot be bound. The guide's "bandwidth not 0" describes the console's
+        list; the API binds a server without public bandwidth to a VPC load balancer, so that is no reason.
+        """
         if self.restrict_state != "NORMAL":
             return f"it is {self.restrict_state.lower()} (RestrictState {self.restrict_state})"
         if self.expired_time:
             return f"it expired at {self.expired_time}"
-        if self.bandwidth_out <= 0:
-            return "its public bandwidth is 0"
         return None
 
     @classmethod
@@ -82,6 +87,8 @@ class Server(BaseModel):
             security_group_ids=item.get("SecurityGroupIds") or [],
             key_ids=(item.get("LoginSettings") or {}).get("KeyIds") or [],
             bandwidth_out=int(internet.get("InternetMaxBandwidthOut") or 0),
+            internet_accessible=internet,
+            created_time=item.get("CreatedTime") or "",
             restrict_state=item.get("RestrictState") or "NORMAL",
             expired_time=item.get("ExpiredTime") or None,
             latest_operation_error=item.get("LatestOperationErrorMsg") or "",
@@ -169,8 +176,6 @@ def create_image(source: Server, name: str, tags: dict[str, str], reuse: bool, d
     """Image the source server, or adopt an image of that name: this run's own (a re-run), or with `reuse`."""
     adopted = adopt_image(find_images(source.region, name), tags, reuse)
     if adopted is not None:
-        if not adopted.reused:  # this run's own: its rollback deletes it
-            remember(region=source.region, image_id=adopted.image_id)
         return adopted
     if dry_run:
         return Image(image_id="(new image)", image_name=name, state="PLANNED")
@@ -181,15 +186,7 @@ def create_image(source: Server, name: str, tags: dict[str, str], reuse: bool, d
         "TagSpecification": [{"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
     }
     image_id = call_json(clients_for(source.region).cvm, "CreateImage", request)["ImageId"]
-    remember(region=source.region, image_id=image_id)
     return Image(image_id=image_id, image_name=name, state="CREATING", tags=tags)
-
-
-@create_image.on_rollback
-def _delete_created_image(txn) -> None:  # type: ignore[no-untyped-def]
-    region, image_id = recalled(txn, "region", "image_id")
-    if image_id:  # only set for an image this run made
-        delete_image.fn(region, image_id)
 
 
 @task(name="wait-image-normal", cache_policy=NO_CACHE)
@@ -213,6 +210,47 @@ def wait_image_normal(region: str, image: Image, timeout: float, poll: float = 2
     return image.model_copy(update={"state": state["ImageState"]})
 
 
+def launch_request(
+    source: Server,
+    image_id: str,
+    count: int,
+    instance_type: str,
+    name: str,
+    tags: dict[str, str],
+    client_token: str | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """The RunInstances request of a tier's new servers: placed, networked and logged in exactly like the source.
+
+    Preflight sends this same request with DryRun, so the cloud checks what the launch will really ask.
+    """
+    request: dict[str, Any] = {
+        "Placement": {"Zone": source.zone, "ProjectId": source.project_id},
+        "ImageId": image_id,
+        "InstanceType": instance_type,
+        "InstanceCount": count,
+        "InstanceName": name,
+        "VirtualPrivateCloud": {"VpcId": source.vpc_id, "SubnetId": source.subnet_id},
+        "SecurityGroupIds": source.security_group_ids,
+        "InternetAccessible": _internet_like(source),
+        "TagSpecification": [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        "DryRun": dry_run,
+    }
+    if client_token:
+        request["ClientToken"] = client_token
+    # Log in as on the source: its key pairs, or (a password server, e.g. Windows) the image's own login.
+    request["LoginSettings"] = {"KeyIds": source.key_ids} if source.key_ids else {"KeepImageLogin": "TRUE"}
+    return request
+
+
+def _internet_like(source: Server) -> dict[str, Any]:
+    """The source's InternetAccessible as RunInstances takes it (charge type, bandwidth, public IP or not)."""
+    members = ("InternetChargeType", "InternetMaxBandwidthOut", "PublicIpAssigned", "BandwidthPackageId")
+    copied = {k: source.internet_accessible[k] for k in members if source.internet_accessible.get(k) is not None}
+    copied.setdefault("InternetMaxBandwidthOut", source.bandwidth_out)
+    return copied
+
+
 @task(name="run-servers", cache_policy=NO_CACHE)
 @retrying()
 def run_servers(
@@ -223,34 +261,10 @@ def run_servers(
     name: str,
     tags: dict[str, str],
     client_token: str,
-    dry_run: bool = False,
 ) -> list[str]:
-    """Launch `count` servers from the image, placed exactly like the source (region/zone/project/VPC/subnet/SGs)."""
-    request: dict[str, Any] = {
-        "Placement": {"Zone": source.zone, "ProjectId": source.project_id},
-        "ImageId": image_id,
-        "InstanceType": instance_type,
-        "InstanceCount": count,
-        "InstanceName": name,
-        "VirtualPrivateCloud": {"VpcId": source.vpc_id, "SubnetId": source.subnet_id},
-        "SecurityGroupIds": source.security_group_ids,
-        "InternetAccessible": {"InternetMaxBandwidthOut": source.bandwidth_out},
-        "TagSpecification": [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
-        "ClientToken": client_token,
-        "DryRun": dry_run,
-    }
-    # Log in as on the source: its key pairs, or (a password server, e.g. Windows) the image's own login.
-    request["LoginSettings"] = {"KeyIds": source.key_ids} if source.key_ids else {"KeepImageLogin": "TRUE"}
-    ids = call_json(clients_for(source.region).cvm, "RunInstances", request)["InstanceIdSet"]
-    remember(region=source.region, instance_ids=ids)
-    return ids
-
-
-@run_servers.on_rollback
-def _terminate_launched(txn) -> None:  # type: ignore[no-untyped-def]
-    region, ids = recalled(txn, "region", "instance_ids")
-    if ids:
-        terminate_servers.fn(region, ids)
+    """Launch `count` servers from the image (a retry with the same ClientToken adopts the first launch)."""
+    request = launch_request(source, image_id, count, instance_type, name, tags, client_token)
+    return call_json(clients_for(source.region).cvm, "RunInstances", request)["InstanceIdSet"]
 
 
 @task(name="wait-servers-running", cache_policy=NO_CACHE)
@@ -295,3 +309,47 @@ def delete_image(region: str, image_id: str) -> bool:
         return False
     call_json(clients_for(region).cvm, "DeleteImages", {"ImageIds": [image_id]})
     return True
+
+
+def tagged_servers(region: str, tags: dict[str, str]) -> list[str]:
+    """Ids of the servers carrying every tag (terminated ones excluded)."""
+    return [s.instance_id for s in describe_servers(region, filters=tag_filters(tags)) if s.state != "TERMINATED"]
+
+
+@task(name="terminate-tagged-servers", cache_policy=NO_CACHE)
+@retrying()
+def terminate_tagged(region: str, tags: dict[str, str], timeout: float) -> list[str]:
+    """Terminate every server carrying the tags and wait until they are going; returns their ids.
+
+    Found by tag, not by the ids a launch answered: a launch whose answer was lost is found too.
+    """
+    ids = tagged_servers(region, tags)
+    if ids:
+        terminate_servers.fn(region, ids)
+        wait_until(
+            lambda: describe_servers(region, ids),
+            done=lambda left: all(s.state in ("TERMINATING", "SHUTDOWN", "TERMINATED") for s in left),
+            failed=lambda _: None,
+            what=f"{len(ids)} server(s) to terminate",
+            timeout=timeout,
+            first_delay=0.2,
+            max_delay=5,
+        )
+    return ids
+
+
+def tagged_images(region: str, tags: dict[str, str]) -> list[str]:
+    filters = [{"Name": "image-type", "Values": ["PRIVATE_IMAGE"]}, *tag_filters(tags)]
+    return [
+        i["ImageId"] for i in call_json(clients_for(region).cvm, "DescribeImages", {"Filters": filters})["ImageSet"]
+    ]
+
+
+@task(name="delete-tagged-images", cache_policy=NO_CACHE)
+@retrying()
+def delete_tagged_images(region: str, tags: dict[str, str]) -> list[str]:
+    """Delete every private image carrying the tags (a run's image, also one whose CreateImage answer was lost)."""
+    ids = tagged_images(region, tags)
+    for image_id in ids:
+        delete_image.fn(region, image_id)
+    return ids

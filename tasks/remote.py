@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import socket
 import stat
 import time
@@ -235,16 +236,27 @@ def _unique(path: str, suffix: str, tag: str = "") -> str:
     return f"{path}.tcscale-{tag + '-' if tag else ''}{stamp}-{uuid.uuid4().hex[:8]}.{suffix}"
 
 
+_BACKUP = re.compile(r"^(?:(?P<tag>[a-z0-9-]+)-)?\d{8}T\d{6}-[0-9a-f]{8}\.bak$")
+
+
 def backups(conn: Connection, path: str, tag: str, timeout: float = 30.0) -> list[str]:
-    """The backups `rewrite_sdk_config(..., backup_tag=tag)` left of `path`, oldest first."""
+    """The backups `rewrite_sdk_config(..., backup_tag=tag)` left of `path`, oldest first.
+
+    The tag must match exactly: the backups of run `abc-2` are not run `abc`'s.
+    """
     remote_path = sftp_path(path)
     folder, _, name = remote_path.rpartition("/")
-    prefix = f"{name}.tcscale-{tag}-"
+    prefix = f"{name}.tcscale-"
     try:
         entries = _sftp(conn, timeout).listdir(folder or "/")
     except (OSError, paramiko.SSHException) as exc:
         raise RemoteError(_where(conn), f"cannot list {folder}: {exc}") from None
-    return [f"{folder}/{e}" for e in sorted(e for e in entries if e.startswith(prefix) and e.endswith(".bak"))]
+    ours = []
+    for entry in entries:
+        found = _BACKUP.match(entry[len(prefix) :]) if entry.startswith(prefix) else None
+        if found and (found.group("tag") or "") == tag:
+            ours.append(entry)
+    return [f"{folder}/{e}" for e in sorted(ours)]
 
 
 def _replace(conn: Connection, path: str, data: bytes, mode: int | None, timeout: float) -> None:

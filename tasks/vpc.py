@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prefect import task
@@ -9,7 +10,6 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.cloud import call_json, clients_for, retrying
-from tasks.transactions import recalled, remember
 
 
 class IngressRule(BaseModel):
@@ -43,7 +43,20 @@ def ingress_policies(region: str, security_group_id: str) -> list[dict[str, Any]
 
 
 def has_rule(region: str, rule: IngressRule) -> bool:
-    return any(rule.same_as(p) for p in ingress_policies(region, rule.security_group_id))
+    return existing_description(region, rule) is not None
+
+
+def existing_description(region: str, rule: IngressRule) -> str | None:
+    """The description of the group's rule that does what `rule` does (None: there is none)."""
+    for policy in ingress_policies(region, rule.security_group_id):
+        if rule.same_as(policy):
+            return policy.get("PolicyDescription") or ""
+    return None
+
+
+def marked_by(description: str, run_key: str) -> bool:
+    marker = _MARKER.match(description)
+    return bool(marker and marker.group(1) == run_key)
 
 
 @task(name="admit-ingress", cache_policy=NO_CACHE)
@@ -57,15 +70,7 @@ def admit(region: str, rule: IngressRule) -> bool:
         "CreateSecurityGroupPolicies",
         {"SecurityGroupId": rule.security_group_id, "SecurityGroupPolicySet": {"Ingress": [rule.api()]}},
     )
-    remember(region=region, rule=rule)
     return True
-
-
-@admit.on_rollback
-def _revoke_admitted(txn) -> None:  # type: ignore[no-untyped-def]
-    region, rule = recalled(txn, "region", "rule")
-    if rule is not None:
-        revoke.fn(region, rule)
 
 
 @task(name="revoke-ingress", cache_policy=NO_CACHE)
@@ -92,19 +97,28 @@ def security_group_ids(region: str) -> list[str]:
             return ids
 
 
-def rules_described(region: str, marker: str) -> list[IngressRule]:
-    """Every ingress ACCEPT rule whose description contains `marker` (how a run marks the rules it adds)."""
+def run_marker(run_key: str, what: str) -> str:
+    """The description a run gives the rules it adds: `tcscale:<run key> <what>` (rules have no tags)."""
+    return f"tcscale:{run_key} {what}"
+
+
+_MARKER = re.compile(r"^tcscale:([a-z0-9-]+)(?:\s|$)")
+
+
+def rules_of_run(region: str, run_key: str) -> list[IngressRule]:
+    """Every ingress ACCEPT rule a run added, by the exact run key in its description (`abc` never finds `abc-2`)."""
     found = []
     for group in security_group_ids(region):
         for policy in ingress_policies(region, group):
-            if marker in (policy.get("PolicyDescription") or ""):
+            description = policy.get("PolicyDescription") or ""
+            if marked_by(description, run_key):
                 found.append(
                     IngressRule(
                         security_group_id=group,
                         cidr_block=policy.get("CidrBlock") or "",
                         port=str(policy.get("Port")),
                         protocol=str(policy.get("Protocol")).upper(),
-                        description=policy.get("PolicyDescription") or "",
+                        description=description,
                     )
                 )
     return found

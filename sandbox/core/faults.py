@@ -7,6 +7,7 @@ first `count` matching requests only.
 """
 
 import random
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
@@ -47,11 +48,11 @@ class Faults:
     def clear(self) -> None:
         self.rules.clear()
 
-    def pick(self, service: str, action: str) -> list[FaultRule]:
-        """The rules that fire for this request (each counted as fired)."""
+    def pick(self, service: str, action: str, only: Callable[[FaultRule], bool] | None = None) -> list[FaultRule]:
+        """The rules that fire for this request (each counted as fired); `only` narrows which rules are asked."""
         fired = []
         for rule in self.rules:
-            if not rule.matches(service, action):
+            if not rule.matches(service, action) or (only is not None and not only(rule)):
                 continue
             if rule.count is not None and rule.fired >= rule.count:
                 continue

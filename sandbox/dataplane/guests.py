@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,7 @@ class Guests:
 
         IIS: the site starts, and its worker process only at the next request (`recycle`)."""
         verb = "restart" if run.started_at is not None or run.active_since is not None else "start"
+        await self._slow_start(server.instance_id, run.unit.name, verb)
         self._end_process(run)
         if verb == "restart":
             run.restarts += 1
@@ -337,12 +339,24 @@ class Guests:
             return None, str(error)
 
     def _fault(self, instance_id: str, name: str, verb: str) -> str | None:
-        rules = self.cloud.faults.rules
-        if not any(rule.service == "guest" for rule in rules):
-            return None  # never count other services' catch-all rules against a guest start
-        fired = [r for r in self.cloud.faults.pick("guest", f"{instance_id}/{name}.{verb}") if r.service == "guest"]
-        fired = fired or [r for r in self.cloud.faults.pick("guest", f"{name}.{verb}") if r.service == "guest"]
+        fired = self._pick(instance_id, name, verb, lambda rule: not rule.latency_ms)
         return f"injected fault: {fired[0].error_message}" if fired else None
+
+    async def _slow_start(self, instance_id: str, name: str, verb: str) -> None:
+        """A guest rule with `latency_ms` makes the (re)start take that long, then go on as usual."""
+        fired = self._pick(instance_id, name, verb, lambda rule: bool(rule.latency_ms))
+        if fired:
+            await asyncio.sleep(sum(rule.latency_ms for rule in fired) / 1000)  # the app's own slow start-up
+
+    def _pick(self, instance_id: str, name: str, verb: str, only: Callable[[Any], bool]) -> list[Any]:
+        if not any(rule.service == "guest" for rule in self.cloud.faults.rules):
+            return []  # never count other services' catch-all rules against a guest start
+
+        def guest(rule: Any) -> bool:
+            return rule.service == "guest" and only(rule)
+
+        pick = self.cloud.faults.pick
+        return pick("guest", f"{instance_id}/{name}.{verb}", guest) or pick("guest", f"{name}.{verb}", guest)
 
     # ---- listeners -------------------------------------------------------------------------------
     async def _sync_fronts(self, server: GuestServer) -> str | None:

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 from tencentcloud.cvm.v20170312 import models as cvm_models
 from tencentcloud.cvm.v20170312.cvm_client import CvmClient
 
@@ -23,6 +22,7 @@ from flows.parameters import (
     SessionTierParameters,
     Timeouts,
 )
+from sandbox.dataplane.guests import MAX_RESTARTS
 from sandbox.server import EmbeddedSandbox
 from tasks.models import SshSettings
 from tasks.waiters import wait_until
@@ -113,23 +113,42 @@ def business_configs(sandbox: EmbeddedSandbox) -> dict[str, bytes | None]:
     return configs
 
 
-def business_health(sandbox: EmbeddedSandbox) -> dict[str, dict[str, Any]]:
-    """{instance id: the app's /health answer} of every RUNNING business server."""
-    known = servers(sandbox)
-    answers = {}
-    for instance_id in business_server_ids(sandbox):
-        server = known[instance_id]
-        url = f"http://{server['private_ip']}:{server['app_port']}/health"
-        answers[instance_id] = httpx.get(url, timeout=5).json()
-    return answers
+def guest_status(sandbox: EmbeddedSandbox, instance_id: str) -> dict[str, Any]:
+    """The business app of one server as the sandbox's admin API shows it: state, restarts, the config it loaded.
+
+    Tests only: the product never reads this (no real cloud has it); it proves what the product's checks claim.
+    """
+    (server,) = [s for s in sandbox.admin("GET", "guests")["servers"] if s["instance_id"] == instance_id]
+    (app,) = [a for a in server["apps"].values() if a["kind"] == "weapp"]
+    return app
 
 
 def assert_business_untouched(sandbox: EmbeddedSandbox, configs: dict[str, bytes | None], auth_url: str) -> None:
-    """Every business server's sdk.config is byte-identical, its app up with the original authServerUrl."""
+    """Every business server's sdk.config is byte-identical, its app running with the original authServerUrl."""
     assert business_configs(sandbox) == configs
-    for instance_id, health in business_health(sandbox).items():
-        assert health.get("status") == "up", (instance_id, health)
-        assert health.get("authServerUrl") == auth_url, (instance_id, health)
+    for instance_id in configs:
+        app = guest_status(sandbox, instance_id)
+        assert app["state"] == "online", (instance_id, app)
+        assert app["loaded"].get("authServerUrl") == auth_url, (instance_id, app)
+
+
+def canary_first(region: str) -> list[str]:
+    """The business servers in the order the flow takes them: the first is its canary."""
+    from flows.preflight import select_servers
+
+    return [server.instance_id for server in select_servers(region, BUSINESS_TAG)]
+
+
+def restart_fails(instance_id: str) -> dict[str, Any]:
+    """The node app crashes at its next restart on this server, and at each of pm2's automatic restarts until pm2
+    gives up ("errored"); a restart after that (once the config is put back) works."""
+    action = f"{instance_id}/weapp.restart"
+    return {"service": "guest", "action": action, "error_message": "pm2: app crashed", "count": 1 + MAX_RESTARTS}
+
+
+def restart_slow(instance_id: str, milliseconds: int) -> dict[str, Any]:
+    """The node app's next restart on this server takes that long (then succeeds)."""
+    return {"service": "guest", "action": f"{instance_id}/weapp.restart", "latency_ms": milliseconds, "count": 1}
 
 
 # --- more business servers, made as an operator would (image + launch through the SDK) ---------------------
@@ -173,19 +192,20 @@ def add_business_servers(sandbox: EmbeddedSandbox, guide: dict[str, Any], count:
     )
     ids = list(cvm.RunInstances(run).InstanceIdSet)
     sandbox.admin("POST", "servers/settle")
-    known = servers(sandbox)
     for instance_id in ids:
-        server = known[instance_id]
-        url = f"http://{server['private_ip']}:{server['app_port']}/health"
         wait_until(
-            lambda url=url: httpx.get(url, timeout=2).json(),
-            done=lambda health: health.get("status") == "up",
+            lambda instance_id=instance_id: guest_status(sandbox, instance_id)["state"],
+            done=lambda state: state == "online",
             failed=lambda _: None,
             what=f"business server {instance_id}'s app",
             timeout=20,
             first_delay=0.05,
             max_delay=0.3,
-            transient=lambda error: isinstance(error, httpx.HTTPError),
         )
-    guide["known_hosts"] = [line for s in servers(sandbox).values() for line in s["known_hosts"]]
+    refresh_known_hosts(sandbox, guide)
     return ids
+
+
+def refresh_known_hosts(sandbox: EmbeddedSandbox, guide: dict[str, Any]) -> None:
+    """The host keys of every server now running (as an operator's known_hosts would list them)."""
+    guide["known_hosts"] = [line for s in servers(sandbox).values() for line in s["known_hosts"]]

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from flows.cleanup import cleanup_run
 from flows.parameters import CleanupParameters, ImageOptions
 from flows.preflight import select_servers
+from flows.run import client_token, ownership_tags
 from flows.scale_out import scale_out_session_tier
-from flows.steps import client_token, ownership_tags
+from flows.undo import Binding, remember_binding
 from sandbox.server import EmbeddedSandbox
 from tasks import clb, cvm, vpc
 from tasks.clb import HealthCheckSpec
 from tasks.cvm import Server
-from tasks.health import auth_url
+from tasks.health import HealthCheck, auth_url
 from tasks.models import runtime_profile
 from tasks.repoint import repoint
 from tests.flows.support import (
@@ -27,9 +30,11 @@ from tests.flows.support import (
     assert_business_untouched,
     business_configs,
     inventory,
+    restart_fails,
     session_params,
     ssh_settings,
 )
+from tests.flows.test_preflight import create_load_balancer
 
 KILLED = "killed-run-1"
 OTHER = "another-run-2"
@@ -50,7 +55,7 @@ def leave_what_a_killed_run_leaves(guide: dict[str, Any], key: str) -> dict[str,
         client_token(key, "session", "clb"), 20,
     )  # fmt: skip
     listener = clb.ensure_tcp_listener.fn(
-        region, balancer.load_balancer_id, port, "killed", HealthCheckSpec(), "/mina_auth/health", 20
+        region, balancer.load_balancer_id, port, clb.listener_name(key, "session"), HealthCheckSpec(), "/mina_auth/", 20
     )
     bound = [source.instance_id, *ids]
     clb.register_targets.fn(region, balancer.load_balancer_id, listener.listener_id, bound, port, 20)
@@ -58,14 +63,15 @@ def leave_what_a_killed_run_leaves(guide: dict[str, Any], key: str) -> dict[str,
         security_group_id=source.security_group_ids[0],
         cidr_block=f"{balancer.vip}/32",
         port=str(port),
-        description=f"tcscale:{key} CLB {balancer.load_balancer_id}",
+        description=vpc.run_marker(key, f"CLB {balancer.load_balancer_id}"),
     )
     assert vpc.admit.fn(region, rule)
     (business,) = select_servers(region, BUSINESS_TAG)
-    change = repoint.fn(
-        business, ssh_settings(guide), runtime_profile("node-pm2"), auth_url(balancer.vip or "", port), key
-    )
-    assert change.applied
+    done = repoint.fn(
+        business, ssh_settings(guide), runtime_profile("node-pm2"), health_check(guide),
+        auth_url(balancer.vip or "", port), key, 20,
+    )  # fmt: skip
+    assert done.change.applied
     return {
         "image": image.image_id,
         "instances": sorted(i.instance_id for i in new),
@@ -75,12 +81,17 @@ def leave_what_a_killed_run_leaves(guide: dict[str, Any], key: str) -> dict[str,
     }
 
 
-def cleanup(guide: dict[str, Any], dry_run: bool = False) -> Any:
+def health_check(guide: dict[str, Any]) -> HealthCheck:
+    return session_params(guide).health
+
+
+def cleanup(guide: dict[str, Any], dry_run: bool = False, key: str = KILLED) -> Any:
     params = CleanupParameters(
-        run_key=KILLED,
+        run_key=key,
         region=guide["region"],
         business_servers=BUSINESS_TAG,
         ssh=ssh_settings(guide),
+        health=health_check(guide),
         timeout=20,
         dry_run=dry_run,
     )
@@ -134,3 +145,52 @@ def test_a_rerun_adopts_what_the_killed_attempt_made(guide, cloud_env: EmbeddedS
     assert after["instances"] == killed["instances"] and after["images"] == killed["images"]
     assert after["load_balancers"].keys() == killed["load_balancers"].keys()
     assert after["security_groups"] == killed["security_groups"]  # no second copy of the VIP's rule
+
+
+def test_a_rerun_that_fails_undoes_the_killed_attempts_config_change_too(guide, cloud_env: EmbeddedSandbox):
+    """The killed attempt's sdk.config change is the run's own (its backup is named after the run): when the
+    re-run fails, its undo restores that server as well."""
+    configs = business_configs(cloud_env)
+    leave_what_a_killed_run_leaves(guide, KILLED)
+    assert business_configs(cloud_env) != configs
+    params = session_params(guide, run_key=KILLED, image=ImageOptions(name=f"tcscale-session-{KILLED}"))
+    cloud_env.admin("POST", "faults", restart_fails(guide["business_server"]["instance_id"]))
+
+    with pytest.raises(Exception, match="weapp did not restart"):
+        scale_out_session_tier(params)
+
+    assert_business_untouched(cloud_env, configs, guide["auth_server_url"])
+
+
+def test_cleanup_finds_the_listener_and_bindings_on_a_clb_it_did_not_create(guide, cloud_env: EmbeddedSandbox):
+    region, port = guide["region"], guide["ports"]["app"]
+    lb_id = create_load_balancer(cloud_env, guide, "INTERNAL", guide["vpc"]["vpc_id"], guide["subnet"]["subnet_id"])
+    operators = clb.ensure_tcp_listener.fn(region, lb_id, 8443, "operator", HealthCheckSpec(check_type="TCP"), "/", 20)
+    before = inventory(cloud_env)
+    session = guide["session_server"]["instance_id"]
+    # what a killed run did to the operator's CLB: a listener of its own, and a binding on the operator's listener
+    clb.ensure_tcp_listener.fn(region, lb_id, port, clb.listener_name(KILLED, "session"), HealthCheckSpec(),
+                               "/mina_auth/", 20)  # fmt: skip
+    binding = Binding(region=region, load_balancer_id=lb_id, listener_id=operators.listener_id, instance_ids=[session])
+    remember_binding(KILLED, binding)
+    clb.register_targets.fn(region, lb_id, operators.listener_id, [session], 8443, 20)
+    assert inventory(cloud_env) != before
+
+    removed = cleanup(guide)
+
+    assert removed.listeners == [f"{lb_id}/{clb.listener_name(KILLED, 'session')}"]
+    assert removed.targets_unbound == [f"{lb_id}/{operators.listener_id}: {session}"]
+    assert inventory(cloud_env) == before
+
+
+def test_an_unreachable_server_does_not_stop_the_cleanup(guide, cloud_env: EmbeddedSandbox):
+    left = leave_what_a_killed_run_leaves(guide, KILLED)
+    cloud_env.admin("POST", "faults", {"service": "ssh", "action": f"{left['business']}/sftp"})
+
+    with pytest.raises(RuntimeError, match=left["business"]) as failed:
+        cleanup(guide)
+
+    assert "could not be undone" in str(failed.value)
+    after = inventory(cloud_env)
+    assert left["load_balancer"] not in after["load_balancers"]
+    assert not set(left["instances"]) & set(after["instances"]) and left["image"] not in after["images"]

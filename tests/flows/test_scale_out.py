@@ -1,31 +1,48 @@
-"""The scale-out flows end to end: real Prefect engine, real SDK, real SSH, real TCP, against the sandbox."""
+"""The scale-out flows end to end: real Prefect engine, real SDK, real SSH, real TCP, against the sandbox.
+
+What the product claims (its report) is checked against what the sandbox knows (the config each app loaded),
+and the product's own checks are the real apps' routes only.
+"""
 
 import httpx
 from prefect.client.orchestration import get_client
 
 from flows.scale_out import scale_out_cluster, scale_out_session_tier
-from tests.flows.support import cluster_params
+from tasks.health import WX_SESSION_MAGIC_ID, auth_url
+from tests.flows.support import cluster_params, guest_status
+
+
+def report_of(key: str) -> str:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    return next(a for a in artifacts if a.key == key).data
 
 
 def test_scale_out_session_tier(guide, cloud_env):
-    outcome = scale_out_session_tier(cluster_params(guide).session)
+    params = cluster_params(guide).session
+    outcome = scale_out_session_tier(params)
 
     assert len(outcome.new_instance_ids) == 2 and len(outcome.bound) == 3
-    port = guide["ports"]["app"]
-    expected = f"http://{outcome.vip}{'' if port == 80 else f':{port}'}/mina_auth/"
+    expected = auth_url(outcome.vip or "", params.load_balancer.listener_port)
     (change,) = outcome.changes
     assert change.applied and change.after == expected and change.before == guide["auth_server_url"]
-    health = httpx.get(f"http://{guide['business_server']['private_ip']}:{port}/health").json()
-    assert health["status"] == "up" and health["authServerUrl"] == expected
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
-    report = next(a for a in artifacts if a.key == f"scale-out-session-tier-{outcome.run_key}")
-    assert "| canary: repoint" in report.data and "PRIVATE KEY" not in report.data
+    app = guest_status(cloud_env, guide["business_server"]["instance_id"])
+    assert app["state"] == "online" and app["loaded"]["authServerUrl"] == expected
+    report = report_of(f"scale-out-session-tier-{outcome.run_key}")
+    assert "| canary: repoint" in report and "PRIVATE KEY" not in report
+    for instance_id in outcome.bound:  # evidence that names each backend
+        assert f"| {instance_id} behind {outcome.load_balancer_id}/{outcome.listener_id} | ok |" in report
+    assert "restarted after the edit | ok | node-pm2: process" in report
+    assert "reaches" in report and "60012" in report  # the session service's verdict, through the new VIP
 
 
 def test_scale_out_cluster(guide, cloud_env):
-    session, business = scale_out_cluster(cluster_params(guide))
+    params = cluster_params(guide)
+    session, business = scale_out_cluster(params)
     assert len(business.bound) == 3
-    port = guide["ports"]["app"]
-    health = httpx.get(f"http://{business.vip}:{port}/health").json()
-    assert health["status"] == "up" and health["authServerUrl"].startswith(f"http://{session.vip}")
+    port = params.business.load_balancer.listener_port
+    login = httpx.get(f"http://{business.vip}:{port}/login", timeout=10)
+    assert login.status_code == 200 and WX_SESSION_MAGIC_ID in login.text
+    for instance_id in business.bound:  # every business server, old and new, loaded the session tier's VIP
+        loaded = guest_status(cloud_env, instance_id)["loaded"]["authServerUrl"]
+        assert loaded.startswith(f"http://{session.vip}")
