@@ -1,4 +1,4 @@
-"""What a launch asks for (`LaunchSpec`, shared by RunInstances and, later, Auto Scaling) and naming helpers."""
+"""What a launch asks for (`LaunchSpec`, shared by RunInstances and the Auto Scaling engine) and naming helpers."""
 
 import ipaddress
 import re
@@ -14,7 +14,7 @@ DEFAULT_INSTANCE_TYPE = "S5.SMALL2"  # the real cloud picks one by stock; ours i
 
 
 class LaunchSpec(BaseModel):
-    """What RunInstances (and, later, an Auto Scaling launch configuration) asks for."""
+    """What RunInstances (or the Auto Scaling engine, from a launch configuration) asks for."""
 
     zone: str
     project_id: int = 0
