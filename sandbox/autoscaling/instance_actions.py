@@ -96,12 +96,17 @@ def describe_auto_scaling_instances(req: Request) -> dict[str, Any]:
     members = [
         (m, g) for g in sorted(backend.groups(req.region), key=lambda g: g.created_at) for m in g.instances.values()
     ]
+    servers = cvm_of(req.cloud).state.instances
     total, page = describe(
         members,
         req.get("InstanceIds"),
         lambda pair: pair[0].instance_id,
         req.get("Filters"),
-        {"instance-id": lambda pair: pair[0].instance_id, "auto-scaling-group-id": lambda pair: pair[1].group_id},
+        {
+            "instance-id": lambda pair: pair[0].instance_id,
+            "auto-scaling-group-id": lambda pair: pair[1].group_id,
+            "private-ip-address": lambda pair: getattr(servers.get(pair[0].instance_id), "private_ip", None),
+        },
         req.get("Offset"),
         req.get("Limit"),
     )

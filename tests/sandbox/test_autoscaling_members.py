@@ -40,6 +40,9 @@ def test_attach_raises_desired_and_registers_on_the_listener(world: World) -> No
         (i, "MANUAL_ATTACHING", "IN_SERVICE") for i in existing
     }
     assert world.targets(*forward) == sorted((i, 80, 10) for i in existing)
+    ip = world.cvm("DescribeInstances", InstanceIds=existing[:1]).InstanceSet[0].PrivateIpAddresses[0]
+    by_ip = world.a("DescribeAutoScalingInstances", Filters=[{"Name": "private-ip-address", "Values": [ip]}])
+    assert [m.InstanceId for m in by_ip.AutoScalingInstanceSet] == existing[:1]
     activity = world.a("DescribeAutoScalingActivities", ActivityIds=[activity_id]).ActivitySet[0]
     assert (activity.ActivityType, activity.StatusCode) == ("ATTACH_INSTANCES", "SUCCESSFUL")
     assert sorted(r.InstanceId for r in activity.RelatedInstanceSet) == sorted(existing)
