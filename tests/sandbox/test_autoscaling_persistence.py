@@ -20,7 +20,8 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     with EmbeddedSandbox(config) as first:
         world = world_of(first)
         forward = world.listener()
-        group_id = world.group(world.launch_configuration(), forward=forward, DesiredCapacity=1)
+        lc_id = world.launch_configuration(LoginSettings={"Password": "Sandbox-Pass-1"})
+        group_id = world.group(lc_id, forward=forward, DesiredCapacity=1)
         world.settle(group_id)
         start = sandbox_now(first) + timedelta(hours=1)
         world.a(
@@ -51,3 +52,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         advance_to(second, start)  # the schedule still fires after the restart
         assert world.settle(group_id).InServiceInstanceCount == 2
         assert len(world.targets(*forward)) == 2
+        # the launch configuration's login password (kept as a hash beside the state) reaches the new server
+        cvm = second.cloud.backends["cvm"].state.instances  # type: ignore[attr-defined]
+        assert all(cvm[m.InstanceId].password_hash for m in world.instances(group_id))
+        assert "Sandbox-Pass-1" not in (tmp_path / "state.json").read_text()
