@@ -127,19 +127,13 @@ class PolicyRules:
             self._tracking(policy, p)
 
     def _simple(self, policy: ScalingPolicy, p: dict[str, Any]) -> None:
-        for member in ("AdjustmentType", "AdjustmentValue", "MetricAlarm"):
-            if (
-                member not in p
-                and getattr(
-                    policy,
-                    {
-                        "AdjustmentType": "adjustment_type",
-                        "AdjustmentValue": "adjustment_value",
-                        "MetricAlarm": "metric_alarm",
-                    }[member],
-                )
-                is None
-            ):
+        current = {
+            "AdjustmentType": policy.adjustment_type,
+            "AdjustmentValue": policy.adjustment_value,
+            "MetricAlarm": policy.metric_alarm,
+        }
+        for member, value in current.items():
+            if member not in p and value is None:
                 raise ApiError("MissingParameter.InScenario", f"A SIMPLE policy needs `{member}`.")
         policy.adjustment_type = one_of("AdjustmentType", p.get("AdjustmentType", policy.adjustment_type), ADJUSTMENTS)
         value = p.get("AdjustmentValue", policy.adjustment_value)
@@ -148,7 +142,8 @@ class PolicyRules:
         if policy.adjustment_type != "EXACT_CAPACITY" and value == 0:
             raise ApiError("InvalidParameterValue", "A CHANGE / PERCENT AdjustmentValue must not be 0.")
         policy.adjustment_value = value
-        policy.cooldown = in_range("Cooldown", p.get("Cooldown", policy.cooldown or 300), 0, 3600)
+        cooldown = p.get("Cooldown", 300 if policy.cooldown is None else policy.cooldown)
+        policy.cooldown = in_range("Cooldown", cooldown, 0, 3600)
         if "MetricAlarm" in p:
             a = p["MetricAlarm"]
             alarm = MetricAlarm(
@@ -193,11 +188,9 @@ class PolicyRules:
                 "LimitExceeded.TargetTrackingScalingPolicy", f"The group already tracks {metric} ({same[0].policy_id})."
             )
         policy.target_value = target
+        warmup = p.get("EstimatedInstanceWarmup", policy.estimated_instance_warmup)
         policy.estimated_instance_warmup = in_range(
-            "EstimatedInstanceWarmup",
-            p.get("EstimatedInstanceWarmup", policy.estimated_instance_warmup or 300),
-            0,
-            3600,
+            "EstimatedInstanceWarmup", 300 if warmup is None else warmup, 0, 3600
         )
         policy.disable_scale_in = bool(p.get("DisableScaleIn", policy.disable_scale_in or False))
 
