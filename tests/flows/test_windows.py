@@ -15,6 +15,8 @@ import pytest
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from tencentcloud.cvm.v20170312 import cvm_client, models
+from tencentcloud.vpc.v20170312 import models as vpc_models
+from tencentcloud.vpc.v20170312 import vpc_client
 
 from flows.parameters import LoadBalancerOptions, ServerSelector, SessionTierParameters, Timeouts
 from flows.preflight import PreflightFailed
@@ -84,6 +86,13 @@ def launch_iis_business_server(
 
     The test's own SSH logs in with the password from `password_file` (written here); the flows, from a Secret block.
     """
+    # IIS answers on port 80: the operator's group admits it (the seed's business group admits 5757 and SSH only).
+    vpc = sdk_client(cloud_env, vpc_client.VpcClient, guide["region"])
+    admit = vpc_models.CreateSecurityGroupPoliciesRequest()
+    rule = {"Protocol": "TCP", "Port": "80", "CidrBlock": "0.0.0.0/0", "Action": "ACCEPT", "PolicyDescription": "IIS"}
+    group = guide["security_groups"]["business"]
+    admit.from_json_string(json.dumps({"SecurityGroupId": group, "SecurityGroupPolicySet": {"Ingress": [rule]}}))
+    vpc.CreateSecurityGroupPolicies(admit)
     cvm = sdk_client(cloud_env, cvm_client.CvmClient, guide["region"])
     launch = {
         "Placement": {"Zone": guide["zone"], "ProjectId": guide["project_id"]},
