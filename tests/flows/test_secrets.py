@@ -33,12 +33,10 @@ from prefect.settings import (
     PREFECT_SERVER_DATABASE_CONNECTION_URL,
 )
 
-from flows.parameters import ServerSelector
 from flows.scale_out import scale_out_cluster, scale_out_session_tier
-from tasks.models import SshSettings
 from tasks.ssh_keys import load_private_key
 from tests.flows.support import cluster_params
-from tests.flows.test_windows import launch_iis_business_server
+from tests.flows.test_windows import launch_iis_business_server, session_params
 
 
 def secret_needles(key_text: str, password: str, secret_key: str) -> dict[str, str]:
@@ -131,16 +129,8 @@ def test_full_runs_leave_no_secret_in_prefect_nor_in_their_output(guide, cloud_e
     cluster.business.ssh = cluster.business.ssh.model_copy(update=keyed)
     session, _ = scale_out_cluster(cluster)
     assert session.changes and all(change.applied for change in session.changes)
-    # The IIS business server: Administrator's password from its Secret block. IIS answers on port 80, which the
-    # sandbox serves at `map["80"]` when it may not bind it (as the demo's listeners do).
-    iis = cluster_params(guide, count=1).session
-    iis.business_servers = ServerSelector(instance_ids=[windows["instance_id"]])
-    iis.runtime = "dotnet-iis"
-    iis.health = iis.health.model_copy(update={"app_port": guide["ports"]["map"]["80"]})
-    iis.ssh = SshSettings(
-        port=windows["ssh_port"], password_secret_block=password_block, known_hosts=windows["known_hosts"]
-    )
-    outcome = scale_out_session_tier(iis)
+    # The IIS business server: Administrator's password from its Secret block.
+    outcome = scale_out_session_tier(session_params(guide, windows, password_block))
     (change,) = outcome.changes
     assert change.applied and change.instance_id == windows["instance_id"]
 
