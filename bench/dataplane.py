@@ -133,7 +133,7 @@ def ssh_handshakes(sandbox: SandboxProcess, seed: dict[str, Any], ids: list[str]
         address = servers[ids[n % len(ids)]]["private_ip"]
         began = time.perf_counter()
         sock = socket.create_connection((address, port), timeout=10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # paramiko never sets it (DESIGN.md §4)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # paramiko never sets it
         client = paramiko.SSHClient()
         client._host_keys = host_keys  # strict: only the admin API's known host keys
         client.set_missing_host_key_policy(paramiko.RejectPolicy())

@@ -1,9 +1,9 @@
 """SSH to the servers (fabric 3 / paramiko): connect with verified host keys, rewrite sdk.config, restart apps.
 
-Facts this follows (DESIGN.md §4): paramiko never sets TCP_NODELAY (a loopback handshake takes
+Facts this follows: paramiko never sets TCP_NODELAY (a loopback handshake takes
 ~93 ms instead of ~5 ms), so the socket is opened here and passed as `sock`; fabric accepts any
 host key by default, so the policy is set explicitly; Prefect's task timeouts do not interrupt a
-blocking call, so every connect, SFTP operation and command has its own timeout. Private keys are
+blocking call, so every connect, SFTP operation and command has its own timeout. Keys and passwords are
 never logged nor put in an error message.
 """
 
