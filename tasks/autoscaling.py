@@ -1,0 +1,536 @@
+"""Thin typed calls over Auto Scaling (as 2018-04-19), and the waits on its activities.
+
+Every write is a Prefect task retried on retryable codes only (`tasks.cloud.retrying`). Auto Scaling's creates
+take no ClientToken, so each create finds its resource by name first (a retry, or a re-run, adopts it).
+Activities are eventually consistent: right after a change, DescribeAutoScalingActivities may list nothing, which
+is "not yet", never an index to take.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from tasks.cloud import call_json, clients_for, retrying
+from tasks.waiters import wait_until
+
+PAGE = 100
+FINISHED_OK = "SUCCESSFUL"
+FAILED_STATES = ("FAILED", "PARTIALLY_SUCCESSFUL", "CANCELLED")
+
+
+def _as(region: str) -> Any:
+    return clients_for(region).autoscaling
+
+
+def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def _paged(region: str, action: str, request: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        answer = call_json(_as(region), action, {**request, "Offset": offset, "Limit": PAGE})
+        page = answer.get(key) or []
+        items += page
+        offset += len(page)
+        if not page or offset >= int(answer.get("TotalCount") or 0):
+            return items
+
+
+# --- models ---------------------------------------------------------------------------------------------------
+
+
+class LaunchConfiguration(BaseModel):
+    launch_configuration_id: str
+    name: str
+    image_id: str
+    instance_type: str
+    status: str = "NORMAL"
+    project_id: int = 0
+    security_group_ids: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> LaunchConfiguration:
+        return cls(
+            launch_configuration_id=item["LaunchConfigurationId"],
+            name=item["LaunchConfigurationName"],
+            image_id=item.get("ImageId") or "",
+            instance_type=item.get("InstanceType") or "",
+            status=item.get("LaunchConfigurationStatus") or "NORMAL",
+            project_id=int(item.get("ProjectId") or 0),
+            security_group_ids=item.get("SecurityGroupIds") or [],
+        )
+
+
+class ForwardLoadBalancer(BaseModel):
+    load_balancer_id: str
+    listener_id: str
+    port: int
+    weight: int = 10
+
+    def api(self) -> dict[str, Any]:
+        return {
+            "LoadBalancerId": self.load_balancer_id,
+            "ListenerId": self.listener_id,
+            "TargetAttributes": [{"Port": self.port, "Weight": self.weight}],
+        }
+
+
+class Group(BaseModel):
+    group_id: str
+    name: str
+    launch_configuration_id: str
+    min_size: int
+    max_size: int
+    desired: int
+    vpc_id: str
+    subnet_ids: list[str] = Field(default_factory=list)
+    zones: list[str] = Field(default_factory=list)
+    termination_policies: list[str] = Field(default_factory=list)
+    forward: list[ForwardLoadBalancer] = Field(default_factory=list)
+    instance_count: int = 0
+    in_service: int = 0
+    in_activity: bool = False
+    enabled: bool = True
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> Group:
+        forward = []
+        for f in item.get("ForwardLoadBalancerSet") or []:
+            for attr in f.get("TargetAttributes") or [{}]:
+                forward.append(
+                    ForwardLoadBalancer(
+                        load_balancer_id=f["LoadBalancerId"],
+                        listener_id=f.get("ListenerId") or "",
+                        port=int(attr.get("Port") or 0),
+                        weight=int(attr.get("Weight") or 0),
+                    )
+                )
+        return cls(
+            group_id=item["AutoScalingGroupId"],
+            name=item["AutoScalingGroupName"],
+            launch_configuration_id=item["LaunchConfigurationId"],
+            min_size=item["MinSize"],
+            max_size=item["MaxSize"],
+            desired=item["DesiredCapacity"],
+            vpc_id=item.get("VpcId") or "",
+            subnet_ids=item.get("SubnetIdSet") or [],
+            zones=item.get("ZoneSet") or [],
+            termination_policies=item.get("TerminationPolicySet") or [],
+            forward=forward,
+            instance_count=int(item.get("InstanceCount") or 0),
+            in_service=int(item.get("InServiceInstanceCount") or 0),
+            in_activity=item.get("InActivityStatus") == "IN_ACTIVITY",
+            enabled=item.get("EnabledStatus", "ENABLED") == "ENABLED",
+            tags={t["Key"]: t["Value"] for t in item.get("Tags") or []},
+        )
+
+    @property
+    def settled(self) -> bool:
+        return not self.in_activity and self.instance_count == self.in_service == self.desired
+
+
+class Member(BaseModel):
+    instance_id: str
+    group_id: str
+    state: str
+    health: str = "HEALTHY"
+    creation_type: str = "AUTO_CREATION"
+    protected: bool = False
+    zone: str = ""
+    add_time: str = ""
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> Member:
+        return cls(
+            instance_id=item["InstanceId"],
+            group_id=item["AutoScalingGroupId"],
+            state=item["LifeCycleState"],
+            health=item.get("HealthStatus") or "",
+            creation_type=item.get("CreationType") or "",
+            protected=bool(item.get("ProtectedFromScaleIn")),
+            zone=item.get("Zone") or "",
+            add_time=item.get("AddTime") or "",
+        )
+
+
+class Activity(BaseModel):
+    activity_id: str
+    type: str
+    status: str
+    cause: str = ""
+    description: str = ""
+    message: str = ""
+    start_time: str = ""
+    end_time: str = ""
+    instances: dict[str, str] = Field(default_factory=dict, description="{instance id: its status in the activity}")
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> Activity:
+        return cls(
+            activity_id=item["ActivityId"],
+            type=item.get("ActivityType") or "",
+            status=item["StatusCode"],
+            cause=item.get("Cause") or "",
+            description=item.get("Description") or "",
+            message=item.get("StatusMessage") or item.get("StatusMessageSimplified") or "",
+            start_time=item.get("StartTime") or "",
+            end_time=item.get("EndTime") or "",
+            instances={i["InstanceId"]: i.get("InstanceStatus") or "" for i in item.get("RelatedInstanceSet") or []},
+        )
+
+    def failure(self) -> str | None:
+        if self.status not in FAILED_STATES:
+            return None
+        return f"activity {self.activity_id} ({self.type}) {self.status}: {self.message or self.cause}"
+
+
+class ScheduledAction(BaseModel):
+    action_id: str = ""
+    name: str
+    min_size: int
+    max_size: int
+    desired: int
+    start_time: str
+    end_time: str = ""
+    recurrence: str = ""
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> ScheduledAction:
+        return cls(
+            action_id=item["ScheduledActionId"],
+            name=item["ScheduledActionName"],
+            min_size=item["MinSize"],
+            max_size=item["MaxSize"],
+            desired=item["DesiredCapacity"],
+            start_time=item.get("StartTime") or "",
+            end_time=item.get("EndTime") or "",
+            recurrence=item.get("Recurrence") or "",
+        )
+
+
+class AlarmPolicy(BaseModel):
+    policy_id: str = ""
+    name: str
+    adjustment: int
+    operator: str
+    threshold: int
+    period: int
+    continuous_time: int
+    cooldown: int
+    metric: str = "CPU_UTILIZATION"
+    statistic: str = "AVERAGE"
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> AlarmPolicy:
+        alarm = item.get("MetricAlarm") or {}
+        return cls(
+            policy_id=item["AutoScalingPolicyId"],
+            name=item["ScalingPolicyName"],
+            adjustment=int(item.get("AdjustmentValue") or 0),
+            operator=alarm.get("ComparisonOperator") or "",
+            threshold=int(alarm.get("Threshold") or 0),
+            period=int(alarm.get("Period") or 0),
+            continuous_time=int(alarm.get("ContinuousTime") or 0),
+            cooldown=int(item.get("Cooldown") or 0),
+            metric=alarm.get("MetricName") or "",
+            statistic=alarm.get("Statistic") or "AVERAGE",
+        )
+
+    def same_as(self, other: AlarmPolicy) -> bool:
+        keys = {"adjustment", "operator", "threshold", "period", "continuous_time", "cooldown", "metric", "statistic"}
+        return self.model_dump(include=keys) == other.model_dump(include=keys)
+
+    def api(self) -> dict[str, Any]:
+        return {
+            "AdjustmentType": "CHANGE_IN_CAPACITY",
+            "AdjustmentValue": self.adjustment,
+            "Cooldown": self.cooldown,
+            "MetricAlarm": {
+                "ComparisonOperator": self.operator,
+                "MetricName": self.metric,
+                "Threshold": self.threshold,
+                "Period": self.period,
+                "ContinuousTime": self.continuous_time,
+                "Statistic": self.statistic,
+            },
+        }
+
+
+# --- reads ----------------------------------------------------------------------------------------------------
+
+
+def find_launch_configuration(region: str, name: str) -> LaunchConfiguration | None:
+    filters = [{"Name": "launch-configuration-name", "Values": [name]}]
+    found = _paged(region, "DescribeLaunchConfigurations", {"Filters": filters}, "LaunchConfigurationSet")
+    return next((LaunchConfiguration.from_api(i) for i in found if i["LaunchConfigurationName"] == name), None)
+
+
+def describe_launch_configuration(region: str, lc_id: str) -> LaunchConfiguration | None:
+    answer = call_json(_as(region), "DescribeLaunchConfigurations", {"LaunchConfigurationIds": [lc_id]})
+    found = answer.get("LaunchConfigurationSet") or []
+    return LaunchConfiguration.from_api(found[0]) if found else None
+
+
+def find_group(region: str, name: str) -> Group | None:
+    filters = [{"Name": "auto-scaling-group-name", "Values": [name]}]
+    found = _paged(region, "DescribeAutoScalingGroups", {"Filters": filters}, "AutoScalingGroupSet")
+    return next((Group.from_api(i) for i in found if i["AutoScalingGroupName"] == name), None)
+
+
+def describe_group(region: str, group_id: str) -> Group | None:
+    answer = call_json(_as(region), "DescribeAutoScalingGroups", {"AutoScalingGroupIds": [group_id]})
+    found = answer.get("AutoScalingGroupSet") or []
+    return Group.from_api(found[0]) if found else None
+
+
+def members(region: str, group_id: str) -> list[Member]:
+    filters = [{"Name": "auto-scaling-group-id", "Values": [group_id]}]
+    found = _paged(region, "DescribeAutoScalingInstances", {"Filters": filters}, "AutoScalingInstanceSet")
+    return [Member.from_api(i) for i in found]
+
+
+def membership_of(region: str, instance_ids: list[str]) -> dict[str, Member]:
+    """{instance id: its membership} for those of `instance_ids` in any scaling group."""
+    if not instance_ids:
+        return {}
+    found = _paged(region, "DescribeAutoScalingInstances", {"InstanceIds": instance_ids}, "AutoScalingInstanceSet")
+    return {i["InstanceId"]: Member.from_api(i) for i in found}
+
+
+def activities(region: str, group_id: str, limit: int = PAGE) -> list[Activity]:
+    """The group's activities, newest first (possibly none yet)."""
+    filters = [{"Name": "auto-scaling-group-id", "Values": [group_id]}]
+    answer = call_json(_as(region), "DescribeAutoScalingActivities", {"Filters": filters, "Limit": limit})
+    return [Activity.from_api(i) for i in answer.get("ActivitySet") or []]
+
+
+def describe_activity(region: str, activity_id: str) -> Activity | None:
+    answer = call_json(_as(region), "DescribeAutoScalingActivities", {"ActivityIds": [activity_id]})
+    found = answer.get("ActivitySet") or []
+    return Activity.from_api(found[0]) if found else None  # not listed yet: eventual consistency
+
+
+def scheduled_actions(region: str, group_id: str) -> list[ScheduledAction]:
+    filters = [{"Name": "auto-scaling-group-id", "Values": [group_id]}]
+    found = _paged(region, "DescribeScheduledActions", {"Filters": filters}, "ScheduledActionSet")
+    return [ScheduledAction.from_api(i) for i in found]
+
+
+def alarm_policies(region: str, group_id: str) -> list[AlarmPolicy]:
+    filters = [{"Name": "auto-scaling-group-id", "Values": [group_id]}]
+    found = _paged(region, "DescribeScalingPolicies", {"Filters": filters}, "ScalingPolicySet")
+    return [AlarmPolicy.from_api(i) for i in found if i.get("ScalingPolicyType", "SIMPLE") == "SIMPLE"]
+
+
+# --- writes ---------------------------------------------------------------------------------------------------
+
+
+@task(name="create-launch-configuration", cache_policy=NO_CACHE)
+@retrying()
+def create_launch_configuration(region: str, name: str, request: dict[str, Any]) -> tuple[LaunchConfiguration, bool]:
+    """Find by name, else create: (the launch configuration, created now)."""
+    found = find_launch_configuration(region, name)
+    if found is not None:
+        return found, False
+    lc_id = call_json(_as(region), "CreateLaunchConfiguration", {**request, "LaunchConfigurationName": name})[
+        "LaunchConfigurationId"
+    ]
+    created = describe_launch_configuration(region, lc_id)
+    return created or LaunchConfiguration(
+        launch_configuration_id=lc_id, name=name, image_id=request["ImageId"], instance_type=request["InstanceType"]
+    ), True
+
+
+@task(name="delete-launch-configuration", cache_policy=NO_CACHE)
+@retrying()
+def delete_launch_configuration(region: str, lc_id: str) -> bool:
+    if describe_launch_configuration(region, lc_id) is None:
+        return False
+    call_json(_as(region), "DeleteLaunchConfiguration", {"LaunchConfigurationId": lc_id})
+    return True
+
+
+@task(name="create-scaling-group", cache_policy=NO_CACHE)
+@retrying()
+def create_group(region: str, name: str, request: dict[str, Any], tags: dict[str, str]) -> tuple[Group, bool]:
+    found = find_group(region, name)
+    if found is not None:
+        return found, False
+    body = {**request, "AutoScalingGroupName": name, "Tags": _tags(tags)}
+    group_id = call_json(_as(region), "CreateAutoScalingGroup", body)["AutoScalingGroupId"]
+    group = wait_until(
+        lambda: describe_group(region, group_id),
+        done=lambda g: g is not None,
+        failed=lambda _: None,
+        what=f"scaling group {group_id} to be listed",
+        timeout=60,
+    )
+    assert group is not None
+    return group, True
+
+
+@task(name="modify-scaling-group", cache_policy=NO_CACHE)
+@retrying()
+def modify_group(region: str, group_id: str, changes: dict[str, Any]) -> None:
+    call_json(_as(region), "ModifyAutoScalingGroup", {"AutoScalingGroupId": group_id, **changes})
+
+
+@task(name="delete-scaling-group", cache_policy=NO_CACHE)
+@retrying()  # ResourceInUse.ActivityInProgress / InstanceInGroup are retried, as Terraform does
+def delete_group(region: str, group_id: str, timeout: float) -> bool:
+    """Empty the group (min = desired = 0; attached servers detached, launched ones terminated), then delete it."""
+    group = describe_group(region, group_id)
+    if group is None:
+        return False
+    attached = [m.instance_id for m in members(region, group_id) if m.creation_type == "MANUAL_ATTACHING"]
+    if attached:
+        for instance_id in attached:  # unprotect, then remove (RemoveInstances only detaches what was attached)
+            set_protection.fn(region, group_id, [instance_id], False)
+        modify_group.fn(region, group_id, {"MinSize": 0})
+        activity = call_json(_as(region), "RemoveInstances", {"AutoScalingGroupId": group_id, "InstanceIds": attached})
+        wait_activity.fn(region, activity["ActivityId"], timeout)
+    modify_group.fn(region, group_id, {"MinSize": 0, "DesiredCapacity": 0})
+    wait_settled.fn(region, group_id, timeout)
+    call_json(_as(region), "DeleteAutoScalingGroup", {"AutoScalingGroupId": group_id})
+    return True
+
+
+@task(name="attach-instances", cache_policy=NO_CACHE)
+@retrying()
+def attach_instances(region: str, group_id: str, instance_ids: list[str]) -> str:
+    answer = call_json(_as(region), "AttachInstances", {"AutoScalingGroupId": group_id, "InstanceIds": instance_ids})
+    return answer["ActivityId"]
+
+
+@task(name="set-instances-protection", cache_policy=NO_CACHE)
+@retrying()
+def set_protection(region: str, group_id: str, instance_ids: list[str], protected: bool) -> None:
+    request = {"AutoScalingGroupId": group_id, "InstanceIds": instance_ids, "ProtectedFromScaleIn": protected}
+    call_json(_as(region), "SetInstancesProtection", request)
+
+
+@task(name="modify-desired-capacity", cache_policy=NO_CACHE)
+@retrying()
+def modify_desired(region: str, group_id: str, desired: int) -> None:
+    request = {"AutoScalingGroupId": group_id, "DesiredCapacity": desired}
+    call_json(_as(region), "ModifyDesiredCapacity", request)
+
+
+@task(name="put-scheduled-action", cache_policy=NO_CACHE)
+@retrying()
+def put_scheduled_action(region: str, group_id: str, action: ScheduledAction) -> ScheduledAction:
+    """Create the named scheduled action, or modify the one of that name in the group."""
+    body: dict[str, Any] = {
+        "MinSize": action.min_size,
+        "MaxSize": action.max_size,
+        "DesiredCapacity": action.desired,
+        "StartTime": action.start_time,
+    }
+    if action.recurrence:
+        body |= {"Recurrence": action.recurrence, "EndTime": action.end_time}
+    existing = next((a for a in scheduled_actions(region, group_id) if a.name == action.name), None)
+    if existing is not None:
+        call_json(_as(region), "ModifyScheduledAction", {"ScheduledActionId": existing.action_id, **body})
+        return action.model_copy(update={"action_id": existing.action_id})
+    request = {"AutoScalingGroupId": group_id, "ScheduledActionName": action.name, **body}
+    action_id = call_json(_as(region), "CreateScheduledAction", request)["ScheduledActionId"]
+    return action.model_copy(update={"action_id": action_id})
+
+
+@task(name="delete-scheduled-action", cache_policy=NO_CACHE)
+@retrying()
+def delete_scheduled_action(region: str, group_id: str, name: str) -> bool:
+    existing = next((a for a in scheduled_actions(region, group_id) if a.name == name), None)
+    if existing is None:
+        return False
+    call_json(_as(region), "DeleteScheduledAction", {"ScheduledActionId": existing.action_id})
+    return True
+
+
+@task(name="put-alarm-policy", cache_policy=NO_CACHE)
+@retrying()
+def put_alarm_policy(region: str, group_id: str, policy: AlarmPolicy) -> AlarmPolicy:
+    """Create the named SIMPLE alarm policy, or modify the group's policy of that name."""
+    existing = next((p for p in alarm_policies(region, group_id) if p.name == policy.name), None)
+    if existing is not None:
+        call_json(_as(region), "ModifyScalingPolicy", {"AutoScalingPolicyId": existing.policy_id, **policy.api()})
+        return policy.model_copy(update={"policy_id": existing.policy_id})
+    request = {"AutoScalingGroupId": group_id, "ScalingPolicyName": policy.name, **policy.api()}
+    policy_id = call_json(_as(region), "CreateScalingPolicy", request)["AutoScalingPolicyId"]
+    return policy.model_copy(update={"policy_id": policy_id})
+
+
+@task(name="delete-alarm-policy", cache_policy=NO_CACHE)
+@retrying()
+def delete_alarm_policy(region: str, group_id: str, name: str) -> bool:
+    existing = next((p for p in alarm_policies(region, group_id) if p.name == name), None)
+    if existing is None:
+        return False
+    call_json(_as(region), "DeleteScalingPolicy", {"AutoScalingPolicyId": existing.policy_id})
+    return True
+
+
+# --- waits ----------------------------------------------------------------------------------------------------
+
+
+@task(name="wait-activity", cache_policy=NO_CACHE)
+def wait_activity(region: str, activity_id: str, timeout: float, poll: float = 2.0) -> Activity:
+    """INIT / RUNNING -> SUCCESSFUL; FAILED, PARTIALLY_SUCCESSFUL or CANCELLED fail with the cloud's message.
+    Not listed yet (right after the change) is "not yet"."""
+    found = wait_until(
+        lambda: describe_activity(region, activity_id),
+        done=lambda a: a is not None and a.status == FINISHED_OK,
+        failed=lambda a: a.failure() if a is not None else None,
+        what=f"scaling activity {activity_id}",
+        timeout=timeout,
+        first_delay=min(poll, 0.2),
+        max_delay=poll,
+    )
+    assert found is not None
+    return found
+
+
+@task(name="wait-group-activities", cache_policy=NO_CACHE)
+def wait_new_activities(
+    region: str, group_id: str, known: set[str], timeout: float, poll: float = 2.0
+) -> list[Activity]:
+    """Activities the group starts after a change (ids not in `known`) until the group has settled; each must end
+    SUCCESSFUL. Polls the group too: no new activity and a settled group means the change needed none."""
+
+    def state() -> tuple[Group | None, list[Activity]]:
+        return describe_group(region, group_id), [a for a in activities(region, group_id) if a.activity_id not in known]
+
+    def failed(s: tuple[Group | None, list[Activity]]) -> str | None:
+        if s[0] is None:
+            return f"scaling group {group_id} is gone"
+        return next((f for a in s[1] if (f := a.failure())), None)
+
+    def done(s: tuple[Group | None, list[Activity]]) -> bool:
+        group, new = s
+        return group is not None and group.settled and all(a.status == FINISHED_OK for a in new)
+
+    _, new = wait_until(state, done, failed, f"the activities of {group_id}", timeout, min(poll, 0.2), poll)
+    return new
+
+
+@task(name="wait-group-settled", cache_policy=NO_CACHE)
+def wait_settled(region: str, group_id: str, timeout: float, poll: float = 2.0) -> Group:
+    """NOT_IN_ACTIVITY with as many IN_SERVICE servers as it desires."""
+    group = wait_until(
+        lambda: describe_group(region, group_id),
+        done=lambda g: g is not None and g.settled,
+        failed=lambda g: f"scaling group {group_id} is gone" if g is None else None,
+        what=f"scaling group {group_id} to settle at its desired capacity",
+        timeout=timeout,
+        first_delay=min(poll, 0.2),
+        max_delay=poll,
+    )
+    assert group is not None
+    return group
