@@ -157,3 +157,145 @@ class CleanupParameters(BusinessServersAccess):
     health: HealthCheck = Field(default_factory=HealthCheck, description="how a restarted business app is verified")
     timeout: float = Field(600, gt=0, description="deadline of each wait, seconds")
     dry_run: bool = Field(False, description="list what would be removed; change nothing")
+
+
+# --- Auto Scaling ------------------------------------------------------------------------------------------
+
+CRON_FIELD = r"^[0-9*,/-]+$"
+
+
+class LunchPeak(BaseModel):
+    """The guide's lunch peak: more servers every day from `start` to `end`, Beijing time (Asia/Shanghai)."""
+
+    enabled: bool = Field(True, description="schedule the peak (False: remove tcscale's peak actions)")
+    extra: int = Field(2, ge=1, le=100, description="servers added for the peak")
+    start: str = Field("11:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="peak start, HH:MM Beijing time")
+    end: str = Field("13:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="peak end, HH:MM Beijing time")
+    days_of_week: str = Field("*", pattern=CRON_FIELD, description="cron day-of-week field (1 = Monday ... 7)")
+    lead_minutes: int | None = Field(
+        None,
+        ge=0,
+        le=180,
+        description="start the scale-out this early; None: the measured launch-to-healthy time "
+        "of the tier's image plus `margin_minutes`",
+    )
+    margin_minutes: int = Field(5, ge=0, le=120, description="added to the measured launch-to-healthy time")
+    end_time: str | None = Field(
+        None, description="when the recurrence stops, YYYY-MM-DDThh:mm:ss+08:00; None: one year after the first peak"
+    )
+
+    @model_validator(mode="after")
+    def ordered(self) -> LunchPeak:
+        if self.start >= self.end:
+            raise ValueError(f"the peak must start before it ends ({self.start} >= {self.end})")
+        for field in self.days_of_week.split(","):
+            for part in field.split("/")[0].split("-"):
+                if part != "*" and not (part.isdigit() and 1 <= int(part) <= 7):
+                    raise ValueError(f"days_of_week {self.days_of_week!r}: Tencent takes 1 (Monday) .. 7 or *")
+        return self
+
+
+class CpuAlarm(BaseModel):
+    threshold: int = Field(ge=1, le=100, description="CPU %")
+    minutes: int = Field(ge=1, le=50, description="the condition holds this long (1..10, or a multiple of 5 to 50)")
+    adjustment: int = Field(description="servers added (+) or removed (-)")
+    cooldown: int = Field(300, ge=0, le=3600, description="seconds before the group scales again")
+
+    @model_validator(mode="after")
+    def periods(self) -> CpuAlarm:
+        if self.minutes > 10 and self.minutes % 5:
+            raise ValueError(f"{self.minutes} min: above 10 minutes give a multiple of 5 (Period 300 s x 1..10)")
+        if self.adjustment == 0:
+            raise ValueError("an alarm policy's adjustment cannot be 0")
+        return self
+
+    def period_and_count(self) -> tuple[int, int]:
+        """(Period, ContinuousTime) as the API takes them: 60 s x n up to 10 min, else 300 s x n."""
+        return (60, self.minutes) if self.minutes <= 10 else (300, self.minutes // 5)
+
+
+class CpuAlarms(BaseModel):
+    enabled: bool = Field(True, description="create the CPU alarm policies (False: remove tcscale's)")
+    high: CpuAlarm = Field(default_factory=lambda: CpuAlarm(threshold=70, minutes=5, adjustment=1))
+    low: CpuAlarm = Field(default_factory=lambda: CpuAlarm(threshold=20, minutes=15, adjustment=-1))
+
+    @model_validator(mode="after")
+    def apart(self) -> CpuAlarms:
+        if self.low.threshold >= self.high.threshold:
+            raise ValueError(f"the low CPU threshold ({self.low.threshold}) must be below the high one")
+        if self.high.adjustment < 0 or self.low.adjustment > 0:
+            raise ValueError("the high alarm adds servers (adjustment > 0), the low one removes them (< 0)")
+        return self
+
+
+class CostModel(BaseModel):
+    """For the report's monthly comparison of fixed peak capacity against the scheduled plan."""
+
+    hourly_price: float = Field(0.5, ge=0, description="one server's price per hour (e.g. CNY)")
+    currency: str = "CNY"
+    days_per_month: int = Field(30, ge=1, le=31)
+    load_profile: list[int] | None = Field(
+        None,
+        min_length=24,
+        max_length=24,
+        description="servers needed in each hour 0..23 Beijing time; None: the "
+        "schedule's own (base capacity, + extra in the peak)",
+    )
+
+
+class AutoScalingParameters(BaseModel):
+    min_size: int | None = Field(None, ge=0, le=2000, description="None: the tier's servers now (never fewer)")
+    max_size: int | None = Field(None, ge=0, le=2000, description="None: desired + peak extra + 2")
+    desired: int | None = Field(None, ge=0, le=2000, description="None: min_size")
+    instance_type: str | None = Field(None, description="None: the tier's source server's")
+    image_id: str | None = Field(None, description="launch from this NORMAL image; None: image a tier server")
+    subnet_ids: list[str] = Field(default_factory=list, description="None: the subnets of the tier's servers")
+    termination_policy: Literal["OLDEST_INSTANCE", "NEWEST_INSTANCE"] = "NEWEST_INSTANCE"
+    peak: LunchPeak = Field(default_factory=LunchPeak)
+    alarms: CpuAlarms = Field(default_factory=CpuAlarms)
+    cost: CostModel = Field(default_factory=CostModel)
+    activity_timeout: float = Field(900, gt=0, description="deadline of one scaling activity, seconds")
+
+    @model_validator(mode="after")
+    def bounds(self) -> AutoScalingParameters:
+        lo, hi, want = self.min_size, self.max_size, self.desired
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min_size {lo} > max_size {hi}")
+        if want is not None and ((lo is not None and want < lo) or (hi is not None and want > hi)):
+            bounds = f"[{lo if lo is not None else 0}, {hi if hi is not None else '-'}]"
+            raise ValueError(f"desired {want} is outside the group's bounds {bounds}")
+        return self
+
+
+class SessionAutoScalingParameters(SessionTierParameters):
+    autoscaling: AutoScalingParameters = Field(default_factory=AutoScalingParameters)
+
+
+class BusinessAutoScalingParameters(BusinessTierParameters):
+    autoscaling: AutoScalingParameters = Field(default_factory=AutoScalingParameters)
+
+
+AutoScalingTierParameters = SessionAutoScalingParameters | BusinessAutoScalingParameters
+
+
+class AutoScalingClusterParameters(BaseModel):
+    tiers: list[Tier] = Field(default_factory=lambda: ["session", "business"], min_length=1)
+    session: SessionAutoScalingParameters = Field(default_factory=SessionAutoScalingParameters)
+    business: BusinessAutoScalingParameters = Field(default_factory=BusinessAutoScalingParameters)
+    run_key: str | None = Field(None, pattern=r"^[a-z0-9-]{1,36}$")
+    dry_run: bool = Field(False, description="show the difference it would apply; change nothing")
+
+
+class CapacityParameters(BaseModel):
+    tier: Tier
+    capacity: str = Field(pattern=r"^[+-]?\d{1,4}$", description="absolute (4), or relative (+2, -1)")
+    session: SessionAutoScalingParameters = Field(default_factory=SessionAutoScalingParameters)
+    business: BusinessAutoScalingParameters = Field(default_factory=BusinessAutoScalingParameters)
+    dry_run: bool = False
+
+    def target(self, current: int) -> int:
+        return current + int(self.capacity) if self.capacity[0] in "+-" else int(self.capacity)
+
+    def tier_params(self) -> AutoScalingTierParameters:
+        chosen = self.session if self.tier == "session" else self.business
+        return chosen.model_copy(update={"dry_run": self.dry_run or chosen.dry_run})

@@ -1,0 +1,491 @@
+"""The guide's "配置更智能的弹性伸缩策略" as flows: a tier handed to Auto Scaling, checked, and resized.
+
+`configure-autoscaling` is declarative: preflight (every problem before any change), then for each resource
+(image, launch configuration, scaling group, attached and protected servers, lunch-peak scheduled actions, CPU
+alarm policies) it compares the cloud with the declaration and applies only the difference, each creation
+written to the undo ledger first. Its report lists the difference applied (or, with `dry_run`, that would be),
+"no change" on a second run, when the peak capacity is ready against the peak, and the monthly cost.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.variables import Variable
+from pydantic import Field
+
+from flows import scaling_plan as plan
+from flows.parameters import AutoScalingClusterParameters, AutoScalingTierParameters, CapacityParameters
+from flows.run import TierOutcome, TierRun, this_flow_run_id, tier_run
+from flows.scaling_checks import LaunchCheck, activity_table, change_capacity, check_servers, vip_of
+from flows.scaling_preflight import TierFacts, preflight
+from tasks import autoscaling as asg
+from tasks import cvm
+
+CONFIGURE_STEPS = 12
+
+
+class AutoScalingOutcome(TierOutcome):
+    group_id: str | None = None
+    launch_configuration_id: str | None = None
+    differences: list[str] = Field(default_factory=list, description="what was (dry run: would be) changed")
+    launch_seconds: float | None = Field(None, description="measured launch-to-healthy time of the tier's image")
+    lead_minutes: int | None = None
+    schedule: list[asg.ScheduledAction] = Field(default_factory=list)
+    cost: plan.CostReport | None = None
+    activities: list[asg.Activity] = Field(default_factory=list)
+    capacity_message: str = ""
+
+
+def launch_seconds_variable(tier: str) -> str:
+    return f"tcscale-autoscaling-{tier}-launch-seconds"
+
+
+class Converge:
+    """Each difference is recorded; applied unless a dry run."""
+
+    def __init__(self, run: TierRun) -> None:
+        self.run = run
+        self.differences: list[str] = []
+
+    def change(self, what: str, apply: Any = None) -> Any:
+        self.differences.append(what)
+        if self.run.params.dry_run or apply is None:
+            return None
+        return apply()
+
+
+def _request_lc(facts: TierFacts, image_id: str, tier: str) -> dict[str, Any]:
+    source = facts.source
+    request: dict[str, Any] = {
+        "ImageId": image_id,
+        "InstanceType": facts.instance_type,
+        "ProjectId": source.project_id,
+        "SecurityGroupIds": source.security_group_ids,
+        "InternetAccessible": cvm._internet_like(source),
+        "InstanceTags": [{"Key": cvm.TIER_TAG, "Value": tier}],
+        "LoginSettings": {"KeyIds": source.key_ids} if source.key_ids else {"KeepImageLogin": "TRUE"},
+    }
+    return request
+
+
+def converge_tier(run: TierRun, facts: TierFacts, c: Converge) -> AutoScalingOutcome:
+    params: AutoScalingTierParameters = run.params  # type: ignore[assignment]
+    region, scaling, timeouts = run.region, params.autoscaling, params.timeouts
+    # 1. the image the group launches from
+    image_id = scaling.image_id or (facts.image.image_id if facts.image else None)
+    if image_id is None:
+        name = facts.image_name
+        with run.step(f"image {facts.source.instance_id} as {name!r}"):
+
+            def make_image() -> str:
+                image = cvm.create_image(facts.source, name, run.tags, True)
+                run.ledger.add(
+                    f"image {image.image_id}",
+                    lambda: cvm.delete_image(region, image.image_id),
+                    f"delete image {image.image_id} in the CVM console",
+                )
+                run.record.add("image", image.image_id, created=True, detail=name)
+                return cvm.wait_image_normal(region, image, timeouts.image, timeouts.poll).image_id
+
+            image_id = c.change(f"image the {run.tier} server {facts.source.instance_id} as {name!r}", make_image)
+    # 2. the launch configuration
+    lc_name = plan.launch_configuration_name(run.tier, image_id or "new-image")
+    lc = asg.find_launch_configuration(region, lc_name) if image_id else None
+    lc_created = lc is None
+    if lc is None:
+        with run.step(f"launch configuration {lc_name}"):
+
+            def make_lc() -> asg.LaunchConfiguration:
+                made, created = asg.create_launch_configuration(region, lc_name, _request_lc(facts, image_id, run.tier))
+                if created:
+                    run.ledger.add(
+                        f"launch configuration {made.launch_configuration_id}",
+                        lambda: asg.delete_launch_configuration(region, made.launch_configuration_id),
+                        f"delete launch configuration {made.launch_configuration_id}",
+                    )
+                run.record.add("launch-configuration", made.launch_configuration_id, created=created, detail=lc_name)
+                return made
+
+            lc = c.change(f"create launch configuration {lc_name} ({facts.instance_type} from {image_id})", make_lc)
+    # 3. the scaling group
+    group = facts.group
+    cap, fwd = facts.capacity, facts.forward
+    if group is None:
+        with run.step(f"scaling group {plan.group_name(run.tier)}"):
+
+            def make_group() -> asg.Group:
+                assert lc is not None
+                request = {
+                    "LaunchConfigurationId": lc.launch_configuration_id,
+                    "MinSize": 0,
+                    "MaxSize": cap.max_size,
+                    "DesiredCapacity": 0,
+                    "VpcId": facts.source.vpc_id,
+                    "SubnetIds": facts.subnet_ids,
+                    "ProjectId": facts.source.project_id,
+                    "ForwardLoadBalancers": [fwd.api()],
+                    "TerminationPolicies": [scaling.termination_policy],
+                    "RetryPolicy": "INCREMENTAL_INTERVALS",
+                }
+                made, created = asg.create_group(region, plan.group_name(run.tier), request, run.tags)
+                if created:
+                    run.ledger.add(
+                        f"scaling group {made.group_id}",
+                        lambda: asg.delete_group(region, made.group_id, scaling.activity_timeout),
+                        f"set min/desired to 0 and delete scaling group {made.group_id}",
+                    )
+                run.record.add("scaling-group", made.group_id, created=created, detail=plan.group_name(run.tier))
+                return made
+
+            group = c.change(
+                f"create scaling group {plan.group_name(run.tier)} ({cap.min_size}/{cap.desired}/{cap.max_size}, "
+                f"subnets {', '.join(facts.subnet_ids)}, {fwd.load_balancer_id}/{fwd.listener_id} -> port "
+                f"{fwd.port}, {scaling.termination_policy})",
+                make_group,
+            )
+        created_group = True
+    else:
+        created_group = False
+        run.record.add("scaling-group", group.group_id, created=False, detail=group.name)
+        changes: dict[str, Any] = {}
+        if lc is not None and group.launch_configuration_id != lc.launch_configuration_id:
+            changes["LaunchConfigurationId"] = lc.launch_configuration_id
+        if sorted(group.subnet_ids) != sorted(facts.subnet_ids):
+            changes["SubnetIds"] = facts.subnet_ids
+        if group.termination_policies != [scaling.termination_policy]:
+            changes["TerminationPolicies"] = [scaling.termination_policy]
+        if changes:
+            with run.step(f"modify scaling group {group.group_id}"):
+                c.change(
+                    f"modify scaling group {group.group_id}: {changes}",
+                    lambda: asg.modify_group(region, group.group_id, changes),
+                )
+    if group is None:  # dry run: the rest is all new
+        return planned_rest(run, facts, c, image_id)
+    # 4. the tier's servers attached and protected from scale-in
+    attach_and_protect(run, facts, c, group)
+    # 5. bounds (desired only when new, explicit or outside the bounds: alarms and schedules move it)
+    bounds_to(run, facts, c, group, created_group)
+    # 6. the image starts the apps at boot: launch from it, timed
+    launch_seconds = facts.launch_seconds
+    check: LaunchCheck | None = None
+    if lc_created or launch_seconds is None:
+        desc = "launch one server from the launch configuration and time it to healthy (the image starts the apps)"
+        check = c.change(desc, lambda: LaunchCheck().run(run, asg.describe_group(region, group.group_id) or group))
+        if check is not None:
+            launch_seconds = check.seconds
+            Variable.set(launch_seconds_variable(run.tier), round(check.seconds, 1), overwrite=True)
+    lead = plan.lead_minutes(scaling.peak, launch_seconds)
+    # 7. lunch-peak scheduled actions and 8. CPU alarm policies
+    wanted, _ = plan.peak_actions(run.tier, scaling.peak, cap, lead, datetime.now(UTC))
+    put_schedules(run, c, group, wanted if scaling.peak.enabled else [])
+    put_policies(run, c, group, plan.alarm_policies(run.tier, scaling) if scaling.alarms.enabled else [])
+    return AutoScalingOutcome(
+        tier=run.tier,
+        run_key=run.key,
+        dry_run=params.dry_run,
+        image_id=image_id,
+        group_id=group.group_id,
+        launch_configuration_id=lc.launch_configuration_id if lc else None,
+        load_balancer_id=fwd.load_balancer_id,
+        listener_id=fwd.listener_id,
+        differences=c.differences,
+        launch_seconds=launch_seconds,
+        lead_minutes=lead,
+        schedule=wanted if scaling.peak.enabled else [],
+        activities=check.activities if check else [],
+        cost=plan.monthly_cost(cap, scaling.peak, lead, scaling.cost),
+    )
+
+
+def attach_and_protect(run: TierRun, facts: TierFacts, c: Converge, group: asg.Group) -> None:
+    region, timeout = run.region, run.params.autoscaling.activity_timeout  # type: ignore[attr-defined]
+    membership = asg.membership_of(region, [s.instance_id for s in facts.attachable])
+    outside = [s.instance_id for s in facts.attachable if s.instance_id not in membership]
+    if outside:
+        with run.step(f"attach {', '.join(outside)} to {group.group_id}"):
+
+            def attach() -> None:
+                run.ledger.add(
+                    f"{', '.join(outside)} attached to {group.group_id}",
+                    lambda: _detach(region, group.group_id, outside, timeout),
+                    f"remove {', '.join(outside)} from {group.group_id} (RemoveInstances only detaches)",
+                )
+                activity = asg.attach_instances(region, group.group_id, outside)
+                asg.wait_activity(region, activity, timeout, run.params.timeouts.poll)
+
+            c.change(f"attach the {run.tier} servers {', '.join(outside)} to {group.group_id}", attach)
+    members = {m.instance_id: m for m in asg.members(region, group.group_id)}
+    unprotected = [i for i in [s.instance_id for s in facts.attachable] if not (i in members and members[i].protected)]
+    if unprotected:
+        c.change(
+            f"protect {', '.join(unprotected)} from scale-in",
+            lambda: asg.set_protection(region, group.group_id, unprotected, True),
+        )
+
+
+def _detach(region: str, group_id: str, instance_ids: list[str], timeout: float) -> bool:
+    present = [m.instance_id for m in asg.members(region, group_id) if m.instance_id in instance_ids]
+    if not present:
+        return False
+    asg.set_protection.fn(region, group_id, present, False)
+    group = asg.describe_group(region, group_id)
+    if group is not None and group.min_size > group.desired - len(present):
+        asg.modify_group.fn(region, group_id, {"MinSize": max(0, group.desired - len(present))})
+    from tasks.cloud import call_json, clients_for
+
+    answer = call_json(
+        clients_for(region).autoscaling, "RemoveInstances", {"AutoScalingGroupId": group_id, "InstanceIds": present}
+    )
+    asg.wait_activity.fn(region, answer["ActivityId"], timeout)
+    return True
+
+
+def bounds_to(run: TierRun, facts: TierFacts, c: Converge, group: asg.Group, created: bool) -> None:
+    region, cap = run.region, facts.capacity
+    scaling = run.params.autoscaling  # type: ignore[attr-defined]
+    current = asg.describe_group(region, group.group_id) or group if not run.params.dry_run else group
+    changes: dict[str, Any] = {}
+    if current.min_size != cap.min_size:
+        changes["MinSize"] = cap.min_size
+    if current.max_size != cap.max_size:
+        changes["MaxSize"] = cap.max_size
+    explicit = scaling.desired is not None
+    if current.desired != cap.desired and (created or explicit or not cap.min_size <= current.desired <= cap.max_size):
+        changes["DesiredCapacity"] = cap.desired
+    if not changes:
+        return
+    with run.step(f"bounds of {group.group_id}: {changes}"):
+
+        def apply() -> None:
+            known = {a.activity_id for a in asg.activities(region, group.group_id)}
+            asg.modify_group(region, group.group_id, changes)
+            asg.wait_new_activities(region, group.group_id, known, scaling.activity_timeout, run.params.timeouts.poll)
+
+        shown = ", ".join(f"{k} {getattr(current, _FIELD[k])} -> {v}" for k, v in changes.items())
+        c.change(f"set {group.group_id} {shown}", apply)
+
+
+_FIELD = {"MinSize": "min_size", "MaxSize": "max_size", "DesiredCapacity": "desired"}
+
+
+def put_schedules(run: TierRun, c: Converge, group: asg.Group, wanted: list[asg.ScheduledAction]) -> None:
+    region, explicit_end = run.region, run.params.autoscaling.peak.end_time is not None  # type: ignore[attr-defined]
+    have = {a.name: a for a in asg.scheduled_actions(region, group.group_id)}
+    for action in wanted:
+        old = have.get(action.name)
+        if old is not None and plan.same_schedule(old, action, explicit_end):
+            continue
+        verb = "create" if old is None else "modify"
+        what = (
+            f"{verb} scheduled action {action.name}: desired {action.desired} (min {action.min_size}, max "
+            f"{action.max_size}) at cron '{action.recurrence}' Beijing time from {action.start_time} until "
+            f"{action.end_time}"
+        )
+
+        def put(action: asg.ScheduledAction = action, old: asg.ScheduledAction | None = old) -> None:
+            if old is None:
+                run.ledger.add(
+                    f"scheduled action {action.name}",
+                    lambda: asg.delete_scheduled_action(region, group.group_id, action.name),
+                    f"delete scheduled action {action.name} of {group.group_id}",
+                )
+            asg.put_scheduled_action(region, group.group_id, action)
+
+        c.change(what, put)
+    ours = {f"tcscale-{run.tier}-peak-out", f"tcscale-{run.tier}-peak-in"} - {a.name for a in wanted}
+    for name in sorted(ours & set(have)):
+        c.change(
+            f"delete scheduled action {name} (peak disabled)",
+            lambda name=name: asg.delete_scheduled_action(region, group.group_id, name),
+        )
+
+
+def put_policies(run: TierRun, c: Converge, group: asg.Group, wanted: list[asg.AlarmPolicy]) -> None:
+    region = run.region
+    have = {p.name: p for p in asg.alarm_policies(region, group.group_id)}
+    for policy in wanted:
+        old = have.get(policy.name)
+        if old is not None and old.same_as(policy):
+            continue
+        verb = "create" if old is None else "modify"
+        what = (
+            f"{verb} alarm policy {policy.name}: CPU {policy.operator} {policy.threshold} % for "
+            f"{policy.period}s x {policy.continuous_time} -> {policy.adjustment:+d}, cooldown {policy.cooldown}s"
+        )
+
+        def put(policy: asg.AlarmPolicy = policy, old: asg.AlarmPolicy | None = old) -> None:
+            if old is None:
+                run.ledger.add(
+                    f"alarm policy {policy.name}",
+                    lambda: asg.delete_alarm_policy(region, group.group_id, policy.name),
+                    f"delete scaling policy {policy.name}",
+                )
+            asg.put_alarm_policy(region, group.group_id, policy)
+
+        c.change(what, put)
+    ours = {f"tcscale-{run.tier}-cpu-high", f"tcscale-{run.tier}-cpu-low"} - {p.name for p in wanted}
+    for name in sorted(ours & set(have)):
+        c.change(
+            f"delete alarm policy {name} (alarms disabled)",
+            lambda name=name: asg.delete_alarm_policy(region, group.group_id, name),
+        )
+
+
+def planned_rest(run: TierRun, facts: TierFacts, c: Converge, image_id: str | None) -> AutoScalingOutcome:
+    scaling = run.params.autoscaling  # type: ignore[attr-defined]
+    ids = ", ".join(s.instance_id for s in facts.attachable)
+    c.change(f"attach the {run.tier} servers {ids} and protect them from scale-in")
+    c.change(f"set min {facts.capacity.min_size}, desired {facts.capacity.desired}, max {facts.capacity.max_size}")
+    c.change("launch one server from the launch configuration and time it to healthy (the image starts the apps)")
+    lead = plan.lead_minutes(scaling.peak, facts.launch_seconds)
+    wanted, _ = plan.peak_actions(run.tier, scaling.peak, facts.capacity, lead, datetime.now(UTC))
+    for action in wanted if scaling.peak.enabled else []:
+        c.change(f"create scheduled action {action.name}: desired {action.desired} at '{action.recurrence}'")
+    for policy in plan.alarm_policies(run.tier, scaling) if scaling.alarms.enabled else []:
+        c.change(
+            f"create alarm policy {policy.name}: CPU {policy.operator} {policy.threshold} % -> {policy.adjustment:+d}"
+        )
+    return AutoScalingOutcome(
+        tier=run.tier,
+        run_key=run.key,
+        dry_run=True,
+        image_id=image_id,
+        differences=c.differences,
+        lead_minutes=lead,
+        load_balancer_id=facts.forward.load_balancer_id,
+        listener_id=facts.forward.listener_id,
+        cost=plan.monthly_cost(facts.capacity, scaling.peak, lead, scaling.cost),
+        schedule=wanted,
+    )
+
+
+def publish(flow_name: str, outcome: AutoScalingOutcome, extra: list[str] | None = None) -> None:
+    """The Auto Scaling part of the report: difference, schedule against the peak, cost, activities."""
+    verb = "would apply" if outcome.dry_run else "applied"
+    lines = [f"# {flow_name}: {outcome.tier} tier", ""]
+    if outcome.capacity_message:
+        lines += [outcome.capacity_message, ""]
+    if flow_name == "configure-autoscaling":
+        lines += [f"## Difference {verb}", ""]
+        lines += [f"- {d}" for d in outcome.differences] or ["No change: the cloud already matches the declaration."]
+        lines.append("")
+    if outcome.schedule:
+        lines += ["## Lunch peak (Beijing time)", ""]
+        measured = f"{outcome.launch_seconds:.1f} s" if outcome.launch_seconds is not None else "not measured"
+        lines += [f"Launch-to-healthy measured: {measured}; the scale-out fires {outcome.lead_minutes} min early.", ""]
+        lines += [
+            f"- {a.name}: desired {a.desired} at '{a.recurrence}' (first {a.start_time}, until {a.end_time})"
+            for a in outcome.schedule
+        ]
+        lines.append("")
+    if outcome.cost is not None:
+        lines += ["## Monthly cost", "", *outcome.cost.markdown(), ""]
+    if outcome.activities:
+        lines += ["## Scaling activities", "", *activity_table(outcome.activities), ""]
+    lines += extra or []
+    text = "\n".join(lines) + "\n"
+    outcome.report = text + "\n" + outcome.report
+    create_markdown_artifact(
+        text, key=f"{flow_name}-{outcome.tier}-{outcome.run_key}"[:200], description=f"{flow_name} ({outcome.tier})"
+    )
+
+
+def configure_tier(params: AutoScalingTierParameters, tier: str) -> AutoScalingOutcome:
+    with tier_run("configure-autoscaling", tier, params, CONFIGURE_STEPS) as run:
+        with run.step("preflight: servers, CLB listener, image, subnets, bounds, schedule, alarms"):
+            facts = preflight(run)
+        c = Converge(run)
+        result = converge_tier(run, facts, c)
+        run.record.plan += c.differences or ["no change: the cloud already matches the declaration"]
+        run.finish(result)
+    publish("configure-autoscaling", result)
+    return result
+
+
+def tier_params(params: AutoScalingClusterParameters, tier: str, key: str) -> AutoScalingTierParameters:
+    chosen = params.session if tier == "session" else params.business
+    return chosen.model_copy(update={"run_key": key, "dry_run": params.dry_run or chosen.dry_run})
+
+
+@flow(name="configure-autoscaling", description="配置弹性伸缩: hand each tier to Auto Scaling (declarative)")
+def configure_autoscaling(params: AutoScalingClusterParameters) -> list[AutoScalingOutcome]:
+    key = params.run_key or this_flow_run_id()
+    return [configure_tier(tier_params(params, tier, key), tier) for tier in params.tiers]
+
+
+@flow(name="verify-autoscaling", description="弹性伸缩验证: desired + 1, the new server healthy, desired restored")
+def verify_autoscaling(params: AutoScalingClusterParameters) -> list[AutoScalingOutcome]:
+    key = params.run_key or this_flow_run_id()
+    outcomes = []
+    for tier in params.tiers:
+        tp = tier_params(params, tier, key)
+        with tier_run("verify-autoscaling", tier, tp, 8) as run:
+            group = existing_group(run)
+            if tp.dry_run:
+                run.record.plan.append(f"{group.group_id}: desired {group.desired} -> {group.desired + 1} and back")
+                result = AutoScalingOutcome(tier=tier, run_key=run.key, dry_run=True, group_id=group.group_id)
+            else:
+                check = LaunchCheck().run(run, group)
+                Variable.set(launch_seconds_variable(tier), round(check.seconds, 1), overwrite=True)
+                history = asg.activities(run.region, group.group_id, 20)
+                result = AutoScalingOutcome(
+                    tier=tier,
+                    run_key=run.key,
+                    dry_run=False,
+                    group_id=group.group_id,
+                    activities=history,
+                    new_instance_ids=check.new_ids,
+                    launch_seconds=check.seconds,
+                )
+            run.finish(result)
+        publish("verify-autoscaling", result)
+        outcomes.append(result)
+    return outcomes
+
+
+def existing_group(run: TierRun) -> asg.Group:
+    group = asg.find_group(run.region, plan.group_name(run.tier))
+    if group is None:
+        raise LookupError(f"no scaling group {plan.group_name(run.tier)} in {run.region}: run configure-autoscaling")
+    return group
+
+
+def clamp(target: int, group: asg.Group) -> tuple[int, str]:
+    if target < group.min_size or target > group.max_size:
+        clamped = min(max(target, group.min_size), group.max_size)
+        return clamped, (
+            f"asked for {target} servers, outside {group.group_id}'s bounds [{group.min_size}, "
+            f"{group.max_size}]: set to {clamped} (change the bounds with configure-autoscaling)"
+        )
+    return target, ""
+
+
+@flow(name="set-capacity", description="调整期望实例数: a tier's desired capacity (4, +2, -1), clamped to the bounds")
+def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
+    tp = params.tier_params()
+    with tier_run("set-capacity", params.tier, tp, 6) as run:
+        group = existing_group(run)
+        target, message = clamp(params.target(group.desired), group)
+        result = AutoScalingOutcome(
+            tier=params.tier, run_key=run.key, dry_run=tp.dry_run, group_id=group.group_id, capacity_message=message
+        )
+        if message:
+            run.record.plan.append(message)
+        if target == group.desired:
+            result.capacity_message = (message + " " if message else "") + f"desired capacity is already {target}"
+        elif tp.dry_run:
+            run.record.plan.append(f"{group.group_id}: desired {group.desired} -> {target}")
+        else:
+            result.activities = change_capacity(run, group, target, "set the capacity")
+        if not tp.dry_run:
+            ids = [m.instance_id for m in asg.members(run.region, group.group_id)]
+            check_servers(run, group, ids, vip_of(run, group))
+            result.new_instance_ids = ids
+        run.finish(result)
+    publish("set-capacity", result)
+    return result

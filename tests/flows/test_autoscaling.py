@@ -1,0 +1,114 @@
+"""Auto Scaling through the flows, end to end on the sandbox: real Prefect engine, real SDK, real servers.
+
+`configure-autoscaling` on the scaled cluster (one scale-out of each tier first), then the lunch peak on the
+sandbox clock, the CPU alarms with pinned metrics, `verify-autoscaling` and `set-capacity`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from flows.autoscaling import configure_autoscaling, set_capacity, verify_autoscaling
+from flows.parameters import CapacityParameters
+from flows.scale_out import scale_out_cluster
+from sandbox.server import EmbeddedSandbox
+from tasks import autoscaling as asg
+from tasks import clb
+from tasks.health import probe_app_up
+from tests.flows.autoscaling_support import advance_to, autoscaling_params, minutes, sandbox_now
+from tests.flows.support import cluster_params, guest_status
+from tests.sdk import poll
+
+
+@pytest.fixture
+def scaled(guide: dict[str, Any], cloud_env: EmbeddedSandbox) -> dict[str, Any]:
+    """The guide after the scale-out: each tier two servers behind its CLB."""
+    session, business = scale_out_cluster(cluster_params(guide, count=1))
+    return {"session": session, "business": business}
+
+
+def settled(region: str, group_id: str, desired: int, timeout: float = 60) -> asg.Group:
+    def read() -> asg.Group | None:
+        group = asg.describe_group(region, group_id)
+        return group if group and group.settled and group.desired == desired else None
+
+    found = poll(read, what=f"{group_id} settled at {desired}", timeout=timeout)
+    assert found is not None
+    return found
+
+
+def test_configure_autoscaling_end_to_end(guide, cloud_env, scaled):
+    region = guide["region"]
+    params = autoscaling_params(guide)
+    first = {o.tier: o for o in configure_autoscaling(params)}
+    for tier, outcome in first.items():
+        assert outcome.group_id and outcome.differences, outcome
+        assert any(d.startswith("create scaling group") for d in outcome.differences)
+        assert outcome.launch_seconds is not None and outcome.lead_minutes == 5 + -(-outcome.launch_seconds // 60)
+        members = asg.members(region, outcome.group_id)
+        attached = [m for m in members if m.creation_type == "MANUAL_ATTACHING"]
+        assert len(attached) == 2 and all(m.protected for m in attached), members
+        assert len(members) == 2, "the launch check's server was removed again"
+        assert outcome.cost is not None and 0 < outcome.cost.saving_percent < 100
+        assert "Monthly cost" in outcome.report and "Difference applied" in outcome.report
+        assert len(outcome.activities) >= 2 and all(a.status == "SUCCESSFUL" for a in outcome.activities)
+
+    # a second run changes nothing, and says so
+    second = configure_autoscaling(autoscaling_params(guide))
+    for outcome in second:
+        assert outcome.differences == [], outcome.differences
+        assert "No change" in outcome.report
+
+    # the lunch peak: the scale-out fires lead minutes before 11:00; 2 more servers per tier healthy by 11:00
+    groups = {tier: asg.describe_group(region, o.group_id) for tier, o in first.items()}
+    out_action = first["business"].schedule[0]
+    eleven = out_action.start_time  # the first firing, lead minutes before 11:00
+    from datetime import datetime
+
+    fire = datetime.fromisoformat(eleven)
+    assert (fire + timedelta(minutes=first["business"].lead_minutes or 0)).strftime("%H:%M") == "11:00"
+    advance_to(cloud_env, fire)
+    for tier, group in groups.items():
+        assert group is not None
+        grown = settled(region, group.group_id, group.desired + 2)
+        new = [m for m in asg.members(region, group.group_id) if m.creation_type == "AUTO_CREATION"]
+        assert len(new) == 2 and all(m.state == "IN_SERVICE" for m in new)
+        fwd = grown.forward[0]
+        bound = clb.registered_targets(region, fwd.load_balancer_id, fwd.listener_id)
+        assert all(bound.get(m.instance_id) == fwd.port for m in new), bound
+        clb.wait_targets_healthy.fn(region, fwd.load_balancer_id, fwd.listener_id, [m.instance_id for m in new], 30)
+        if tier == "business":
+            for m in new:
+                app = guest_status(cloud_env, m.instance_id)
+                assert app["state"] == "online", app
+                assert app["loaded"]["authServerUrl"].startswith(f"http://{scaled['session'].vip}")
+    assert sandbox_now(cloud_env) < fire + timedelta(minutes=first["business"].lead_minutes or 0)
+
+    # 13:00: the peak servers go, the protected ones stay
+    advance_to(cloud_env, fire.replace(hour=13, minute=0))
+    for tier, group in groups.items():
+        assert group is not None
+        settled(region, group.group_id, group.desired)
+        members = asg.members(region, group.group_id)
+        assert sorted(m.creation_type for m in members) == ["MANUAL_ATTACHING", "MANUAL_ATTACHING"], members
+
+    # verify-autoscaling: desired + 1, healthy, restored
+    verified = verify_autoscaling(autoscaling_params(guide))
+    for outcome in verified:
+        assert len(outcome.new_instance_ids) == 1 and outcome.activities
+        assert "SUCCESSFUL" in outcome.report
+
+    # set-capacity: +1 waits and verifies; 0 is clamped to the group's minimum
+    business = autoscaling_params(guide).business
+    raised = set_capacity(CapacityParameters(tier="business", capacity="+1", business=business))
+    assert raised.activities and all(a.status == "SUCCESSFUL" for a in raised.activities)
+    assert len(raised.new_instance_ids) == 3
+    for m in asg.members(region, raised.group_id or ""):
+        (server,) = [s for s in cloud_env.admin("GET", "servers")["servers"] if s["instance_id"] == m.instance_id]
+        assert probe_app_up(server["private_ip"], 5757, business.health).ok
+    lowered = set_capacity(CapacityParameters(tier="business", capacity="0", business=business))
+    assert "outside" in lowered.capacity_message and "set to 2" in lowered.capacity_message
+    settled(region, lowered.group_id or "", 2)
