@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from flows.parameters import CleanupParameters
 from flows.preflight import select_servers
 from flows.run import tier_lock, wait_all
-from flows.undo import Ledger, Undone, remembered_bindings, unbind
+from flows.undo import Ledger, Undone, forget_bindings, remembered_bindings, unbind
 from tasks import clb, cvm, remote, repoint, vpc
 from tasks.cvm import RUN_TAG, Server
 
@@ -102,8 +102,9 @@ def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> N
         ledger.add(f"rule of {rule.security_group_id}", lambda rule=rule: vpc.revoke(region, rule),
                    f"delete the inbound rule described {rule.description!r} of {rule.security_group_id}")  # fmt: skip
     for binding in remembered_bindings(key):
-        if binding.load_balancer_id in removed.load_balancers:
-            continue
+        gone = clb.describe_load_balancer(region, binding.load_balancer_id) is None
+        if gone or binding.load_balancer_id in removed.load_balancers:
+            continue  # its bindings go with it
         bound = clb.registered_targets(region, binding.load_balancer_id, binding.listener_id)
         still = [i for i in binding.instance_ids if i in bound]
         if still:
@@ -159,6 +160,8 @@ def cleanup_run(params: CleanupParameters) -> Removed:
         find_marks(params, removed, ledger)
         if not params.dry_run:
             removed.failed += [u for u in ledger.undo_all(get_run_logger()) if u.outcome == "FAILED"]
+            if not removed.failed:
+                forget_bindings(params.run_key)
     create_markdown_artifact(removed.markdown(), key=f"cleanup-run-{params.run_key}", description="cleanup-run report")
     if removed.failed:
         raise RuntimeError(

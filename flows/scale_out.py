@@ -143,8 +143,8 @@ def planned_outcome(run: TierRun, plan: TierPlan, clb_type: str, port: int, busi
     ]
     if business:
         run.record.plan.append(
-            f"check that each of {len(business)} business server(s) reaches the VIP, then rewrite authServerUrl "
-            f"(canary {business[0].instance_id} first) and restart with {params.runtime}"  # type: ignore[attr-defined]
+            f"rewrite authServerUrl on {len(business)} business server(s) (canary {business[0].instance_id} first) "
+            f"once each reaches the VIP itself, restart with {params.runtime} and prove it"  # type: ignore[attr-defined]
         )
     return TierOutcome(tier=run.tier, run_key=run.key, dry_run=True, plan=run.record.plan, changes=run.record.changes)
 
@@ -163,7 +163,8 @@ def outcome(
     run.record.servers = [
         {
             "instance_id": s.instance_id,
-            "role": "new" if s in new else ("imaged" if s.instance_id == plan.source.instance_id else "existing"),
+            "role": "new" if s in new else "existing",
+            "imaged": s.instance_id == plan.source.instance_id,
             "tier": run.tier,
             "private_ip": s.private_ip,
             "zone": s.zone,

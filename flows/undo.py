@@ -94,6 +94,11 @@ def remembered_bindings(run_key: str) -> list[Binding]:
     return [Binding.model_validate(b) for b in (Variable.get(_bindings_variable(run_key), default=None) or [])]
 
 
+def forget_bindings(run_key: str) -> None:
+    """Once they are undone (a cleaned-up run), its remembered bindings are of no more use."""
+    Variable.unset(_bindings_variable(run_key))
+
+
 def unbind(binding: Binding, timeout: float) -> list[str]:
     """Deregister the binding's servers that are still bound (none when the load balancer is gone)."""
     if clb.describe_load_balancer(binding.region, binding.load_balancer_id) is None:

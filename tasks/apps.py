@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field
 
 from tasks.health import AUTH_PROBE, HealthCheck, Probe, is_ma_answer, probe_app_up
 from tasks.models import RuntimeProfile
-from tasks.remote import RemoteError, run
+from tasks.remote import RemoteCommandFailed, RemoteError, run
+from tasks.ssh_keys import known_host_name
 from tasks.waiters import WaitFailed, WaitTimeout, wait_until
 
 FAILED_STATES = {"errored", "failed"}  # pm2 gave up / systemd unit failed: no point waiting longer
@@ -261,7 +262,10 @@ def reach_from_server(conn: Connection, profile: RuntimeProfile, url: str, timeo
     """POST the MA probe to `url` FROM the server (curl / Invoke-WebRequest); ok on a well-formed MA answer."""
     target = f"{conn.host} -> {url}"
     started = time.perf_counter()
-    result = run(conn, reach_command(profile, url, timeout), timeout=timeout + 30, check=False)
+    command = reach_command(profile, url, timeout)
+    result = run(conn, command, timeout=timeout + 30, check=False)
+    if result.exit == -1:  # the SSH connection dropped: a finding about SSH, not about the VIP (a retry may help)
+        raise RemoteCommandFailed(known_host_name(conn.host, conn.port), command, -1, result.stdout, result.stderr)
     elapsed = (time.perf_counter() - started) * 1000
     try:
         body = json.loads(result.stdout)

@@ -41,7 +41,8 @@ OTHER = "another-run-2"
 
 
 def leave_what_a_killed_run_leaves(guide: dict[str, Any], key: str) -> dict[str, Any]:
-    region, port = guide["region"], guide["ports"]["app"]
+    # as the flow does: listener on the port the sandbox serves for 80; backends and rules on the real port 80
+    region, port, backend = guide["region"], guide["ports"]["map"]["80"], guide["ports"]["session"]
     (source,) = cvm.describe_servers(region, [guide["session_server"]["instance_id"]])
     tags = ownership_tags(key, "session")
     image = cvm.create_image.fn(source, f"tcscale-session-{key}", tags, reuse=False)
@@ -58,11 +59,11 @@ def leave_what_a_killed_run_leaves(guide: dict[str, Any], key: str) -> dict[str,
         region, balancer.load_balancer_id, port, clb.listener_name(key, "session"), HealthCheckSpec(), "/mina_auth/", 20
     )
     bound = [source.instance_id, *ids]
-    clb.register_targets.fn(region, balancer.load_balancer_id, listener.listener_id, bound, port, 20)
+    clb.register_targets.fn(region, balancer.load_balancer_id, listener.listener_id, bound, backend, 20)
     rule = vpc.IngressRule(
         security_group_id=source.security_group_ids[0],
         cidr_block=f"{balancer.vip}/32",
-        port=str(port),
+        port=str(backend),
         description=vpc.run_marker(key, f"CLB {balancer.load_balancer_id}"),
     )
     assert vpc.admit.fn(region, rule)
@@ -76,7 +77,7 @@ def leave_what_a_killed_run_leaves(guide: dict[str, Any], key: str) -> dict[str,
         "image": image.image_id,
         "instances": sorted(i.instance_id for i in new),
         "load_balancer": balancer.load_balancer_id,
-        "rule": f"{rule.security_group_id}: TCP {port} from {balancer.vip}/32",
+        "rule": f"{rule.security_group_id}: TCP {backend} from {balancer.vip}/32",
         "business": business.instance_id,
     }
 
@@ -111,7 +112,7 @@ def test_cleanup_removes_what_a_killed_run_left(guide, cloud_env: EmbeddedSandbo
     planned = cleanup(guide, dry_run=True)
     assert inventory(cloud_env) == killed, "a dry run removed something"
     assert business_configs(cloud_env) != configs, "a dry run restored a config"
-    assert planned.dry_run and "would remove" in planned.markdown()
+    assert planned.dry_run and "would undo" in planned.markdown()
     assert planned.images == [left["image"]] and sorted(planned.instances) == left["instances"]
     assert planned.load_balancers == [left["load_balancer"]] and planned.rules_revoked == [left["rule"]]
     assert planned.configs_restored == [left["business"]]
@@ -163,7 +164,7 @@ def test_a_rerun_that_fails_undoes_the_killed_attempts_config_change_too(guide, 
 
 
 def test_cleanup_finds_the_listener_and_bindings_on_a_clb_it_did_not_create(guide, cloud_env: EmbeddedSandbox):
-    region, port = guide["region"], guide["ports"]["app"]
+    region, port = guide["region"], guide["ports"]["map"]["80"]
     lb_id = create_load_balancer(cloud_env, guide, "INTERNAL", guide["vpc"]["vpc_id"], guide["subnet"]["subnet_id"])
     operators = clb.ensure_tcp_listener.fn(region, lb_id, 8443, "operator", HealthCheckSpec(check_type="TCP"), "/", 20)
     before = inventory(cloud_env)

@@ -112,14 +112,19 @@ def create_load_balancer(sandbox: EmbeddedSandbox, guide: dict[str, Any], kind: 
 def test_source_not_found(guide, refused):
     params = session_params(guide, source=ServerSelector(instance_ids=["ins-n0tthere"]))
     message = refused(scale_out_session_tier, params)
-    assert "ins-n0tthere" in message and "matched 0 servers" in message and "name it by instance id" in message
+    assert "no session server matches ins-n0tthere" in message and "name the tier's servers by instance id" in message
 
 
-def test_source_selector_ambiguous(guide, refused):
+def test_no_member_of_the_tier_can_be_imaged(guide, cloud_env, refused):
+    """A selector naming several servers chooses among them (see test_rerun); none RUNNING: nothing to image."""
+    cvm = sdk_client(cloud_env, CvmClient, guide["region"])
+    ids = [guide["session_server"]["instance_id"], guide["business_server"]["instance_id"]]
+    cvm.StopInstances(_request(cvm_models.StopInstancesRequest, {"InstanceIds": ids}))
+    cloud_env.admin("POST", "servers/settle")
     params = session_params(guide, source=ServerSelector(tag_key="tcscale:seed", tag_value="guide"))
     message = refused(scale_out_session_tier, params)
-    assert "tag tcscale:seed=guide" in message and "matched 2 servers" in message
-    assert guide["session_server"]["instance_id"] in message and guide["business_server"]["instance_id"] in message
+    assert "none of the session servers (tag tcscale:seed=guide) is RUNNING and bindable" in message
+    assert all(f"{i} STOPPED" in message for i in ids)
 
 
 def test_source_not_running(guide, cloud_env, refused):
@@ -141,7 +146,7 @@ def test_source_isolated_or_expired(guide, cloud_env, refused, restrict, expecte
     cloud_env.admin("POST", "cvm/restrict-state", body)
     message = refused(scale_out_business_tier, business_params(guide))
     assert f"the business server {business_id} cannot be bound to a load balancer" in message
-    assert expected in message and "fix that first" in message
+    assert expected in message and "renew or un-isolate it first" in message
 
 
 # --- placement of the business servers ----------------------------------------------------------------
