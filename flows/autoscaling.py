@@ -13,35 +13,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 from prefect.variables import Variable
-from pydantic import Field
 
 from flows import scaling_plan as plan
-from flows.parameters import AutoScalingClusterParameters, AutoScalingTierParameters, CapacityParameters
-from flows.run import TierOutcome, TierRun, this_flow_run_id, tier_run
-from flows.scaling_checks import LaunchCheck, activity_table, change_capacity, check_servers, vip_of
+from flows.parameters import AutoScalingClusterParameters, AutoScalingTierParameters
+from flows.run import TierRun, this_flow_run_id, tier_run
+from flows.scaling_checks import LaunchCheck
+from flows.scaling_outcome import AutoScalingOutcome, launch_seconds_variable, publish, tier_params
 from flows.scaling_preflight import TierFacts, preflight
 from tasks import autoscaling as asg
 from tasks import cvm
 
 CONFIGURE_STEPS = 12
-
-
-class AutoScalingOutcome(TierOutcome):
-    group_id: str | None = None
-    launch_configuration_id: str | None = None
-    differences: list[str] = Field(default_factory=list, description="what was (dry run: would be) changed")
-    launch_seconds: float | None = Field(None, description="measured launch-to-healthy time of the tier's image")
-    lead_minutes: int | None = None
-    schedule: list[asg.ScheduledAction] = Field(default_factory=list)
-    cost: plan.CostReport | None = None
-    activities: list[asg.Activity] = Field(default_factory=list)
-    capacity_message: str = ""
-
-
-def launch_seconds_variable(tier: str) -> str:
-    return f"tcscale-autoscaling-{tier}-launch-seconds"
 
 
 class Converge:
@@ -364,37 +347,6 @@ def planned_rest(run: TierRun, facts: TierFacts, c: Converge, image_id: str | No
     )
 
 
-def publish(flow_name: str, outcome: AutoScalingOutcome, extra: list[str] | None = None) -> None:
-    """The Auto Scaling part of the report: difference, schedule against the peak, cost, activities."""
-    verb = "would apply" if outcome.dry_run else "applied"
-    lines = [f"# {flow_name}: {outcome.tier} tier", ""]
-    if outcome.capacity_message:
-        lines += [outcome.capacity_message, ""]
-    if flow_name == "configure-autoscaling":
-        lines += [f"## Difference {verb}", ""]
-        lines += [f"- {d}" for d in outcome.differences] or ["No change: the cloud already matches the declaration."]
-        lines.append("")
-    if outcome.schedule:
-        lines += ["## Lunch peak (Beijing time)", ""]
-        measured = f"{outcome.launch_seconds:.1f} s" if outcome.launch_seconds is not None else "not measured"
-        lines += [f"Launch-to-healthy measured: {measured}; the scale-out fires {outcome.lead_minutes} min early.", ""]
-        lines += [
-            f"- {a.name}: desired {a.desired} at '{a.recurrence}' (first {a.start_time}, until {a.end_time})"
-            for a in outcome.schedule
-        ]
-        lines.append("")
-    if outcome.cost is not None:
-        lines += ["## Monthly cost", "", *outcome.cost.markdown(), ""]
-    if outcome.activities:
-        lines += ["## Scaling activities", "", *activity_table(outcome.activities), ""]
-    lines += extra or []
-    text = "\n".join(lines) + "\n"
-    outcome.report = text + "\n" + outcome.report
-    create_markdown_artifact(
-        text, key=f"{flow_name}-{outcome.tier}-{outcome.run_key}"[:200], description=f"{flow_name} ({outcome.tier})"
-    )
-
-
 def configure_tier(params: AutoScalingTierParameters, tier: str) -> AutoScalingOutcome:
     with tier_run("configure-autoscaling", tier, params, CONFIGURE_STEPS) as run:
         with run.step("preflight: servers, CLB listener, image, subnets, bounds, schedule, alarms"):
@@ -407,85 +359,7 @@ def configure_tier(params: AutoScalingTierParameters, tier: str) -> AutoScalingO
     return result
 
 
-def tier_params(params: AutoScalingClusterParameters, tier: str, key: str) -> AutoScalingTierParameters:
-    chosen = params.session if tier == "session" else params.business
-    return chosen.model_copy(update={"run_key": key, "dry_run": params.dry_run or chosen.dry_run})
-
-
 @flow(name="configure-autoscaling", description="配置弹性伸缩: hand each tier to Auto Scaling (declarative)")
 def configure_autoscaling(params: AutoScalingClusterParameters) -> list[AutoScalingOutcome]:
     key = params.run_key or this_flow_run_id()
     return [configure_tier(tier_params(params, tier, key), tier) for tier in params.tiers]
-
-
-@flow(name="verify-autoscaling", description="弹性伸缩验证: desired + 1, the new server healthy, desired restored")
-def verify_autoscaling(params: AutoScalingClusterParameters) -> list[AutoScalingOutcome]:
-    key = params.run_key or this_flow_run_id()
-    outcomes = []
-    for tier in params.tiers:
-        tp = tier_params(params, tier, key)
-        with tier_run("verify-autoscaling", tier, tp, 8) as run:
-            group = existing_group(run)
-            if tp.dry_run:
-                run.record.plan.append(f"{group.group_id}: desired {group.desired} -> {group.desired + 1} and back")
-                result = AutoScalingOutcome(tier=tier, run_key=run.key, dry_run=True, group_id=group.group_id)
-            else:
-                check = LaunchCheck().run(run, group)
-                Variable.set(launch_seconds_variable(tier), round(check.seconds, 1), overwrite=True)
-                history = asg.activities(run.region, group.group_id, 20)
-                result = AutoScalingOutcome(
-                    tier=tier,
-                    run_key=run.key,
-                    dry_run=False,
-                    group_id=group.group_id,
-                    activities=history,
-                    new_instance_ids=check.new_ids,
-                    launch_seconds=check.seconds,
-                )
-            run.finish(result)
-        publish("verify-autoscaling", result)
-        outcomes.append(result)
-    return outcomes
-
-
-def existing_group(run: TierRun) -> asg.Group:
-    group = asg.find_group(run.region, plan.group_name(run.tier))
-    if group is None:
-        raise LookupError(f"no scaling group {plan.group_name(run.tier)} in {run.region}: run configure-autoscaling")
-    return group
-
-
-def clamp(target: int, group: asg.Group) -> tuple[int, str]:
-    if target < group.min_size or target > group.max_size:
-        clamped = min(max(target, group.min_size), group.max_size)
-        return clamped, (
-            f"asked for {target} servers, outside {group.group_id}'s bounds [{group.min_size}, "
-            f"{group.max_size}]: set to {clamped} (change the bounds with configure-autoscaling)"
-        )
-    return target, ""
-
-
-@flow(name="set-capacity", description="调整期望实例数: a tier's desired capacity (4, +2, -1), clamped to the bounds")
-def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
-    tp = params.tier_params()
-    with tier_run("set-capacity", params.tier, tp, 6) as run:
-        group = existing_group(run)
-        target, message = clamp(params.target(group.desired), group)
-        result = AutoScalingOutcome(
-            tier=params.tier, run_key=run.key, dry_run=tp.dry_run, group_id=group.group_id, capacity_message=message
-        )
-        if message:
-            run.record.plan.append(message)
-        if target == group.desired:
-            result.capacity_message = (message + " " if message else "") + f"desired capacity is already {target}"
-        elif tp.dry_run:
-            run.record.plan.append(f"{group.group_id}: desired {group.desired} -> {target}")
-        else:
-            result.activities = change_capacity(run, group, target, "set the capacity")
-        if not tp.dry_run:
-            ids = [m.instance_id for m in asg.members(run.region, group.group_id)]
-            check_servers(run, group, ids, vip_of(run, group))
-            result.new_instance_ids = ids
-        run.finish(result)
-    publish("set-capacity", result)
-    return result

@@ -41,7 +41,7 @@ def subnet_vpcs(region: str, subnet_ids: list[str]) -> dict[str, str]:
 
 
 def stored_launch_seconds(tier: str) -> float | None:
-    from flows.autoscaling import launch_seconds_variable
+    from flows.scaling_outcome import launch_seconds_variable
 
     value = Variable.get(launch_seconds_variable(tier), default=None)
     return float(value) if isinstance(value, (int, float, str)) and str(value) else None

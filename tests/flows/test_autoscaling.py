@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from flows.autoscaling import configure_autoscaling, set_capacity, verify_autoscaling
+from flows.autoscaling import configure_autoscaling
+from flows.capacity import set_capacity, verify_autoscaling
 from flows.parameters import CapacityParameters
 from flows.scale_out import scale_out_cluster
 from sandbox.server import EmbeddedSandbox
@@ -44,7 +45,7 @@ def test_configure_autoscaling_end_to_end(guide, cloud_env, scaled):
     region = guide["region"]
     params = autoscaling_params(guide)
     first = {o.tier: o for o in configure_autoscaling(params)}
-    for tier, outcome in first.items():
+    for outcome in first.values():
         assert outcome.group_id and outcome.differences, outcome
         assert any(d.startswith("create scaling group") for d in outcome.differences)
         assert outcome.launch_seconds is not None and outcome.lead_minutes == 5 + -(-outcome.launch_seconds // 60)
@@ -89,14 +90,44 @@ def test_configure_autoscaling_end_to_end(guide, cloud_env, scaled):
 
     # 13:00: the peak servers go, the protected ones stay
     advance_to(cloud_env, fire.replace(hour=13, minute=0))
-    for tier, group in groups.items():
+    for group in groups.values():
         assert group is not None
         settled(region, group.group_id, group.desired)
         members = asg.members(region, group.group_id)
         assert sorted(m.creation_type for m in members) == ["MANUAL_ATTACHING", "MANUAL_ATTACHING"], members
 
+
+def test_alarms_verify_and_set_capacity(guide, cloud_env, scaled):
+    """The business tier alone: CPU alarm out and, after the cooldown, in; verify-autoscaling; set-capacity."""
+    region = guide["region"]
+    params = autoscaling_params(guide, peak={"enabled": False})
+    params.tiers = ["business"]
+    (outcome,) = configure_autoscaling(params)
+    group_id = outcome.group_id or ""
+    assert not any("scheduled action" in d for d in outcome.differences)
+    assert [p.name for p in asg.alarm_policies(region, group_id)] == [
+        "tcscale-business-cpu-high",
+        "tcscale-business-cpu-low",
+    ]
+
+    # > 70 % for 5 minutes: +1; then < 20 % for 15 minutes (after the cooldown): -1, never a protected server
+    pin = {"auto_scaling_group_id": group_id, "metric": "CPU_UTILIZATION"}
+    cloud_env.admin("POST", "metrics", {**pin, "value": 90})
+    minutes(cloud_env, 6)
+    settled(region, group_id, 3)
+    cloud_env.admin("POST", "metrics", {**pin, "value": 5})
+    minutes(cloud_env, 16)
+    settled(region, group_id, 2)
+    cloud_env.admin("DELETE", "metrics")
+    members = asg.members(region, group_id)
+    assert sorted(m.creation_type for m in members) == ["MANUAL_ATTACHING", "MANUAL_ATTACHING"], members
+    causes = [a.cause for a in asg.activities(region, group_id)]
+    assert any("tcscale-business-cpu-high" in c for c in causes) and any(
+        "tcscale-business-cpu-low" in c for c in causes
+    )
+
     # verify-autoscaling: desired + 1, healthy, restored
-    verified = verify_autoscaling(autoscaling_params(guide))
+    verified = verify_autoscaling(params)
     for outcome in verified:
         assert len(outcome.new_instance_ids) == 1 and outcome.activities
         assert "SUCCESSFUL" in outcome.report
