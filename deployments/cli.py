@@ -21,8 +21,17 @@ app.add_typer(sandbox_app, name="sandbox")
 
 def flows() -> dict[str, tuple[Any, type[BaseModel]]]:
     """Every flow `tcscale run` can start: name (as in the Prefect UI) -> (flow, its parameter model)."""
+    from flows.autoscaling import configure_autoscaling
+    from flows.capacity import set_capacity, verify_autoscaling
     from flows.cleanup import cleanup_run
-    from flows.parameters import BusinessTierParameters, CleanupParameters, ClusterParameters, SessionTierParameters
+    from flows.parameters import (
+        AutoScalingClusterParameters,
+        BusinessTierParameters,
+        CapacityParameters,
+        CleanupParameters,
+        ClusterParameters,
+        SessionTierParameters,
+    )
     from flows.scale_out import scale_out_business_tier, scale_out_cluster, scale_out_session_tier
 
     return {
@@ -30,6 +39,9 @@ def flows() -> dict[str, tuple[Any, type[BaseModel]]]:
         "scale-out-business-tier": (scale_out_business_tier, BusinessTierParameters),
         "scale-out-cluster": (scale_out_cluster, ClusterParameters),
         "cleanup-run": (cleanup_run, CleanupParameters),
+        "configure-autoscaling": (configure_autoscaling, AutoScalingClusterParameters),
+        "verify-autoscaling": (verify_autoscaling, AutoScalingClusterParameters),
+        "set-capacity": (set_capacity, CapacityParameters),
     }
 
 
@@ -60,7 +72,11 @@ def _set(tree: dict[str, Any], dotted: str, raw: str) -> None:
 @app.command()
 def run(
     flow: Annotated[
-        str, typer.Argument(help="scale-out-session-tier, scale-out-business-tier, scale-out-cluster, cleanup-run")
+        str,
+        typer.Argument(
+            help="scale-out-session-tier, scale-out-business-tier, scale-out-cluster, cleanup-run, "
+            "configure-autoscaling, verify-autoscaling, set-capacity"
+        ),
     ],
     params_file: Annotated[Path | None, typer.Option("--params", help="JSON file of the flow's parameters")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="dotted.name=value, repeatable")] = None,

@@ -219,12 +219,7 @@ def _detach(region: str, group_id: str, instance_ids: list[str], timeout: float)
     group = asg.describe_group(region, group_id)
     if group is not None and group.min_size > group.desired - len(present):
         asg.modify_group.fn(region, group_id, {"MinSize": max(0, group.desired - len(present))})
-    from tasks.cloud import call_json, clients_for
-
-    answer = call_json(
-        clients_for(region).autoscaling, "RemoveInstances", {"AutoScalingGroupId": group_id, "InstanceIds": present}
-    )
-    asg.wait_activity.fn(region, answer["ActivityId"], timeout)
+    asg.wait_activity.fn(region, asg.remove_instances.fn(region, group_id, present), timeout)
     return True
 
 

@@ -22,10 +22,6 @@ FINISHED_OK = "SUCCESSFUL"
 FAILED_STATES = ("FAILED", "PARTIALLY_SUCCESSFUL", "CANCELLED")
 
 
-def _as(region: str) -> Any:
-    return clients_for(region).autoscaling
-
-
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
@@ -34,7 +30,7 @@ def _paged(region: str, action: str, request: dict[str, Any], key: str) -> list[
     items: list[dict[str, Any]] = []
     offset = 0
     while True:
-        answer = call_json(_as(region), action, {**request, "Offset": offset, "Limit": PAGE})
+        answer = call_json(clients_for(region).autoscaling, action, {**request, "Offset": offset, "Limit": PAGE})
         page = answer.get(key) or []
         items += page
         offset += len(page)
@@ -273,7 +269,9 @@ def find_launch_configuration(region: str, name: str) -> LaunchConfiguration | N
 
 
 def describe_launch_configuration(region: str, lc_id: str) -> LaunchConfiguration | None:
-    answer = call_json(_as(region), "DescribeLaunchConfigurations", {"LaunchConfigurationIds": [lc_id]})
+    answer = call_json(
+        clients_for(region).autoscaling, "DescribeLaunchConfigurations", {"LaunchConfigurationIds": [lc_id]}
+    )
     found = answer.get("LaunchConfigurationSet") or []
     return LaunchConfiguration.from_api(found[0]) if found else None
 
@@ -285,7 +283,9 @@ def find_group(region: str, name: str) -> Group | None:
 
 
 def describe_group(region: str, group_id: str) -> Group | None:
-    answer = call_json(_as(region), "DescribeAutoScalingGroups", {"AutoScalingGroupIds": [group_id]})
+    answer = call_json(
+        clients_for(region).autoscaling, "DescribeAutoScalingGroups", {"AutoScalingGroupIds": [group_id]}
+    )
     found = answer.get("AutoScalingGroupSet") or []
     return Group.from_api(found[0]) if found else None
 
@@ -307,12 +307,14 @@ def membership_of(region: str, instance_ids: list[str]) -> dict[str, Member]:
 def activities(region: str, group_id: str, limit: int = PAGE) -> list[Activity]:
     """The group's activities, newest first (possibly none yet)."""
     filters = [{"Name": "auto-scaling-group-id", "Values": [group_id]}]
-    answer = call_json(_as(region), "DescribeAutoScalingActivities", {"Filters": filters, "Limit": limit})
+    answer = call_json(
+        clients_for(region).autoscaling, "DescribeAutoScalingActivities", {"Filters": filters, "Limit": limit}
+    )
     return [Activity.from_api(i) for i in answer.get("ActivitySet") or []]
 
 
 def describe_activity(region: str, activity_id: str) -> Activity | None:
-    answer = call_json(_as(region), "DescribeAutoScalingActivities", {"ActivityIds": [activity_id]})
+    answer = call_json(clients_for(region).autoscaling, "DescribeAutoScalingActivities", {"ActivityIds": [activity_id]})
     found = answer.get("ActivitySet") or []
     return Activity.from_api(found[0]) if found else None  # not listed yet: eventual consistency
 
@@ -339,9 +341,9 @@ def create_launch_configuration(region: str, name: str, request: dict[str, Any])
     found = find_launch_configuration(region, name)
     if found is not None:
         return found, False
-    lc_id = call_json(_as(region), "CreateLaunchConfiguration", {**request, "LaunchConfigurationName": name})[
-        "LaunchConfigurationId"
-    ]
+    lc_id = call_json(
+        clients_for(region).autoscaling, "CreateLaunchConfiguration", {**request, "LaunchConfigurationName": name}
+    )["LaunchConfigurationId"]
     created = describe_launch_configuration(region, lc_id)
     return created or LaunchConfiguration(
         launch_configuration_id=lc_id, name=name, image_id=request["ImageId"], instance_type=request["InstanceType"]
@@ -353,7 +355,7 @@ def create_launch_configuration(region: str, name: str, request: dict[str, Any])
 def delete_launch_configuration(region: str, lc_id: str) -> bool:
     if describe_launch_configuration(region, lc_id) is None:
         return False
-    call_json(_as(region), "DeleteLaunchConfiguration", {"LaunchConfigurationId": lc_id})
+    call_json(clients_for(region).autoscaling, "DeleteLaunchConfiguration", {"LaunchConfigurationId": lc_id})
     return True
 
 
@@ -364,7 +366,7 @@ def create_group(region: str, name: str, request: dict[str, Any], tags: dict[str
     if found is not None:
         return found, False
     body = {**request, "AutoScalingGroupName": name, "Tags": _tags(tags)}
-    group_id = call_json(_as(region), "CreateAutoScalingGroup", body)["AutoScalingGroupId"]
+    group_id = call_json(clients_for(region).autoscaling, "CreateAutoScalingGroup", body)["AutoScalingGroupId"]
     group = wait_until(
         lambda: describe_group(region, group_id),
         done=lambda g: g is not None,
@@ -379,7 +381,7 @@ def create_group(region: str, name: str, request: dict[str, Any], tags: dict[str
 @task(name="modify-scaling-group", cache_policy=NO_CACHE)
 @retrying()
 def modify_group(region: str, group_id: str, changes: dict[str, Any]) -> None:
-    call_json(_as(region), "ModifyAutoScalingGroup", {"AutoScalingGroupId": group_id, **changes})
+    call_json(clients_for(region).autoscaling, "ModifyAutoScalingGroup", {"AutoScalingGroupId": group_id, **changes})
 
 
 @task(name="delete-scaling-group", cache_policy=NO_CACHE)
@@ -394,18 +396,29 @@ def delete_group(region: str, group_id: str, timeout: float) -> bool:
         for instance_id in attached:  # unprotect, then remove (RemoveInstances only detaches what was attached)
             set_protection.fn(region, group_id, [instance_id], False)
         modify_group.fn(region, group_id, {"MinSize": 0})
-        activity = call_json(_as(region), "RemoveInstances", {"AutoScalingGroupId": group_id, "InstanceIds": attached})
-        wait_activity.fn(region, activity["ActivityId"], timeout)
+        wait_activity.fn(region, remove_instances.fn(region, group_id, attached), timeout)
     modify_group.fn(region, group_id, {"MinSize": 0, "DesiredCapacity": 0})
     wait_settled.fn(region, group_id, timeout)
-    call_json(_as(region), "DeleteAutoScalingGroup", {"AutoScalingGroupId": group_id})
+    call_json(clients_for(region).autoscaling, "DeleteAutoScalingGroup", {"AutoScalingGroupId": group_id})
     return True
+
+
+@task(name="remove-instances", cache_policy=NO_CACHE)
+@retrying()
+def remove_instances(region: str, group_id: str, instance_ids: list[str]) -> str:
+    """Out of the group: attached servers are detached, servers the group launched are terminated."""
+    request = {"AutoScalingGroupId": group_id, "InstanceIds": instance_ids}
+    return call_json(clients_for(region).autoscaling, "RemoveInstances", request)["ActivityId"]
 
 
 @task(name="attach-instances", cache_policy=NO_CACHE)
 @retrying()
 def attach_instances(region: str, group_id: str, instance_ids: list[str]) -> str:
-    answer = call_json(_as(region), "AttachInstances", {"AutoScalingGroupId": group_id, "InstanceIds": instance_ids})
+    answer = call_json(
+        clients_for(region).autoscaling,
+        "AttachInstances",
+        {"AutoScalingGroupId": group_id, "InstanceIds": instance_ids},
+    )
     return answer["ActivityId"]
 
 
@@ -413,14 +426,14 @@ def attach_instances(region: str, group_id: str, instance_ids: list[str]) -> str
 @retrying()
 def set_protection(region: str, group_id: str, instance_ids: list[str], protected: bool) -> None:
     request = {"AutoScalingGroupId": group_id, "InstanceIds": instance_ids, "ProtectedFromScaleIn": protected}
-    call_json(_as(region), "SetInstancesProtection", request)
+    call_json(clients_for(region).autoscaling, "SetInstancesProtection", request)
 
 
 @task(name="modify-desired-capacity", cache_policy=NO_CACHE)
 @retrying()
 def modify_desired(region: str, group_id: str, desired: int) -> None:
     request = {"AutoScalingGroupId": group_id, "DesiredCapacity": desired}
-    call_json(_as(region), "ModifyDesiredCapacity", request)
+    call_json(clients_for(region).autoscaling, "ModifyDesiredCapacity", request)
 
 
 @task(name="put-scheduled-action", cache_policy=NO_CACHE)
@@ -437,10 +450,12 @@ def put_scheduled_action(region: str, group_id: str, action: ScheduledAction) ->
         body |= {"Recurrence": action.recurrence, "EndTime": action.end_time}
     existing = next((a for a in scheduled_actions(region, group_id) if a.name == action.name), None)
     if existing is not None:
-        call_json(_as(region), "ModifyScheduledAction", {"ScheduledActionId": existing.action_id, **body})
+        call_json(
+            clients_for(region).autoscaling, "ModifyScheduledAction", {"ScheduledActionId": existing.action_id, **body}
+        )
         return action.model_copy(update={"action_id": existing.action_id})
     request = {"AutoScalingGroupId": group_id, "ScheduledActionName": action.name, **body}
-    action_id = call_json(_as(region), "CreateScheduledAction", request)["ScheduledActionId"]
+    action_id = call_json(clients_for(region).autoscaling, "CreateScheduledAction", request)["ScheduledActionId"]
     return action.model_copy(update={"action_id": action_id})
 
 
@@ -450,7 +465,7 @@ def delete_scheduled_action(region: str, group_id: str, name: str) -> bool:
     existing = next((a for a in scheduled_actions(region, group_id) if a.name == name), None)
     if existing is None:
         return False
-    call_json(_as(region), "DeleteScheduledAction", {"ScheduledActionId": existing.action_id})
+    call_json(clients_for(region).autoscaling, "DeleteScheduledAction", {"ScheduledActionId": existing.action_id})
     return True
 
 
@@ -460,10 +475,14 @@ def put_alarm_policy(region: str, group_id: str, policy: AlarmPolicy) -> AlarmPo
     """Create the named SIMPLE alarm policy, or modify the group's policy of that name."""
     existing = next((p for p in alarm_policies(region, group_id) if p.name == policy.name), None)
     if existing is not None:
-        call_json(_as(region), "ModifyScalingPolicy", {"AutoScalingPolicyId": existing.policy_id, **policy.api()})
+        call_json(
+            clients_for(region).autoscaling,
+            "ModifyScalingPolicy",
+            {"AutoScalingPolicyId": existing.policy_id, **policy.api()},
+        )
         return policy.model_copy(update={"policy_id": existing.policy_id})
     request = {"AutoScalingGroupId": group_id, "ScalingPolicyName": policy.name, **policy.api()}
-    policy_id = call_json(_as(region), "CreateScalingPolicy", request)["AutoScalingPolicyId"]
+    policy_id = call_json(clients_for(region).autoscaling, "CreateScalingPolicy", request)["AutoScalingPolicyId"]
     return policy.model_copy(update={"policy_id": policy_id})
 
 
@@ -473,7 +492,7 @@ def delete_alarm_policy(region: str, group_id: str, name: str) -> bool:
     existing = next((p for p in alarm_policies(region, group_id) if p.name == name), None)
     if existing is None:
         return False
-    call_json(_as(region), "DeleteScalingPolicy", {"AutoScalingPolicyId": existing.policy_id})
+    call_json(clients_for(region).autoscaling, "DeleteScalingPolicy", {"AutoScalingPolicyId": existing.policy_id})
     return True
 
 

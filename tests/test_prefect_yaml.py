@@ -18,4 +18,12 @@ def test_every_entrypoint_is_a_flow():
         flow = getattr(module, attribute)
         assert isinstance(flow, Flow), deployment["entrypoint"]
         names.add(flow.name)
-    assert names == {"scale-out-cluster", "scale-out-session-tier", "scale-out-business-tier", "cleanup-run"}
+    assert names == {
+        "scale-out-cluster",
+        "scale-out-session-tier",
+        "scale-out-business-tier",
+        "cleanup-run",
+        "configure-autoscaling",
+        "verify-autoscaling",
+        "set-capacity",
+    }
