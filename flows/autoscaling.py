@@ -22,7 +22,7 @@ from flows.scaling_checks import LaunchCheck
 from flows.scaling_outcome import AutoScalingOutcome, launch_seconds_variable, publish, tier_params
 from flows.scaling_preflight import TierFacts, preflight
 from tasks import autoscaling as asg
-from tasks import cvm
+from tasks import clb, cvm
 
 CONFIGURE_STEPS = 12
 
@@ -193,10 +193,14 @@ def attach_and_protect(run: TierRun, facts: TierFacts, c: Converge, group: asg.G
         with run.step(f"attach {', '.join(outside)} to {group.group_id}"):
 
             def attach() -> None:
+                fwd = facts.forward
+                bound = clb.registered_targets(region, fwd.load_balancer_id, fwd.listener_id)
+                was_bound = {i: bound[i] for i in outside if i in bound}
                 run.ledger.add(
                     f"{', '.join(outside)} attached to {group.group_id}",
-                    lambda: _detach(region, group.group_id, outside, timeout),
-                    f"remove {', '.join(outside)} from {group.group_id} (RemoveInstances only detaches)",
+                    lambda: _detach(region, group.group_id, outside, fwd, was_bound, timeout),
+                    f"remove {', '.join(outside)} from {group.group_id} (RemoveInstances only detaches), then bind "
+                    f"{', '.join(was_bound) or 'none'} to {fwd.load_balancer_id}/{fwd.listener_id} again",
                 )
                 activity = asg.attach_instances(region, group.group_id, outside)
                 asg.wait_activity(region, activity, timeout, run.params.timeouts.poll)
@@ -211,16 +215,28 @@ def attach_and_protect(run: TierRun, facts: TierFacts, c: Converge, group: asg.G
         )
 
 
-def _detach(region: str, group_id: str, instance_ids: list[str], timeout: float) -> bool:
+def _detach(
+    region: str,
+    group_id: str,
+    instance_ids: list[str],
+    fwd: asg.ForwardLoadBalancer,
+    was_bound: dict[str, int],
+    timeout: float,
+) -> bool:
+    """Undo an attach: out of the group (detaching deregisters them from the group's listener), then bound again
+    as they were before the run (the tier's CLB served them)."""
     present = [m.instance_id for m in asg.members(region, group_id) if m.instance_id in instance_ids]
-    if not present:
-        return False
-    asg.set_protection.fn(region, group_id, present, False)
-    group = asg.describe_group(region, group_id)
-    if group is not None and group.min_size > group.desired - len(present):
-        asg.modify_group.fn(region, group_id, {"MinSize": max(0, group.desired - len(present))})
-    asg.wait_activity.fn(region, asg.remove_instances.fn(region, group_id, present), timeout)
-    return True
+    if present:
+        asg.set_protection.fn(region, group_id, present, False)
+        group = asg.describe_group(region, group_id)
+        if group is not None and group.min_size > group.desired - len(present):
+            asg.modify_group.fn(region, group_id, {"MinSize": max(0, group.desired - len(present))})
+        asg.wait_activity.fn(region, asg.remove_instances.fn(region, group_id, present), timeout)
+    rebound = []
+    for port in sorted(set(was_bound.values())):
+        ids = [i for i, p in was_bound.items() if p == port]
+        rebound += clb.register_targets.fn(region, fwd.load_balancer_id, fwd.listener_id, ids, port, timeout)
+    return bool(present or rebound)
 
 
 def bounds_to(run: TierRun, facts: TierFacts, c: Converge, group: asg.Group, created: bool) -> None:
