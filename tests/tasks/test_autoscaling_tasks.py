@@ -1,0 +1,103 @@
+"""tasks/autoscaling against the sandbox through the real SDK: find-before-create by name, the activity waits
+(an activity not listed yet is "not yet"; FAILED fails with the cloud's message), put = create or modify."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from sandbox.server import EmbeddedSandbox
+from tasks import autoscaling as asg
+from tasks.cloud import call_json, clients_for
+from tasks.waiters import WaitFailed
+
+REGION = "ap-guangzhou"
+IMAGE = "img-l8og963d"  # the catalog's public CentOS
+BEIJING = timezone(timedelta(hours=8))
+
+
+@pytest.fixture
+def cloud(sandbox: EmbeddedSandbox, monkeypatch: pytest.MonkeyPatch) -> EmbeddedSandbox:
+    config = sandbox.cloud.config
+    monkeypatch.setenv("TCSCALE_ENDPOINT", sandbox.endpoint)
+    monkeypatch.setenv("TCSCALE_PROTOCOL", "http")
+    monkeypatch.setenv("TCSCALE_SECRET_ID", config.secret_id)
+    monkeypatch.setenv("TCSCALE_SECRET_KEY", config.secret_key)
+    return sandbox
+
+
+def group(retry: str = "NO_RETRY") -> asg.Group:
+    lc, created = asg.create_launch_configuration.fn(REGION, "t-lc", {"ImageId": IMAGE, "InstanceType": "S5.SMALL1"})
+    again, created_again = asg.create_launch_configuration.fn(REGION, "t-lc", {"ImageId": IMAGE, "InstanceType": "x"})
+    assert created and not created_again and again.launch_configuration_id == lc.launch_configuration_id
+    subnets = call_json(clients_for(REGION).vpc, "DescribeSubnets", {})["SubnetSet"]
+    subnet = next(s for s in subnets if s["IsDefault"])
+    request = {
+        "LaunchConfigurationId": lc.launch_configuration_id,
+        "MinSize": 0,
+        "MaxSize": 3,
+        "VpcId": subnet["VpcId"],
+        "SubnetIds": [subnet["SubnetId"]],
+        "RetryPolicy": retry,
+    }
+    made, created = asg.create_group.fn(REGION, "t-asg", request, {"tcscale:run": "t", "tcscale:tier": "business"})
+    same, created_again = asg.create_group.fn(REGION, "t-asg", request, {})
+    assert created and not created_again and same.group_id == made.group_id and made.tags["tcscale:run"] == "t"
+    return made
+
+
+def test_an_activity_not_listed_yet_is_waited_for(cloud):
+    g = group()
+    cloud.admin("POST", "clock", {"profile": "realistic", "time_scale": 0.2})
+    answer = call_json(clients_for(REGION).autoscaling, "ScaleOutInstances",
+                       {"AutoScalingGroupId": g.group_id, "ScaleOutNumber": 1})  # fmt: skip
+    assert asg.describe_activity(REGION, answer["ActivityId"]) is None  # eventual consistency: not listed yet
+    done = asg.wait_activity.fn(REGION, answer["ActivityId"], 120, 0.5)
+    assert done.status == "SUCCESSFUL" and done.type == "SCALE_OUT" and len(done.instances) == 1
+    settled = asg.wait_settled.fn(REGION, g.group_id, 120, 0.5)
+    assert settled.in_service == 1
+
+
+def test_a_failed_launch_fails_the_wait_with_the_clouds_message(cloud):
+    g = group()
+    cloud.admin("POST", "faults", {"service": "cvm", "action": "RunInstances", "async_failure": "no stock", "count": 1})
+    known = {a.activity_id for a in asg.activities(REGION, g.group_id)}
+    asg.modify_desired.fn(REGION, g.group_id, 1)
+    with pytest.raises(WaitFailed, match=r"FAILED: .*no stock"):
+        asg.wait_new_activities.fn(REGION, g.group_id, known, 30, 0.2)
+
+
+def test_put_creates_then_modifies_and_delete_says_whether_there_was_one(cloud):
+    g = group()
+    start = (datetime.now(BEIJING) + timedelta(days=1)).replace(hour=10, minute=54, second=0, microsecond=0)
+    action = asg.ScheduledAction(
+        name="tcscale-business-peak-out", min_size=0, max_size=3, desired=2, start_time=start.isoformat(),
+        end_time=(start + timedelta(days=30)).isoformat(), recurrence="54 10 * * *",
+    )  # fmt: skip
+    made = asg.put_scheduled_action.fn(REGION, g.group_id, action)
+    changed = asg.put_scheduled_action.fn(REGION, g.group_id, action.model_copy(update={"desired": 3}))
+    (listed,) = asg.scheduled_actions(REGION, g.group_id)
+    assert made.action_id == changed.action_id == listed.action_id and listed.desired == 3
+    assert listed.start_time == start.isoformat() and listed.recurrence == "54 10 * * *"
+    policy = asg.AlarmPolicy(name="tcscale-business-cpu-high", adjustment=1, operator="GREATER_THAN", threshold=70,
+                             period=60, continuous_time=5, cooldown=300)  # fmt: skip
+    first = asg.put_alarm_policy.fn(REGION, g.group_id, policy)
+    asg.put_alarm_policy.fn(REGION, g.group_id, policy.model_copy(update={"threshold": 80}))
+    (found,) = asg.alarm_policies(REGION, g.group_id)
+    assert found.policy_id == first.policy_id and found.threshold == 80 and found.same_as(policy.model_copy(
+        update={"threshold": 80}))  # fmt: skip
+    assert asg.delete_alarm_policy.fn(REGION, g.group_id, policy.name) is True
+    assert asg.delete_alarm_policy.fn(REGION, g.group_id, policy.name) is False
+    assert asg.delete_scheduled_action.fn(REGION, g.group_id, action.name) is True
+    assert asg.delete_scheduled_action.fn(REGION, g.group_id, action.name) is False
+
+
+def test_delete_group_empties_it_first(cloud):
+    g = group()
+    asg.modify_desired.fn(REGION, g.group_id, 2)
+    asg.wait_settled.fn(REGION, g.group_id, 30, 0.2)
+    assert asg.delete_group.fn(REGION, g.group_id, 60) is True
+    assert asg.describe_group(REGION, g.group_id) is None
+    assert asg.delete_group.fn(REGION, g.group_id, 60) is False
+    assert asg.delete_launch_configuration.fn(REGION, g.launch_configuration_id) is True
