@@ -143,8 +143,11 @@ CASES: dict[str, Case] = {
     ),
     "business-app-down-on-new-servers": Case(
         "business",
-        [{"service": "guest", "action": "weapp.start", "error_message": "pm2: app crashed"}],
-        error="healthy",
+        [  # it crashes at boot and at each of pm2's restarts
+            {"service": "guest", "action": "weapp.start", "error_message": "pm2: app crashed"},
+            {"service": "guest", "action": "weapp.restart", "error_message": "pm2: app crashed"},
+        ],
+        error="business app",
         timeouts=SHORT.model_copy(update={"health": 4}),
     ),
 }
