@@ -46,7 +46,15 @@ def publish(flow_name: str, outcome: AutoScalingOutcome, extra: list[str] | None
     if outcome.schedule:
         lines += ["## Lunch peak (Beijing time)", ""]
         measured = f"{outcome.launch_seconds:.1f} s" if outcome.launch_seconds is not None else "not measured"
-        lines += [f"Launch-to-healthy measured: {measured}; the scale-out fires {outcome.lead_minutes} min early.", ""]
+        lines += [f"Launch-to-healthy measured: {measured}; the scale-out fires {outcome.lead_minutes} min early."]
+        if outcome.launch_seconds is not None and outcome.lead_minutes is not None:
+            spare = outcome.lead_minutes * 60 - outcome.launch_seconds
+            lines.append(
+                f"The peak capacity is ready about {spare:.0f} s before the peak starts."
+                if spare >= 0
+                else f"**The peak capacity is ready {-spare:.0f} s after the peak starts**: raise peak.lead_minutes."
+            )
+        lines.append("")
         lines += [
             f"- {a.name}: desired {a.desired} at '{a.recurrence}' (first {a.start_time}, until {a.end_time})"
             for a in outcome.schedule

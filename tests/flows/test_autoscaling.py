@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from flows.autoscaling import configure_autoscaling
@@ -55,6 +56,7 @@ def test_configure_autoscaling_end_to_end(guide, cloud_env, scaled):
         assert len(members) == 2, "the launch check's server was removed again"
         assert outcome.cost is not None and 0 < outcome.cost.saving_percent < 100
         assert "Monthly cost" in outcome.report and "Difference applied" in outcome.report
+        assert "before the peak starts" in outcome.report
         assert len(outcome.activities) >= 2 and all(a.status == "SUCCESSFUL" for a in outcome.activities)
 
     # a second run changes nothing, and says so
@@ -143,3 +145,31 @@ def test_alarms_verify_and_set_capacity(guide, cloud_env, scaled):
     lowered = set_capacity(CapacityParameters(tier="business", capacity="0", business=business))
     assert "outside" in lowered.capacity_message and "set to 2" in lowered.capacity_message
     settled(region, lowered.group_id or "", 2)
+
+
+def test_real_load_through_the_public_clb_scales_out_then_in(guide, cloud_env, scaled):
+    """Bounded real HTTP load (100 requests, loopback) through the business tier's public CLB raises the servers'
+    CPU over a low threshold: the alarm adds a server; once the load stops, the low alarm removes it again."""
+    region = guide["region"]
+    alarms = {
+        "high": {"threshold": 3, "minutes": 1, "adjustment": 1, "cooldown": 60},
+        "low": {"threshold": 2, "minutes": 2, "adjustment": -1, "cooldown": 60},
+    }
+    params = autoscaling_params(guide, peak={"enabled": False}, alarms=alarms)
+    params.tiers = ["business"]
+    (outcome,) = configure_autoscaling(params)
+    group_id = outcome.group_id or ""
+    vip, port = scaled["business"].vip, params.business.load_balancer.listener_port
+    before = cloud_env.admin("GET", "metrics")["servers"]
+    for _ in range(100):  # a new connection each: the CLB spreads them over both servers
+        assert httpx.get(f"http://{vip}:{port}/login", timeout=5).status_code == 200
+    after = cloud_env.admin("GET", "metrics")["servers"]
+    served = {i: after[i]["requests"] - before.get(i, {}).get("requests", 0) for i in after}
+    assert sum(served.values()) >= 100 and len([n for n in served.values() if n > 0]) >= 2, served
+    # >= 25 requests a server in one minute: CPU 1 + 100 x 25 x 0.05 / 60 = 3.1 % > 3 (the sandbox's documented cost)
+    minutes(cloud_env, 2.1)
+    settled(region, group_id, 3)
+    minutes(cloud_env, 4)  # no load: CPU 1 % < 2 for 2 minutes, after the 60 s cooldown
+    settled(region, group_id, 2)
+    members = asg.members(region, group_id)
+    assert sorted(m.creation_type for m in members) == ["MANUAL_ATTACHING", "MANUAL_ATTACHING"], members
