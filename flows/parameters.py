@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tasks.clb import HealthCheckSpec
 from tasks.health import HealthCheck
@@ -292,6 +292,11 @@ class CapacityParameters(BaseModel):
     session: SessionAutoScalingParameters = Field(default_factory=SessionAutoScalingParameters)
     business: BusinessAutoScalingParameters = Field(default_factory=BusinessAutoScalingParameters)
     dry_run: bool = False
+
+    @field_validator("capacity", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     def target(self, current: int) -> int:
         return current + int(self.capacity) if self.capacity[0] in "+-" else int(self.capacity)

@@ -124,6 +124,11 @@ def preflight(run: TierRun) -> TierFacts:
     cap, more = plan.capacity(scaling, len(attachable))
     problems += more
     launch_seconds = stored_launch_seconds(tier)
+    if launch_seconds is None and cap.desired + 1 > cap.max_size and not more:
+        problems.append(
+            f"max_size {cap.max_size} leaves no room to launch one server from the image and time it "
+            f"(desired {cap.desired}): raise max_size to at least {cap.desired + 1}"
+        )
     if scaling.peak.enabled:
         lead = plan.lead_minutes(scaling.peak, launch_seconds)
         problems += plan.peak_actions(tier, scaling.peak, cap, lead, datetime.now(UTC))[1]

@@ -54,6 +54,7 @@ def test_bad_capacity_refused() -> None:
     assert CapacityParameters(tier="business", capacity="+2").target(3) == 5
     assert CapacityParameters(tier="business", capacity="-1").target(3) == 2
     assert CapacityParameters(tier="business", capacity="4").target(3) == 4
+    assert CapacityParameters.model_validate({"tier": "business", "capacity": 4}).target(3) == 4  # --param capacity=4
 
 
 def refused(sandbox: EmbeddedSandbox, params: Any) -> str:
