@@ -19,7 +19,8 @@ from flows.scale_out import scale_out_cluster
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tasks import clb
-from tasks.health import probe_app_up
+from tasks.cvm import describe_servers
+from tasks.health import auth_url, probe_app_up, probe_auth, probe_session_reach
 from tests.flows.autoscaling_support import advance_to, autoscaling_params, minutes, sandbox_now
 from tests.flows.support import cluster_params, guest_status
 from tests.sdk import poll
@@ -83,11 +84,17 @@ def test_configure_autoscaling_end_to_end(guide, cloud_env, scaled):
         bound = clb.registered_targets(region, fwd.load_balancer_id, fwd.listener_id)
         assert all(bound.get(m.instance_id) == fwd.port for m in new), bound
         clb.wait_targets_healthy.fn(region, fwd.load_balancer_id, fwd.listener_id, [m.instance_id for m in new], 30)
-        if tier == "business":
-            for m in new:
-                app = guest_status(cloud_env, m.instance_id)
-                assert app["state"] == "online", app
-                assert app["loaded"]["authServerUrl"].startswith(f"http://{scaled['session'].vip}")
+        health = params.business.health
+        if tier == "business":  # the real app's own routes on each new server: up, and reaching the session tier
+            for server in describe_servers(region, [m.instance_id for m in new]):
+                assert probe_app_up(server.private_ip, 5757, health).ok
+                reach = probe_session_reach(server.private_ip, 5757, health)
+                assert reach.ok and "60012" in reach.detail, reach
+                loaded = guest_status(cloud_env, server.instance_id)["loaded"]["authServerUrl"]
+                assert loaded.startswith(f"http://{scaled['session'].vip}")
+        else:  # the session service answers the MA protocol through the VIP the new servers are healthy behind
+            url = auth_url(scaled["session"].vip or "", params.session.load_balancer.listener_port)
+            assert probe_auth(url, 5).ok
     assert sandbox_now(cloud_env) < fire + timedelta(minutes=first["business"].lead_minutes or 0)
 
     # 13:00: the peak servers go, the protected ones stay
