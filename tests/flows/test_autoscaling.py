@@ -180,3 +180,20 @@ def test_real_load_through_the_public_clb_scales_out_then_in(guide, cloud_env, s
     settled(region, group_id, 2)
     members = asg.members(region, group_id)
     assert sorted(m.creation_type for m in members) == ["MANUAL_ATTACHING", "MANUAL_ATTACHING"], members
+
+
+def test_a_new_image_is_a_new_launch_configuration_checked_by_a_launch(guide, cloud_env, scaled):
+    params = autoscaling_params(guide, peak={"enabled": False})
+    params.tiers = ["business"]
+    (first,) = configure_autoscaling(params)
+    params.business.autoscaling.image_id = scaled["business"].image_id  # the scale-out's image of a business server
+    (second,) = configure_autoscaling(params)
+    text = "\n".join(second.differences)
+    assert f"create launch configuration tcscale-business-{scaled['business'].image_id}" in text
+    assert f"modify scaling group {first.group_id}: {{'LaunchConfigurationId'" in text
+    assert "launch one server from the launch configuration" in text and second.launch_seconds is not None
+    group = asg.describe_group(guide["region"], first.group_id or "")
+    assert group is not None and group.launch_configuration_id == second.launch_configuration_id
+    assert group.launch_configuration_id != first.launch_configuration_id
+    (third,) = configure_autoscaling(params)
+    assert third.differences == []
