@@ -110,7 +110,9 @@ class LaunchCheck:
             raise CapacityRefused(
                 f"{group.group_id} is at its max size {group.max_size}: a launch check needs one more; raise max_size"
             )
-        before = {m.instance_id for m in asg.members(run.region, group.group_id)}
+        listed = asg.members(run.region, group.group_id)
+        before = {m.instance_id for m in listed}
+        protected = {m.instance_id for m in listed if m.protected}
         vip = vip_of(run, group)
         started = time.monotonic()
         self.activities += change_capacity(run, group, group.desired + 1, "launch one server from the image")
@@ -120,8 +122,8 @@ class LaunchCheck:
         grown = group.model_copy(update={"desired": group.desired + 1})
         self.activities += change_capacity(run, grown, group.desired, "restore the desired capacity")
         after = {m.instance_id for m in asg.members(run.region, group.group_id)}
-        if not before <= after:
-            raise VerificationFailed(f"the scale-in removed servers that were there before: {sorted(before - after)}")
+        if not protected <= after:
+            raise VerificationFailed(f"the scale-in removed protected servers: {sorted(protected - after)}")
         return self
 
 

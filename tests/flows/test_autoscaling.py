@@ -197,3 +197,10 @@ def test_a_new_image_is_a_new_launch_configuration_checked_by_a_launch(guide, cl
     assert group.launch_configuration_id != first.launch_configuration_id
     (third,) = configure_autoscaling(params)
     assert third.differences == []
+    # a dry run shows the difference a changed declaration would apply, and applies none of it
+    params.dry_run = True
+    params.business.autoscaling.max_size = 9
+    (planned,) = configure_autoscaling(params)
+    assert planned.differences == [f"set {first.group_id} MaxSize {group.max_size} -> 9"], planned.differences
+    assert "Difference would apply" in planned.report
+    assert (asg.describe_group(guide["region"], first.group_id or "") or group).max_size == group.max_size
