@@ -1,5 +1,6 @@
 """What every bench needs: a sandbox in its own process, real SDK clients, process stats, results."""
 
+import argparse
 import json
 import os
 import socket
@@ -44,12 +45,34 @@ def wait_http(url: str, process: subprocess.Popen[bytes] | None = None, timeout:
             time.sleep(0.05)
 
 
+# The data-plane benches' default ports (servers' SSH, and the port that stands for real port 80), clear of the
+# tests' defaults; `--ssh-port` / `--app-port` move them when several people share the machine.
+SSH_PORT, APP_PORT = 3222, 9281
+
+
+def add_port_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ssh-port", type=int, default=SSH_PORT, help="the sandbox servers' SSH port")
+    parser.add_argument("--app-port", type=int, default=APP_PORT, help="where the sandbox serves real port 80")
+
+
 class SandboxProcess:
     """`python -m sandbox serve` on a free port, in its own process (the thing being measured)."""
 
-    def __init__(self, *extra_args: str, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *extra_args: str,
+        state_dir: Path | None = None,
+        rate_limit: int = 0,
+        ssh_port: int | None = None,
+        app_port: int | None = None,
+    ) -> None:
         self.port = free_port()
-        args = [sys.executable, "-m", "sandbox", "serve", "--port", str(self.port), "--rate-limit", "0", *extra_args]
+        args = [sys.executable, "-m", "sandbox", "serve", "--port", str(self.port), "--rate-limit", str(rate_limit)]
+        if ssh_port is not None:
+            args += ["--ssh-port", str(ssh_port)]
+        if app_port is not None:
+            args += ["--app-port", str(app_port)]
+        args += list(extra_args)
         if state_dir is not None:
             args += ["--state-dir", str(state_dir)]
         self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -67,7 +90,7 @@ class SandboxProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def admin(self, method: str, path: str, body: object = None, timeout: float = 60.0) -> Any:
+    def admin(self, method: str, path: str, body: object = None, timeout: float = 120.0) -> Any:
         response = httpx.request(method, f"{self.url}/_sandbox/{path}", json=body, timeout=timeout)
         response.raise_for_status()
         return response.json()
@@ -105,7 +128,7 @@ def memory_mb(pid: int) -> tuple[float, float]:
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # every row's, in order
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     print(f"\n{title}")

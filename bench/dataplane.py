@@ -1,14 +1,18 @@
 """Bench (issue 3): the data plane of ONE sandbox process (`python -m sandbox serve`, data plane on).
 
 1. Scale-out: seed the guide, image the session server, RunInstances 100 from the image, and time
-   until every one is RUNNING (DescribeInstances) and its auth service answers HTTP on its own
-   address; peak RSS of the sandbox process. Targets: < 10 s, < 500 MB.
+   until every one is RUNNING (DescribeInstances) and its auth service (mina_auth, real port 80) gives a
+   well-formed MA answer to the MA probe `POST /mina_auth/` on its own address (`tasks.health.probe_auth`;
+   the bench lets port 80 in from anywhere for it); peak RSS of the sandbox process. Targets: < 10 s, < 500 MB.
 2. SSH: median time of a full SSH handshake + public-key auth (paramiko on a TCP_NODELAY socket,
    host key verified strictly against the admin API's known_hosts).
 3. Throughput: a TCP source on one server's address, read directly and through an internal CLB's
    TCP listener (registered target, VIP admitted by the security group). Target: ratio >= 0.5.
+4. HTTP: MA requests (`POST /mina_auth/`) to one server's auth service, directly and through a listener
+   on the port that stands for 80 (backend port 80, as the product's session tier). Same target.
 
     uv run python -m bench.dataplane [--servers 100] [--ssh-samples 30] [--megabytes 500]
+                                     [--ssh-port 3222] [--app-port 9281]
 """
 
 import argparse
@@ -24,16 +28,27 @@ import sys
 import time
 from typing import Any
 
-import httpx
 import paramiko
 from tencentcloud.clb.v20180317 import clb_client
 from tencentcloud.cvm.v20170312 import cvm_client
 from tencentcloud.vpc.v20170312 import vpc_client
 
-from bench.common import ROOT, SandboxProcess, cpu_seconds, memory_mb, print_table, sdk_client, stop, write_results
+from bench.common import (
+    ROOT,
+    SandboxProcess,
+    add_port_options,
+    cpu_seconds,
+    memory_mb,
+    print_table,
+    sdk_client,
+    stop,
+    write_results,
+)
+from tasks.health import AUTH_PROBE, auth_url, probe_auth
 from tasks.ssh_keys import parse_known_hosts
 
 TARGET_SECONDS, TARGET_MB, TARGET_RATIO = 10.0, 500.0, 0.5
+AUTH_PORT = 80  # mina_auth's real port; the sandbox serves it at seed["ports"]["map"]["80"]
 SOURCE_PORT = 9000  # the throughput source's port on the backend server (and the listener's)
 CHUNK = 1024 * 1024
 # Every sandbox on this machine shares 127.0.0.0/8: keep clear of the seed's default network (tests).
@@ -62,16 +77,18 @@ def all_running(cvm: Any, ids: list[str]) -> bool:
     return len(states) == len(ids) and all(s == "RUNNING" for s in states)
 
 
-def auth_answers(client: httpx.Client, url: str) -> bool:
-    try:
-        return client.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+def admit_from_anywhere(sandbox: SandboxProcess, group_id: str, port: int) -> None:
+    """The bench's own rule: `port` (a real port) let in from anywhere, so that the bench can ask the servers."""
+    vpc = sdk_client(vpc_client.VpcClient, sandbox.endpoint)
+    rule = {"Protocol": "TCP", "Port": str(port), "CidrBlock": "0.0.0.0/0", "Action": "ACCEPT"}
+    policies = {"SecurityGroupId": group_id, "SecurityGroupPolicySet": {"Ingress": [rule]}}
+    call(vpc, "CreateSecurityGroupPolicies", policies)
 
 
 def scale_out(sandbox: SandboxProcess, seed: dict[str, Any], count: int) -> tuple[dict[str, Any], list[str]]:
     cvm = sdk_client(cvm_client.CvmClient, sandbox.endpoint)
     source = seed["session_server"]["instance_id"]
+    admit_from_anywhere(sandbox, seed["security_groups"]["business"], AUTH_PORT)
     image_id = call(cvm, "CreateImage", {"InstanceId": source, "ImageName": "bench-session"})["ImageId"]
     wait_for(
         lambda: call(cvm, "DescribeImages", {"ImageIds": [image_id]})["ImageSet"][0]["ImageState"] == "NORMAL",
@@ -87,7 +104,7 @@ def scale_out(sandbox: SandboxProcess, seed: dict[str, Any], count: int) -> tupl
             "ImageId": image_id,
             "InstanceCount": count,
             "VirtualPrivateCloud": {"VpcId": seed["vpc"]["vpc_id"], "SubnetId": seed["subnet"]["subnet_id"]},
-            # The business group admits app_port from anywhere: the bench can ask every auth service itself.
+            # The business group, with port 80 let in from anywhere: the bench asks every auth service itself.
             "SecurityGroupIds": [seed["security_groups"]["business"]],
             "LoginSettings": {"KeyIds": [seed["key_pair"]["key_id"]]},
         },
@@ -95,15 +112,13 @@ def scale_out(sandbox: SandboxProcess, seed: dict[str, Any], count: int) -> tupl
     wait_for(lambda: all_running(cvm, ids), "every server RUNNING")
     running_at = time.perf_counter() - began
     servers = {s["instance_id"]: s for s in sandbox.admin("GET", "servers")["servers"]}
-    app_port = seed["ports"]["app"]
-    urls = [f"http://{servers[i]['private_ip']}:{app_port}/mina_auth/health" for i in ids]
-    with httpx.Client() as client, concurrent.futures.ThreadPoolExecutor(16) as pool:
+    served_at = seed["ports"]["map"][str(AUTH_PORT)]
+    urls = [auth_url(servers[i]["private_ip"], served_at) for i in ids]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
         pending = set(urls)
         while pending:
             order = list(pending)
-            answered = {
-                u for u, ok in zip(order, pool.map(lambda u: auth_answers(client, u), order), strict=True) if ok
-            }
+            answered = {u for u, p in zip(order, pool.map(lambda u: probe_auth(u, 2.0), order), strict=True) if p.ok}
             pending -= answered
             if pending and time.perf_counter() - began > 120:
                 raise TimeoutError(f"{len(pending)} auth services never answered")
@@ -194,11 +209,13 @@ def throughput(sandbox: SandboxProcess, seed: dict[str, Any], backend_id: str, m
 
     wait_for(lambda: lb()["Status"] == 1, "the CLB")
     vip = lb()["LoadBalancerVips"][0]
-    app_port = seed["ports"]["app"]
-    ports = [SOURCE_PORT, app_port]  # listener port = backend port, for the TCP source and for the auth service
+    served_at = seed["ports"]["map"][str(AUTH_PORT)]
+    # The TCP source: listener port = backend port. The auth service: backend port 80 (real), listener port the
+    # one that stands for 80 on this machine (as the product's session tier in the sandbox: deployments/demo.py).
+    ports, backend_ports = [SOURCE_PORT, served_at], [SOURCE_PORT, AUTH_PORT]
     listener = call(clb, "CreateListener", {"LoadBalancerId": lb_id, "Ports": ports, "Protocol": "TCP"})
     wait_for(lambda: call(clb, "DescribeTaskStatus", {"TaskId": listener["RequestId"]})["Status"] == 0, "listener")
-    for listener_id, port in zip(listener["ListenerIds"], ports, strict=True):
+    for listener_id, port in zip(listener["ListenerIds"], backend_ports, strict=True):
         target = {"InstanceId": backend_id, "Port": port, "Weight": 10}
         registered = call(
             clb, "RegisterTargets", {"LoadBalancerId": lb_id, "ListenerId": listener_id, "Targets": [target]}
@@ -233,9 +250,9 @@ def throughput(sandbox: SandboxProcess, seed: dict[str, Any], backend_id: str, m
         "target_ratio": TARGET_RATIO,
         "target_met": ratio >= TARGET_RATIO,
     }
-    # The guide's traffic: MA requests to the auth service (the business group admits app_port from anywhere).
-    direct_http = http_rate(backend_ip, app_port, sandbox.pid)
-    balanced_http = http_rate(vip, app_port, sandbox.pid)
+    # The guide's traffic: MA requests to the auth service (port 80 let in from anywhere: `scale_out`).
+    direct_http = http_rate(backend_ip, served_at, sandbox.pid)
+    balanced_http = http_rate(vip, served_at, sandbox.pid)
     requests = {
         "direct_requests_per_s": direct_http["requests_per_s"],
         "through_clb_requests_per_s": balanced_http["requests_per_s"],
@@ -248,13 +265,7 @@ def throughput(sandbox: SandboxProcess, seed: dict[str, Any], backend_id: str, m
     return bulk, requests
 
 
-MA_CHECK = json.dumps(
-    {
-        "version": 1,
-        "componentName": "MA",
-        "interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "x", "skey": "y"}},
-    }
-)
+MA_CHECK = json.dumps(AUTH_PROBE)  # the product's own MA probe (made-up alphanumeric ids: AUTH_FAIL)
 
 
 def _http_worker(address: str, port: int, start: Any, stop_at: Any, results: Any) -> None:
@@ -306,9 +317,10 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=100)
     parser.add_argument("--ssh-samples", type=int, default=30)
     parser.add_argument("--megabytes", type=int, default=500, help="MB read per throughput run")
+    add_port_options(parser)
     args = parser.parse_args()
 
-    with SandboxProcess() as sandbox:
+    with SandboxProcess(ssh_port=args.ssh_port, app_port=args.app_port) as sandbox:
         seed = sandbox.admin("POST", "seed", SEED_NETWORK)
         rss_idle, _ = memory_mb(sandbox.pid)
         scale, ids = scale_out(sandbox, seed, args.servers)

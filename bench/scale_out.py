@@ -10,10 +10,11 @@
    N = 100 within 1.5x of N = 1) and API requests per run from `GET /_sandbox/stats` (describes
    batched: one request per poll for up to 100 servers, so <= 1 request per server per wait).
 
-The sandbox runs in its own process (ssh port 3222, app port 9281, its own 127.78/16 network), with
-the real API's throttling (20 requests/s per action). Flows run in Prefect's ephemeral mode (a
-temporary PREFECT_HOME). The product's poll interval (`Timeouts.poll`, 2 s against the real cloud)
-is scaled by S like every cloud latency, so polling is as coarse relative to the waits as for real.
+The sandbox runs in its own process (ssh port 3222, port 80 served at 9281: `--ssh-port`, `--app-port`),
+on its own 127.78/16 network, with the real API's throttling (20 requests/s per action). Flows run in
+Prefect's ephemeral mode (a temporary PREFECT_HOME). The product's poll interval (`Timeouts.poll`, 2 s
+against the real cloud) is scaled by S like every cloud latency, so polling is as coarse relative to the
+waits as for real.
 
     uv run python -m bench.scale_out [--scale 0.1] [--counts 1,10,50,100]
 """
@@ -31,55 +32,27 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 import argparse
 import math
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from prefect import flow, task
 
-from bench.common import ROOT, free_port, print_table, stop, wait_http, write_results
+from bench.common import APP_PORT, SSH_PORT, SandboxProcess, add_port_options, print_table, write_results
 from sandbox.core.clock import REALISTIC_SECONDS
 from sandbox.core.cloud import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 
-SSH_PORT, APP_PORT = 3222, 9281  # this bench's ports: other engineers' tests use the defaults
 SEED_NETWORK = {"vpc_cidr": "127.78.0.0/16", "subnet_cidr": "127.78.3.0/24"}  # clear of tests and bench.dataplane
 TARGET_RATIO, TARGET_GROWTH = 1.15, 1.5
 REAL_POLL_SECONDS = 2.0  # Timeouts.poll's default against the real cloud
 REGISTER_BATCH = 20  # RegisterTargets takes at most 20 targets a call (one CLB task each)
 
-_SERVE = """
-import sys
-from sandbox.core.cloud import SandboxConfig
-from sandbox.server import serve
-port, ssh, app, rate = (int(a) for a in sys.argv[1:5])
-serve(SandboxConfig(port=port, ssh_port=ssh, app_port=app, rate_limit=rate))
-"""
 
-
-class Sandbox:
+class Sandbox(SandboxProcess):
     """The sandbox in its own process (the flow's process must not share its GIL), data plane on."""
 
-    def __init__(self, rate_limit: int = 20) -> None:
-        self.port = free_port()
-        argv = [sys.executable, "-c", _SERVE, str(self.port), str(SSH_PORT), str(APP_PORT), str(rate_limit)]
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL)
-        self.endpoint = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.endpoint}"
-
-    def __enter__(self) -> Sandbox:
-        wait_http(f"{self.url}/_sandbox/health", self.process)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        stop(self.process)
-
-    def admin(self, method: str, path: str, body: object = None, timeout: float = 120.0) -> Any:
-        response = httpx.request(method, f"{self.url}/_sandbox/{path}", json=body, timeout=timeout)
-        response.raise_for_status()
-        return response.json()
+    def __init__(self, rate_limit: int = 20, ssh_port: int = SSH_PORT, app_port: int = APP_PORT) -> None:
+        super().__init__(rate_limit=rate_limit, ssh_port=ssh_port, app_port=app_port)
 
     def point_product_here(self) -> None:
         """The product's configuration for this cloud, as an operator sets it (env vars)."""
@@ -210,11 +183,13 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.1, help="time scale S of the realistic profile")
     parser.add_argument("--counts", default="1,10,50,100", help="servers added per tier, one run each")
     parser.add_argument("--rate-limit", type=int, default=20, help="the sandbox's requests/s per action")
+    add_port_options(parser)
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",") if c]
     scale = args.scale
 
-    with tempfile.TemporaryDirectory(prefix="tcscale-bench-") as tmp, Sandbox(args.rate_limit) as sandbox:
+    sandbox_process = Sandbox(args.rate_limit, args.ssh_port, args.app_port)
+    with tempfile.TemporaryDirectory(prefix="tcscale-bench-") as tmp, sandbox_process as sandbox:
         key_dir = Path(tmp)
         sandbox.point_product_here()
         cluster_shaped()  # warm-up: the ephemeral Prefect server starts (migrations), imports load

@@ -162,11 +162,6 @@ def probe_session_reach(host: str, port: int, check: HealthCheck) -> Probe:
     return _timed(url, lambda: httpx.get(url, headers=MADE_UP_SESSION, timeout=timeout, verify=_TLS), judge)
 
 
-def probe_business(host: str, check: HealthCheck, expected_auth_url: str | None = None) -> Probe:
-    """Deprecated (the flows' old name): `probe_session_reach` on the check's app_port (or 80)."""
-    return probe_session_reach(host, check.app_port or 80, check)
-
-
 def probe_all(probes: dict[str, Callable[[], Probe]], workers: int = 16) -> dict[str, Probe]:
     """Run named probes in parallel threads: {name: result}."""
     if not probes:
