@@ -164,7 +164,7 @@ def converge_tier(run: TierRun, facts: TierFacts, c: Converge) -> AutoScalingOut
             Variable.set(launch_seconds_variable(run.tier), round(check.seconds, 1), overwrite=True)
     lead = plan.lead_minutes(scaling.peak, launch_seconds)
     # 7. lunch-peak scheduled actions and 8. CPU alarm policies
-    wanted, _ = plan.peak_actions(run.tier, scaling.peak, cap, lead, datetime.now(UTC))
+    wanted, _ = plan.peak_actions(run.tier, scaling.peak, cap, lead, asg.cloud_now(region, group))
     put_schedules(run, c, group, wanted if scaling.peak.enabled else [])
     put_policies(run, c, group, plan.alarm_policies(run.tier, scaling) if scaling.alarms.enabled else [])
     return AutoScalingOutcome(

@@ -8,6 +8,7 @@ is "not yet", never an index to take.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import task
@@ -113,6 +114,23 @@ def describe_activity(region: str, activity_id: str) -> Activity | None:
     answer = call_json(clients_for(region).autoscaling, "DescribeAutoScalingActivities", {"ActivityIds": [activity_id]})
     found = answer.get("ActivitySet") or []
     return Activity.from_api(found[0]) if found else None  # not listed yet: eventual consistency
+
+
+def cloud_now(region: str, group: Group) -> datetime:
+    """Now, never earlier than the cloud's own latest timestamp of the group (its creation, its activities): a
+    schedule computed from a local clock that runs behind would start "before the current time"."""
+    stamps = [datetime.now(UTC), _parse(group.created_time)]
+    for activity in activities(region, group.group_id, 20):
+        stamps += [_parse(activity.start_time), _parse(activity.end_time)]
+    return max(s for s in stamps if s is not None)
+
+
+def _parse(stamp: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def scheduled_actions(region: str, group_id: str) -> list[ScheduledAction]:

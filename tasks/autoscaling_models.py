@@ -62,6 +62,7 @@ class Group(BaseModel):
     in_service: int = 0
     in_activity: bool = False
     enabled: bool = True
+    created_time: str = ""
     tags: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
@@ -93,6 +94,7 @@ class Group(BaseModel):
             in_service=int(item.get("InServiceInstanceCount") or 0),
             in_activity=item.get("InActivityStatus") == "IN_ACTIVITY",
             enabled=item.get("EnabledStatus", "ENABLED") == "ENABLED",
+            created_time=item.get("CreatedTime") or "",
             tags={t["Key"]: t["Value"] for t in item.get("Tags") or []},
         )
 
