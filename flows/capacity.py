@@ -80,7 +80,7 @@ def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
         if not tp.dry_run:
             ids = [m.instance_id for m in asg.members(run.region, group.group_id)]
             check_servers(run, group, ids, vip_of(run, group))
-            result.new_instance_ids = ids
+            result.members = ids
         run.finish(result)
     publish("set-capacity", result)
     return result

@@ -22,6 +22,7 @@ class AutoScalingOutcome(TierOutcome):
     cost: plan.CostReport | None = None
     activities: list[asg.Activity] = Field(default_factory=list)
     capacity_message: str = ""
+    members: list[str] = Field(default_factory=list, description="the group's servers, each checked healthy")
 
 
 def launch_seconds_variable(tier: str) -> str:

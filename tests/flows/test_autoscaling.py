@@ -145,7 +145,7 @@ def test_alarms_verify_and_set_capacity(guide, cloud_env, scaled):
     business = autoscaling_params(guide).business
     raised = set_capacity(CapacityParameters(tier="business", capacity="+1", business=business))
     assert raised.activities and all(a.status == "SUCCESSFUL" for a in raised.activities)
-    assert len(raised.new_instance_ids) == 3
+    assert len(raised.members) == 3
     for m in asg.members(region, raised.group_id or ""):
         (server,) = [s for s in cloud_env.admin("GET", "servers")["servers"] if s["instance_id"] == m.instance_id]
         assert probe_app_up(server["private_ip"], 5757, business.health).ok
@@ -204,3 +204,17 @@ def test_a_new_image_is_a_new_launch_configuration_checked_by_a_launch(guide, cl
     assert planned.differences == [f"set {first.group_id} MaxSize {group.max_size} -> 9"], planned.differences
     assert "Difference would apply" in planned.report
     assert (asg.describe_group(guide["region"], first.group_id or "") or group).max_size == group.max_size
+
+
+@pytest.mark.slow
+def test_configure_and_set_capacity_on_the_realistic_clock(guide, cloud_env, scaled):
+    """Images, launches and activities take their (scaled) real times; new activities are listed late."""
+    cloud_env.admin("POST", "clock", {"profile": "realistic", "time_scale": 0.05})
+    params = autoscaling_params(guide, peak={"enabled": False})
+    params.tiers = ["business"]
+    (outcome,) = configure_autoscaling(params)
+    assert outcome.launch_seconds is not None and outcome.launch_seconds > 1.5  # 30 s launch x 0.05, then boot
+    raised = set_capacity(CapacityParameters(tier="business", capacity="+2", business=params.business))
+    assert len(raised.members) == 4
+    lowered = set_capacity(CapacityParameters(tier="business", capacity="-2", business=params.business))
+    assert len(lowered.members) == 2
