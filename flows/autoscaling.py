@@ -65,13 +65,13 @@ def converge_tier(run: TierRun, facts: TierFacts, c: Converge) -> AutoScalingOut
         with run.step(f"image {facts.source.instance_id} as {name!r}"):
 
             def make_image() -> str:
-                image = cvm.create_image(facts.source, name, run.tags, True)
-                run.ledger.add(
-                    f"image {image.image_id}",
-                    lambda: cvm.delete_image(region, image.image_id),
-                    f"delete image {image.image_id} in the CVM console",
+                run.ledger.add(  # written before: an image whose answer was lost is found by the run's tags
+                    f"image {name!r} of this run",
+                    lambda: cvm.delete_tagged_images(region, run.tags),
+                    f"delete the private images tagged tcscale:run={run.key}, tcscale:tier={run.tier}",
                 )
-                run.record.add("image", image.image_id, created=True, detail=name)
+                image = cvm.create_image(facts.source, name, run.tags, True)
+                run.record.add("image", image.image_id, created=not image.reused, detail=name)
                 return cvm.wait_image_normal(region, image, timeouts.image, timeouts.poll).image_id
 
             image_id = c.change(f"image the {run.tier} server {facts.source.instance_id} as {name!r}", make_image)
