@@ -161,7 +161,7 @@ def converge_tier(run: TierRun, facts: TierFacts, c: Converge) -> AutoScalingOut
         check = c.change(desc, lambda: LaunchCheck().run(run, asg.describe_group(region, group.group_id) or group))
         if check is not None:
             launch_seconds = check.seconds
-            Variable.set(launch_seconds_variable(run.tier), round(check.seconds, 1), overwrite=True)
+            Variable.set(launch_seconds_variable(region, run.tier), round(check.seconds, 1), overwrite=True)
     lead = plan.lead_minutes(scaling.peak, launch_seconds)
     # 7. lunch-peak scheduled actions and 8. CPU alarm policies
     wanted, _ = plan.peak_actions(run.tier, scaling.peak, cap, lead, asg.cloud_now(region, group))

@@ -26,7 +26,7 @@ def verify_autoscaling(params: AutoScalingClusterParameters) -> list[AutoScaling
                 result = AutoScalingOutcome(tier=tier, run_key=run.key, dry_run=True, group_id=group.group_id)
             else:
                 check = LaunchCheck().run(run, group)
-                Variable.set(launch_seconds_variable(tier), round(check.seconds, 1), overwrite=True)
+                Variable.set(launch_seconds_variable(run.region, tier), round(check.seconds, 1), overwrite=True)
                 history = asg.activities(run.region, group.group_id, 20)
                 result = AutoScalingOutcome(
                     tier=tier,

@@ -25,8 +25,9 @@ class AutoScalingOutcome(TierOutcome):
     members: list[str] = Field(default_factory=list, description="the group's servers, each checked healthy")
 
 
-def launch_seconds_variable(tier: str) -> str:
-    return f"tcscale-autoscaling-{tier}-launch-seconds"
+def launch_seconds_variable(region: str, tier: str) -> str:
+    """The Prefect Variable keeping the tier's measured launch-to-healthy time (the peak's lead time)."""
+    return f"tcscale-autoscaling-{region}-{tier}-launch-seconds"
 
 
 def tier_params(params: AutoScalingClusterParameters, tier: str, key: str) -> AutoScalingTierParameters:

@@ -11,6 +11,7 @@ from flows import scaling_plan as plan
 from flows.preflight import PreflightFailed, check_load_balancer, choose_source, given_load_balancer, select_servers
 from flows.preflight import tier_load_balancer as find_tier_load_balancer
 from flows.run import TierRun
+from flows.scaling_outcome import launch_seconds_variable
 from tasks import autoscaling as asg
 from tasks import clb
 from tasks.cloud import call_json, clients_for
@@ -40,10 +41,8 @@ def subnet_vpcs(region: str, subnet_ids: list[str]) -> dict[str, str]:
     return {s["SubnetId"]: s["VpcId"] for s in found}
 
 
-def stored_launch_seconds(tier: str) -> float | None:
-    from flows.scaling_outcome import launch_seconds_variable
-
-    value = Variable.get(launch_seconds_variable(tier), default=None)
+def stored_launch_seconds(region: str, tier: str) -> float | None:
+    value = Variable.get(launch_seconds_variable(region, tier), default=None)
     return float(value) if isinstance(value, (int, float, str)) and str(value) else None
 
 
@@ -123,7 +122,7 @@ def preflight(run: TierRun) -> TierFacts:
         image = next((i for i in find_images(region, image_name) if i.state == "NORMAL"), None)
     cap, more = plan.capacity(scaling, len(attachable))
     problems += more
-    launch_seconds = stored_launch_seconds(tier)
+    launch_seconds = stored_launch_seconds(region, tier)
     if launch_seconds is None and cap.desired + 1 > cap.max_size and not more:
         problems.append(
             f"max_size {cap.max_size} leaves no room to launch one server from the image and time it "
