@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prefect import unmapped
-
-from flows.run import TierRun, wait_all
+from flows.run import TierRun
 from tasks import repoint
 from tasks.cvm import Server
 from tasks.health import Probe, probe_app_up, probe_auth, probe_session_reach, wait_until_ok
-from tasks.models import RuntimeProfile
+from tasks.models import RuntimeProfile, SshSettings
+from tasks.waiters import WaitTimeout
 
 VIP_PROBES = 3  # MA answers through the VIP; which backend served each is DescribeTargetHealth's to say
 
@@ -59,24 +58,27 @@ def business_app_through_vip(run: TierRun, vip: str) -> None:
 
 
 def servers_reach(run: TierRun, servers: list[Server], profile: RuntimeProfile, url: str) -> None:
-    """Before any config changes: every business server reaches `url` itself (a security-group gap shows here)."""
-    timeout = run.params.health.timeout_seconds
+    """Before any config changes: every business server reaches `url` itself (a security-group gap shows here),
+    probed until each has or the health deadline passes, like every other check."""
+    ssh, timeout = run.params.ssh, run.params.health.timeout_seconds
+    probes = {s.instance_id: _reach(s, ssh, profile, url, timeout) for s in servers}
     with run.step(f"each of the {len(servers)} business server(s) reaches {url} itself, over SSH"):
-        futures = repoint.reach_from.map(servers, unmapped(run.params.ssh), unmapped(profile), unmapped(url),
-                                         unmapped(timeout))  # fmt: skip
-        wait_all(futures)
-        failures = []
-        for server, future in zip(servers, futures, strict=True):
-            try:
-                probe = future.result()
-            except Exception as error:
-                probe = Probe(target=f"{server.instance_id} -> {url}", ok=False, detail=f"over SSH: {error}")
-            run.record.probes.append(probe)
-            if not probe.ok:
-                failures.append(f"{server.instance_id} ({server.private_ip}): {probe.detail}")
-        if failures:
+        try:
+            until_ok(run, probes, f"{len(servers)} business server(s) to reach {url}")
+        except WaitTimeout as timed_out:
+            failing = timed_out.last_state if isinstance(timed_out.last_state, dict) else {}  # {id: detail}
             raise VerificationFailed(
-                f"{len(failures)} business server(s) cannot reach {url}, nothing was repointed: "
-                + "; ".join(failures)
+                f"{len(failing)} business server(s) cannot reach {url}, nothing was repointed: "
+                + "; ".join(f"{k}: {v}" for k, v in failing.items())
                 + ". Check the security groups between these servers, the VIP and the session servers"
-            )
+            ) from None
+
+
+def _reach(server: Server, ssh: SshSettings, profile: RuntimeProfile, url: str, timeout: float) -> Callable[[], Probe]:
+    def probe() -> Probe:
+        try:
+            return repoint.reach_from.fn(server, ssh, profile, url, timeout)
+        except Exception as error:  # SSH itself failed: a finding too, probed again until the deadline
+            return Probe(target=f"{server.instance_id} -> {url}", ok=False, detail=f"over SSH: {error}")
+
+    return probe

@@ -110,6 +110,7 @@ class Cloud:
             self.backends[name] = cls(self)
         self.faults.clear()
         self.metrics.clear()
+        self.clock.settings.offset = 0.0  # virtual time back to wall time: tests start from "now"
         self.events.emit("reset")
         self.touched()
 

@@ -5,7 +5,7 @@ and the product's own checks are the real apps' routes only.
 """
 
 import httpx
-from prefect.client.orchestration import get_client
+from prefect.artifacts import Artifact
 
 from flows.scale_out import scale_out_cluster, scale_out_session_tier
 from tasks.health import WX_SESSION_MAGIC_ID, auth_url
@@ -13,9 +13,9 @@ from tests.flows.support import cluster_params, guest_status
 
 
 def report_of(key: str) -> str:
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
-    return next(a for a in artifacts if a.key == key).data
+    artifact = Artifact.get(key)
+    assert artifact is not None, key
+    return str(artifact.data)
 
 
 def test_scale_out_session_tier(guide, cloud_env):
