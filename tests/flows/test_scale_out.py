@@ -8,6 +8,7 @@ import httpx
 from prefect.artifacts import Artifact
 
 from flows.scale_out import scale_out_cluster, scale_out_session_tier
+from tasks.cvm import describe_servers
 from tasks.health import WX_SESSION_MAGIC_ID, auth_url
 from tests.flows.support import cluster_params, guest_status
 
@@ -23,6 +24,10 @@ def test_scale_out_session_tier(guide, cloud_env):
     outcome = scale_out_session_tier(params)
 
     assert len(outcome.new_instance_ids) == 2 and len(outcome.bound) == 3
+    source, *new = describe_servers(params.region, [guide["session_server"]["instance_id"], *outcome.new_instance_ids])
+    for server in new:  # placed, networked and logged in exactly like the source
+        assert server.internet_accessible == source.internet_accessible and server.key_ids == source.key_ids
+        assert (server.zone, server.project_id, server.subnet_id) == (source.zone, source.project_id, source.subnet_id)
     expected = auth_url(outcome.vip or "", params.load_balancer.listener_port)
     (change,) = outcome.changes
     assert change.applied and change.after == expected and change.before == guide["auth_server_url"]
