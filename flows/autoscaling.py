@@ -198,7 +198,7 @@ def attach_and_protect(run: TierRun, facts: TierFacts, c: Converge, group: asg.G
                 was_bound = {i: bound[i] for i in outside if i in bound}
                 run.ledger.add(
                     f"{', '.join(outside)} attached to {group.group_id}",
-                    lambda: _detach(region, group.group_id, outside, fwd, was_bound, timeout),
+                    lambda: asg.detach(region, group.group_id, outside, fwd, was_bound, timeout),
                     f"remove {', '.join(outside)} from {group.group_id} (RemoveInstances only detaches), then bind "
                     f"{', '.join(was_bound) or 'none'} to {fwd.load_balancer_id}/{fwd.listener_id} again",
                 )
@@ -213,30 +213,6 @@ def attach_and_protect(run: TierRun, facts: TierFacts, c: Converge, group: asg.G
             f"protect {', '.join(unprotected)} from scale-in",
             lambda: asg.set_protection(region, group.group_id, unprotected, True),
         )
-
-
-def _detach(
-    region: str,
-    group_id: str,
-    instance_ids: list[str],
-    fwd: asg.ForwardLoadBalancer,
-    was_bound: dict[str, int],
-    timeout: float,
-) -> bool:
-    """Undo an attach: out of the group (detaching deregisters them from the group's listener), then bound again
-    as they were before the run (the tier's CLB served them)."""
-    present = [m.instance_id for m in asg.members(region, group_id) if m.instance_id in instance_ids]
-    if present:
-        asg.set_protection.fn(region, group_id, present, False)
-        group = asg.describe_group(region, group_id)
-        if group is not None and group.min_size > group.desired - len(present):
-            asg.modify_group.fn(region, group_id, {"MinSize": max(0, group.desired - len(present))})
-        asg.wait_activity.fn(region, asg.remove_instances.fn(region, group_id, present), timeout)
-    rebound = []
-    for port in sorted(set(was_bound.values())):
-        ids = [i for i, p in was_bound.items() if p == port]
-        rebound += clb.register_targets.fn(region, fwd.load_balancer_id, fwd.listener_id, ids, port, timeout)
-    return bool(present or rebound)
 
 
 def bounds_to(run: TierRun, facts: TierFacts, c: Converge, group: asg.Group, created: bool) -> None:

@@ -2,10 +2,12 @@
 
 A run marks what it makes: instances, images and CLBs carry the tag `tcscale:run=<key>`, its listeners
 are named `tcscale-<tier>-<key>`, security group rules it adds say `tcscale:<key>` in their description,
-each sdk.config it rewrote has a backup named after it, and its bindings to a CLB it did not create are
-kept in the Prefect Variable `tcscale-bindings-<key>`. This flow finds them by those marks alone (the key
-matching exactly: `abc` never touches `abc-2`) and undoes them with the same functions a failed run uses,
-under both tiers' locks. One failure (an unreachable server) does not stop the others; it is reported.
+each sdk.config it rewrote has a backup named after it, its bindings to a CLB it did not create are
+kept in the Prefect Variable `tcscale-bindings-<key>`, and its scaling groups carry the tag too (their launch
+configuration, attached servers, scheduled actions and alarm policies are found through the group). This flow
+finds them by those marks alone (the key matching exactly: `abc` never touches `abc-2`) and undoes them with the
+same functions a failed run uses, under both tiers' locks. One failure (an unreachable server) does not stop
+the others; it is reported.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flows.parameters import CleanupParameters
 from flows.preflight import select_servers
 from flows.run import tier_lock, wait_all
 from flows.undo import Ledger, Undone, forget_bindings, remembered_bindings, unbind
+from tasks import autoscaling as asg
 from tasks import clb, cvm, remote, repoint, vpc
 from tasks.cvm import RUN_TAG, Server
 
@@ -38,6 +41,12 @@ class Removed(BaseModel):
     load_balancers: list[str] = Field(default_factory=list)
     instances: list[str] = Field(default_factory=list)
     images: list[str] = Field(default_factory=list)
+    scaling_groups: list[str] = Field(default_factory=list, description="group id (name)")
+    launch_configurations: list[str] = Field(default_factory=list, description="used by no other group")
+    scheduled_actions: list[str] = Field(default_factory=list, description="group id/name")
+    alarm_policies: list[str] = Field(default_factory=list, description="group id/name")
+    servers_detached: list[str] = Field(default_factory=list, description="group id: instance ids, bound again")
+    group_servers: list[str] = Field(default_factory=list, description="launched by a group, terminated with it")
     failed: list[Undone] = Field(default_factory=list, description="what could not be undone, with the fix")
 
     def markdown(self) -> str:
@@ -50,6 +59,12 @@ class Removed(BaseModel):
             ("load balancers deleted", self.load_balancers),
             ("instances terminated", self.instances),
             ("images deleted", self.images),
+            ("alarm policies deleted", self.alarm_policies),
+            ("scheduled actions deleted", self.scheduled_actions),
+            ("servers detached from a scaling group and bound to its CLB again", self.servers_detached),
+            ("servers the scaling group launched, terminated with it", self.group_servers),
+            ("scaling groups deleted", self.scaling_groups),
+            ("launch configurations deleted", self.launch_configurations),
         ]
         lines = [f"# cleanup-run {self.run_key}: {verb}", "", "| what | ids |", "|---|---|"]
         lines += [f"| {what} | {', '.join(ids) or '-'} |" for what, ids in rows]
@@ -113,6 +128,49 @@ def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> N
                        f"unbind {', '.join(still)} from {binding.load_balancer_id} in the CLB console")  # fmt: skip
     if params.restore_configs:
         find_configs(params, removed, ledger)
+    find_autoscaling(params, removed, ledger)  # made after the scale-out's resources: added last, undone first
+
+
+def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
+    """The run's scaling groups and what `configure-autoscaling` made with each, in the order it makes them."""
+    region, timeout = params.region, params.timeout
+    groups = asg.tagged_groups(region, {RUN_TAG: params.run_key})
+    ours = {g.group_id for g in groups}
+    for group in groups:
+        gid, lc_id = group.group_id, group.launch_configuration_id
+        if not [g for g in asg.groups_using(region, lc_id) if g.group_id not in ours]:
+            removed.launch_configurations.append(lc_id)
+            ledger.add(f"launch configuration {lc_id}", lambda lc_id=lc_id: asg.delete_unused_launch_configuration(
+                region, lc_id), f"delete launch configuration {lc_id} once no scaling group uses it")  # fmt: skip
+        removed.scaling_groups.append(f"{gid} ({group.name})")
+        members = asg.members(region, gid)
+        launched = [m.instance_id for m in members if m.creation_type != "MANUAL_ATTACHING"]
+        removed.group_servers += launched
+        ledger.add(f"scaling group {gid}", lambda gid=gid: asg.delete_group(region, gid, timeout),
+                   f"set min/desired of {gid} to 0, then delete it (its servers {', '.join(launched) or 'none'} "
+                   "are terminated with it)")  # fmt: skip
+        attached = sorted(m.instance_id for m in members if m.creation_type == "MANUAL_ATTACHING")
+        if attached:
+            # the tier's servers were behind the group's CLB before the attach; detaching deregisters them
+            fwd = group.forward[0] if group.forward else None
+            was_bound = {i: fwd.port for i in attached} if fwd else {}
+            removed.servers_detached.append(f"{gid}: {', '.join(attached)}")
+            target = f"{fwd.load_balancer_id}/{fwd.listener_id} port {fwd.port}" if fwd else "their CLB"
+            ledger.add(f"{', '.join(attached)} attached to {gid}",
+                       lambda gid=gid, ids=attached, fwd=fwd, was=was_bound: asg.detach(region, gid, ids, fwd, was,
+                                                                                        timeout),
+                       f"unprotect and remove {', '.join(attached)} from {gid}, then bind them to {target} "
+                       "again")  # fmt: skip
+        for action in asg.scheduled_actions(region, gid):
+            removed.scheduled_actions.append(f"{gid}/{action.name}")
+            ledger.add(f"scheduled action {action.name}",
+                       lambda gid=gid, name=action.name: asg.delete_scheduled_action(region, gid, name),
+                       f"delete scheduled action {action.name} of {gid}")  # fmt: skip
+        for policy in asg.alarm_policies(region, gid):
+            removed.alarm_policies.append(f"{gid}/{policy.name}")
+            ledger.add(f"alarm policy {policy.name}",
+                       lambda gid=gid, name=policy.name: asg.delete_alarm_policy(region, gid, name),
+                       f"delete scaling policy {policy.name} of {gid}")  # fmt: skip
 
 
 def find_configs(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks import clb
 from tasks.autoscaling_models import (
     FINISHED_OK,
     Activity,
@@ -77,6 +78,20 @@ def find_group(region: str, name: str) -> Group | None:
     filters = [{"Name": "auto-scaling-group-name", "Values": [name]}]
     found = _paged(region, "DescribeAutoScalingGroups", {"Filters": filters}, "AutoScalingGroupSet")
     return next((Group.from_api(i) for i in found if i["AutoScalingGroupName"] == name), None)
+
+
+def tagged_groups(region: str, tags: dict[str, str]) -> list[Group]:
+    """The scaling groups carrying every one of `tags`, each value matching exactly."""
+    filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+    found = _paged(region, "DescribeAutoScalingGroups", {"Filters": filters}, "AutoScalingGroupSet")
+    groups = [Group.from_api(i) for i in found]
+    return [g for g in groups if all(g.tags.get(k) == v for k, v in tags.items())]
+
+
+def groups_using(region: str, lc_id: str) -> list[Group]:
+    filters = [{"Name": "launch-configuration-id", "Values": [lc_id]}]
+    found = _paged(region, "DescribeAutoScalingGroups", {"Filters": filters}, "AutoScalingGroupSet")
+    return [g for g in (Group.from_api(i) for i in found) if g.launch_configuration_id == lc_id]
 
 
 def describe_group(region: str, group_id: str) -> Group | None:
@@ -171,6 +186,14 @@ def delete_launch_configuration(region: str, lc_id: str) -> bool:
         return False
     call_json(clients_for(region).autoscaling, "DeleteLaunchConfiguration", {"LaunchConfigurationId": lc_id})
     return True
+
+
+@task(name="delete-unused-launch-configuration", cache_policy=NO_CACHE)
+def delete_unused_launch_configuration(region: str, lc_id: str) -> bool:
+    """Delete the launch configuration unless a scaling group still uses it."""
+    if groups_using(region, lc_id):
+        return False
+    return delete_launch_configuration.fn(region, lc_id)
 
 
 @task(name="create-scaling-group", cache_policy=NO_CACHE)
@@ -308,6 +331,32 @@ def delete_alarm_policy(region: str, group_id: str, name: str) -> bool:
         return False
     call_json(clients_for(region).autoscaling, "DeleteScalingPolicy", {"AutoScalingPolicyId": existing.policy_id})
     return True
+
+
+def detach(
+    region: str,
+    group_id: str,
+    instance_ids: list[str],
+    fwd: ForwardLoadBalancer | None,
+    was_bound: dict[str, int],
+    timeout: float,
+) -> bool:
+    """Undo an attach: out of the group (detaching deregisters them from the group's listener), then bound again
+    to `fwd` as they were before ({instance id: port}; the tier's CLB served them)."""
+    present = [m.instance_id for m in members(region, group_id) if m.instance_id in instance_ids]
+    if present:
+        set_protection.fn(region, group_id, present, False)
+        group = describe_group(region, group_id)
+        if group is not None and group.min_size > group.desired - len(present):
+            modify_group.fn(region, group_id, {"MinSize": max(0, group.desired - len(present))})
+        wait_activity.fn(region, remove_instances.fn(region, group_id, present), timeout)
+    rebound: list[str] = []
+    for port in sorted(set(was_bound.values())):
+        if fwd is None:
+            break
+        ids = [i for i, p in was_bound.items() if p == port]
+        rebound += clb.register_targets.fn(region, fwd.load_balancer_id, fwd.listener_id, ids, port, timeout)
+    return bool(present or rebound)
 
 
 # --- waits ----------------------------------------------------------------------------------------------------
