@@ -224,6 +224,6 @@ def cleanup_run(params: CleanupParameters) -> Removed:
     if removed.failed:
         raise RuntimeError(
             f"cleanup-run {params.run_key}: {len(removed.failed)} thing(s) could not be undone (see the report): "
-            + "; ".join(f"{u.what}: {u.fix}" for u in removed.failed)
+            + "; ".join(f"{u.what}: {u.detail} -> {u.fix}" for u in removed.failed)
         )
     return removed

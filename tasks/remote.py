@@ -74,7 +74,7 @@ def connection_trouble(error: BaseException) -> bool:
     answered with an exit code (the app did fail), nor for a refused config file."""
     if isinstance(error, RemoteCommandFailed):
         return error.exit_code in (None, -1)  # timed out, or the connection dropped under the command
-    refused = ("authentication failed", "host key")  # a retry would be refused the same way
+    refused = ("authentication failed", "host key", "changed since")  # a retry would be refused the same way
     return isinstance(error, RemoteError) and not any(reason in error.message for reason in refused)
 
 
@@ -329,34 +329,39 @@ def rewrite_sdk_config(
 def restore(conn: Connection, change: Change, force: bool = False, timeout: float = 30.0) -> bool:
     """Put back the file `change` replaced, from its backup. Returns whether anything was written.
 
-    Refuses (unless `force`) when the file is neither what the change wrote nor the original:
-    someone changed it since, and their change is not ours to undo.
+    Refuses (unless `force`) when the file differs from the original by more than the changed key: someone
+    changed it since, and their change is not ours to undo.
     """
     if not (change.changed and change.applied and change.backup_path):
         return False
-    current = read_file(conn, change.path, timeout)
-    if _sha256(current) == change.before_sha256:
-        return False  # already as it was
-    if _sha256(current) != change.after_sha256 and not force:
-        raise RemoteError(_where(conn), f"{change.path} changed since tcscale rewrote it; not restoring over it")
-    original = read_file(conn, change.backup_path, timeout)
-    if _sha256(original) != change.before_sha256:
-        raise RemoteError(_where(conn), f"backup {change.backup_path} is not the original {change.path}")
-    try:
-        mode = _sftp(conn, timeout).stat(change.path).st_mode
-    except (OSError, paramiko.SSHException):
-        mode = None
-    _replace(conn, change.path, original, mode, timeout)
-    log.info("%s: restored %s from %s", _where(conn), change.path, change.backup_path)
-    return True
+    return restore_from_backup(conn, change.path, change.backup_path, timeout, None if force else change.key)
 
 
-def restore_from_backup(conn: Connection, path: str, backup_path: str, timeout: float = 30.0) -> bool:
-    """Put `path` back as `backup_path` holds it (for a run killed before its rollback); False if already so."""
+def restore_from_backup(
+    conn: Connection,
+    path: str,
+    backup_path: str,
+    timeout: float = 30.0,
+    only_key: str | None = None,
+    encoding: str | None = None,
+) -> bool:
+    """Put `path` back as `backup_path` holds it (for a run killed before its undo); False if already so.
+
+    With `only_key`, refuse when the file differs from the backup by more than that key's value: someone
+    changed it since tcscale rewrote it, and their change is not ours to undo.
+    """
     remote_path = sftp_path(path)
     original = read_file(conn, backup_path, timeout)
-    if read_file(conn, remote_path, timeout) == original:
+    current = read_file(conn, remote_path, timeout)
+    if current == original:
         return False
+    if only_key is not None:
+        where = f"{_where(conn)}:{path}"
+        value = sdkconfig.get_string(current, only_key, where, encoding)
+        if sdkconfig.set_string(original, only_key, value, where, encoding).data != current:
+            raise RemoteError(
+                _where(conn), f"{path} changed since tcscale rewrote it (beyond {only_key}); not restoring over it"
+            )
     try:
         mode = _sftp(conn, timeout).stat(remote_path).st_mode
     except (OSError, paramiko.SSHException):

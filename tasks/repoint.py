@@ -119,7 +119,9 @@ def restore_run_backup(
     host = _host(server)
     with remote.session(host, ssh, profile, server.instance_id) as conn:
         found = remote.backups(conn, profile.config_path, run_key, ssh.io_timeout)
-        if not found or not remote.restore_from_backup(conn, profile.config_path, found[0], ssh.io_timeout):
+        if not found or not remote.restore_from_backup(
+            conn, profile.config_path, found[0], ssh.io_timeout, AUTH_KEY, profile.config_encoding
+        ):
             return False
         before = apps.process_identity(conn, profile)
         remote.restart(conn, profile, timeout=ssh.command_timeout)

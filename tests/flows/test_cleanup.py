@@ -8,6 +8,7 @@ business server, all marked with one run key. Another run's image must survive t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +28,12 @@ from tasks.models import runtime_profile
 from tasks.repoint import repoint
 from tests.flows.support import (
     BUSINESS_TAG,
+    SDK_CONFIG,
     assert_business_untouched,
     business_configs,
     inventory,
     restart_fails,
+    servers,
     session_params,
     ssh_settings,
 )
@@ -195,3 +198,17 @@ def test_an_unreachable_server_does_not_stop_the_cleanup(guide, cloud_env: Embed
     after = inventory(cloud_env)
     assert left["load_balancer"] not in after["load_balancers"]
     assert not set(left["instances"]) & set(after["instances"]) and left["image"] not in after["images"]
+
+
+def test_cleanup_never_overwrites_a_later_edit_of_sdk_config(guide, cloud_env: EmbeddedSandbox):
+    """An operator edited the file after the killed run: their edit is not the run's to undo; it is reported."""
+    left = leave_what_a_killed_run_leaves(guide, KILLED)
+    path = Path(servers(cloud_env)[left["business"]]["disk"]) / SDK_CONFIG
+    edited = path.read_bytes() + b"\n"
+    path.write_bytes(edited)
+
+    with pytest.raises(RuntimeError, match="changed since tcscale rewrote it"):
+        cleanup(guide)
+
+    assert path.read_bytes() == edited
+    assert left["load_balancer"] not in inventory(cloud_env)["load_balancers"]
