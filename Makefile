@@ -22,3 +22,4 @@ bench: uv
 	$(UV) run python -m bench.dataplane
 	$(UV) run python -m bench.scale_out
 	$(UV) run python -m bench.rewrite
+	$(UV) run python -m bench.autoscaling
