@@ -51,6 +51,17 @@ def sandbox(sandbox_server: EmbeddedSandbox) -> Iterator[EmbeddedSandbox]:
     sandbox_server.admin("DELETE", "faults")
 
 
+@pytest.fixture
+def cloud_env(sandbox: EmbeddedSandbox, monkeypatch: pytest.MonkeyPatch) -> EmbeddedSandbox:
+    """The product's configuration for the sandbox: endpoint and credentials, as an operator sets them."""
+    config = sandbox.cloud.config
+    monkeypatch.setenv("TCSCALE_ENDPOINT", sandbox.endpoint)
+    monkeypatch.setenv("TCSCALE_PROTOCOL", "http")
+    monkeypatch.setenv("TCSCALE_SECRET_ID", config.secret_id)
+    monkeypatch.setenv("TCSCALE_SECRET_KEY", config.secret_key)
+    return sandbox
+
+
 ClientFactory = Callable[..., Any]
 
 

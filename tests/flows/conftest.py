@@ -8,17 +8,6 @@ from sandbox.server import EmbeddedSandbox
 
 
 @pytest.fixture
-def cloud_env(sandbox: EmbeddedSandbox, monkeypatch: pytest.MonkeyPatch) -> EmbeddedSandbox:
-    """The product's configuration for the sandbox: endpoint and credentials, as an operator sets them."""
-    config = sandbox.cloud.config
-    monkeypatch.setenv("TCSCALE_ENDPOINT", sandbox.endpoint)
-    monkeypatch.setenv("TCSCALE_PROTOCOL", "http")
-    monkeypatch.setenv("TCSCALE_SECRET_ID", config.secret_id)
-    monkeypatch.setenv("TCSCALE_SECRET_KEY", config.secret_key)
-    return sandbox
-
-
-@pytest.fixture
 def guide(cloud_env: EmbeddedSandbox, prefect_harness: None, tmp_path) -> dict[str, Any]:
     """The guide's starting point (one session server, one business server), seeded in the sandbox."""
     seeded = cloud_env.admin("POST", "seed", {"key_file": str(tmp_path / "guide.pem")})

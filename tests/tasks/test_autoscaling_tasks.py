@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tasks.cloud import call_json, clients_for
 from tasks.waiters import WaitFailed
@@ -15,16 +14,6 @@ from tasks.waiters import WaitFailed
 REGION = "ap-guangzhou"
 IMAGE = "img-l8og963d"  # the catalog's public CentOS
 BEIJING = timezone(timedelta(hours=8))
-
-
-@pytest.fixture
-def cloud(sandbox: EmbeddedSandbox, monkeypatch: pytest.MonkeyPatch) -> EmbeddedSandbox:
-    config = sandbox.cloud.config
-    monkeypatch.setenv("TCSCALE_ENDPOINT", sandbox.endpoint)
-    monkeypatch.setenv("TCSCALE_PROTOCOL", "http")
-    monkeypatch.setenv("TCSCALE_SECRET_ID", config.secret_id)
-    monkeypatch.setenv("TCSCALE_SECRET_KEY", config.secret_key)
-    return sandbox
 
 
 def group(retry: str = "NO_RETRY") -> asg.Group:
@@ -47,9 +36,9 @@ def group(retry: str = "NO_RETRY") -> asg.Group:
     return made
 
 
-def test_an_activity_not_listed_yet_is_waited_for(cloud):
+def test_an_activity_not_listed_yet_is_waited_for(cloud_env):
     g = group()
-    cloud.admin("POST", "clock", {"profile": "realistic", "time_scale": 0.2})
+    cloud_env.admin("POST", "clock", {"profile": "realistic", "time_scale": 0.2})
     answer = call_json(clients_for(REGION).autoscaling, "ScaleOutInstances",
                        {"AutoScalingGroupId": g.group_id, "ScaleOutNumber": 1})  # fmt: skip
     assert asg.describe_activity(REGION, answer["ActivityId"]) is None  # eventual consistency: not listed yet
@@ -59,16 +48,18 @@ def test_an_activity_not_listed_yet_is_waited_for(cloud):
     assert settled.in_service == 1
 
 
-def test_a_failed_launch_fails_the_wait_with_the_clouds_message(cloud):
+def test_a_failed_launch_fails_the_wait_with_the_clouds_message(cloud_env):
     g = group()
-    cloud.admin("POST", "faults", {"service": "cvm", "action": "RunInstances", "async_failure": "no stock", "count": 1})
+    cloud_env.admin(
+        "POST", "faults", {"service": "cvm", "action": "RunInstances", "async_failure": "no stock", "count": 1}
+    )
     known = {a.activity_id for a in asg.activities(REGION, g.group_id)}
     asg.modify_desired.fn(REGION, g.group_id, 1)
     with pytest.raises(WaitFailed, match=r"FAILED: .*no stock"):
         asg.wait_new_activities.fn(REGION, g.group_id, known, 30, 0.2)
 
 
-def test_put_creates_then_modifies_and_delete_says_whether_there_was_one(cloud):
+def test_put_creates_then_modifies_and_delete_says_whether_there_was_one(cloud_env):
     g = group()
     start = (datetime.now(BEIJING) + timedelta(days=1)).replace(hour=10, minute=54, second=0, microsecond=0)
     action = asg.ScheduledAction(
@@ -93,7 +84,7 @@ def test_put_creates_then_modifies_and_delete_says_whether_there_was_one(cloud):
     assert asg.delete_scheduled_action.fn(REGION, g.group_id, action.name) is False
 
 
-def test_delete_group_empties_it_first(cloud):
+def test_delete_group_empties_it_first(cloud_env):
     g = group()
     asg.modify_desired.fn(REGION, g.group_id, 2)
     asg.wait_settled.fn(REGION, g.group_id, 30, 0.2)
