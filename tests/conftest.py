@@ -16,6 +16,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect.testing.utilities import prefect_test_harness
 
+from deployments.prefect_server import PrefectServer
 from sandbox.core.cloud import SandboxConfig
 from sandbox.server import EmbeddedSandbox
 from tests.sdk import sdk_client
@@ -26,6 +27,17 @@ def prefect_harness() -> Iterator[None]:
     """One Prefect API (temporary SQLite database) for the session: flows, blocks, variables."""
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect server (child process, SQLite) for the session: schedules, deployments, workers, the UI.
+
+    In-process clients use it inside `temporary_settings(PREFECT_API_URL=prefect_server.api_url)`;
+    child processes get `prefect_server.client_env()`.
+    """
+    with PrefectServer(tmp_path_factory.mktemp("prefect-server")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
