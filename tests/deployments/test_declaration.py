@@ -53,7 +53,11 @@ def declaration() -> ClusterDeclaration:
 
 def test_run_values_over_declared_over_defaults(declaration: ClusterDeclaration) -> None:
     asked = CapacityParameters.model_validate(
-        {"tier": "session", "capacity": "+2", "session": {"ssh": {"user": "admin"}, "autoscaling": {"peak": {"extra": 1}}}}
+        {
+            "tier": "session",
+            "capacity": "+2",
+            "session": {"ssh": {"user": "admin"}, "autoscaling": {"peak": {"extra": 1}}},
+        }
     )
     params = merge(asked, declaration)
     assert (params.tier, params.capacity) == ("session", "+2")
@@ -89,7 +93,9 @@ def test_each_flow_model_takes_its_part(declaration: ClusterDeclaration) -> None
 def test_the_peak_is_scheduled_in_one_place(declaration: ClusterDeclaration) -> None:
     by_prefect = merge(AutoScalingClusterParameters(), declaration)
     assert not by_prefect.session.autoscaling.peak.enabled and by_prefect.session.autoscaling.peak.extra == 4
-    by_autoscaling = merge(AutoScalingClusterParameters(), declaration.model_copy(update={"lunch_peak_by": "autoscaling"}))
+    by_autoscaling = merge(
+        AutoScalingClusterParameters(), declaration.model_copy(update={"lunch_peak_by": "autoscaling"})
+    )
     assert by_autoscaling.session.autoscaling.peak.enabled and by_autoscaling.business.autoscaling.peak.enabled
 
 
@@ -128,7 +134,7 @@ def test_a_bad_file_is_named_with_its_field(
 
 def test_a_missing_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TCSCALE_CLUSTER_FILE", str(tmp_path / "nowhere.yaml"))
-    with pytest.raises(DeclarationError, match="nowhere.yaml"):
+    with pytest.raises(DeclarationError, match=r"nowhere\.yaml"):
         load_declaration()
 
 
