@@ -101,3 +101,19 @@ def run(
     outcomes = result if isinstance(result, list) else [result]
     for outcome in outcomes:
         typer.echo(getattr(outcome, "report", "") or outcome.model_dump_json(indent=2))
+
+
+@app.command()
+def chatops(
+    host: Annotated[str | None, typer.Option(help="listen address (default TCSCALE_CHATOPS_HOST, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port (default TCSCALE_CHATOPS_PORT, 8787)")] = None,
+) -> None:
+    """The chatops bridge: signed chat commands (WeCom, generic webhook) -> deployment runs; see README."""
+    from deployments.chatops.app import serve
+    from deployments.chatops.settings import ChatopsConfigError
+
+    try:
+        serve(host, port)
+    except ChatopsConfigError as error:
+        typer.echo(f"chatops: {error}", err=True)
+        raise typer.Exit(2) from None
