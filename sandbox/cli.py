@@ -51,8 +51,27 @@ def serve(
         public_pool=public_pool,
         clock=ClockSettings(profile=profile, time_scale=time_scale),  # type: ignore[arg-type]
     )
+    if port and not _free(host, port):
+        typer.echo(
+            f"sandbox serve: {host}:{port} is already in use (another sandbox, or another service): "
+            "choose a free port with --port",
+            err=True,
+        )
+        raise typer.Exit(1)
     typer.echo(f"sandbox: Tencent Cloud API on http://{host}:{port} (profile {profile}, SecretId {secret_id})")
     run(config)
+
+
+def _free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @app.command()

@@ -12,7 +12,7 @@ from sandbox.core.backend import BACKENDS, Backend
 from sandbox.core.clock import Clock, ClockSettings
 from sandbox.core.faults import Faults
 from sandbox.core.metrics import ServerMetrics
-from sandbox.core.pools import parse_pool, process_public_pool
+from sandbox.core.pools import parse_pool, public_pool_for
 from sandbox.core.throttle import Throttle
 
 DEFAULT_SECRET_ID = "AKIDsandbox0000000000000000000000000"
@@ -36,7 +36,7 @@ class SandboxConfig(BaseModel):
     public_pool: str | None = Field(
         None,
         description="the /16 (or smaller) of 127.0.0.0/8 for public IPs and OPEN CLB VIPs; None: the first of "
-        "127.100.0.0/16, 127.101.0.0/16, ... that no other sandbox process on this machine holds",
+        "127.100.0.0/16, 127.101.0.0/16, ... that no other sandbox on this machine holds",
     )
 
 
@@ -67,7 +67,7 @@ class Cloud:
 
         self.config = config or SandboxConfig()
         self.clock = Clock(self.config.clock)
-        self.public_pool = parse_pool(self.config.public_pool or process_public_pool())
+        self.public_pool = parse_pool(self.config.public_pool or public_pool_for(self))
         self.faults = Faults()
         self.throttle = Throttle(self.config.rate_limit)
         self.events = Events()

@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,8 @@ class SeedRequest(BaseModel):
 
 
 def default_key_file(cloud: Cloud, key_name: str) -> Path:
-    base = cloud.config.state_dir or Path(tempfile.gettempdir()) / f"tcscale-sandbox-{cloud.config.port}"
+    """In the sandbox's own state: its state_dir, else its data plane's folder (never shared by two sandboxes)."""
+    base = cloud.config.state_dir or _plane(cloud).root
     return Path(base) / "keys" / f"{key_name}.pem"
 
 
@@ -180,11 +180,16 @@ def _networks(cloud: Cloud, request: SeedRequest, ports: list[int]) -> tuple[str
         if any(candidate.overlaps(other) for other in taken):
             continue
         first_hosts = [f"127.{second}.{zone_number}.{host}" for host in (2, 3, 4)]
-        if not claim(str(candidate)):  # another sandbox process on this machine seeded it
+        if not claim(str(candidate), cloud):  # another sandbox on this machine seeded it
             continue
         if all(_bindable(address, port) for address in first_hosts for port in ports):
             return str(candidate), request.subnet_cidr or f"127.{second}.{zone_number}.0/24"
-    return "127.64.0.0/16", request.subnet_cidr or f"127.64.{zone_number}.0/24"
+    raise AdminError(
+        409,
+        "no free network for the guide's VPC: every 127.N.0.0/16 (N = 64 ... 99) is used by this sandbox, held by "
+        "another sandbox on this machine, or its first server addresses are taken; stop another sandbox, or name "
+        "a free one with vpc_cidr",
+    )
 
 
 def _bindable(address: str, port: int) -> bool:

@@ -113,7 +113,10 @@ def test_public_pool_is_reported_and_holds_open_vips(sandbox: Any, client: Any) 
     assert ipaddress.ip_address(vip.LoadBalancerVips[0]) in pool
 
 
-CLAIM = "from sandbox.core.pools import process_public_pool; print(process_public_pool(), flush=True); input()"
+CLAIM = (
+    "from sandbox.core.pools import public_pool_for\nclass Sandbox: ...\nowner = Sandbox()\n"
+    "print(public_pool_for(owner), flush=True)\ninput()"
+)
 
 
 def test_concurrent_sandbox_processes_never_share_a_public_pool(sandbox: Any) -> None:
