@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow
 from prefect.variables import Variable
 
+from deployments.declaration import declared
 from flows import scaling_plan as plan
 from flows.parameters import AutoScalingClusterParameters, AutoScalingTierParameters
 from flows.run import TierRun, this_flow_run_id, tier_run
@@ -348,5 +349,6 @@ def configure_tier(params: AutoScalingTierParameters, tier: str) -> AutoScalingO
 
 @flow(name="configure-autoscaling", description="配置弹性伸缩: hand each tier to Auto Scaling (declarative)")
 def configure_autoscaling(params: AutoScalingClusterParameters) -> list[AutoScalingOutcome]:
+    params = declared(params)
     key = params.run_key or this_flow_run_id()
     return [configure_tier(tier_params(params, tier, key), tier) for tier in params.tiers]

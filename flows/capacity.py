@@ -5,6 +5,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.variables import Variable
 
+from deployments.declaration import declared, load_declaration
+from flows import lateness
 from flows import scaling_plan as plan
 from flows.parameters import AutoScalingClusterParameters, CapacityParameters
 from flows.run import TierRun, this_flow_run_id, tier_run
@@ -15,6 +17,7 @@ from tasks import autoscaling as asg
 
 @flow(name="verify-autoscaling", description="弹性伸缩验证: desired + 1, the new server healthy, desired restored")
 def verify_autoscaling(params: AutoScalingClusterParameters) -> list[AutoScalingOutcome]:
+    params = declared(params)
     key = params.run_key or this_flow_run_id()
     outcomes = []
     for tier in params.tiers:
@@ -62,6 +65,13 @@ def clamp(target: int, group: asg.Group) -> tuple[int, str]:
 
 @flow(name="set-capacity", description="调整期望实例数: a tier's desired capacity (4, +2, -1), clamped to the bounds")
 def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
+    declaration = load_declaration()
+    params = declared(params)
+    reason = lateness.late_reason(params.late_after_minutes) or lateness.peak_elsewhere_reason(
+        params.tier, declaration.lunch_peak_by if declaration else None
+    )
+    if reason:
+        return lateness.skip("set-capacity", params.tier, this_flow_run_id(), params.dry_run, reason)
     tp = params.tier_params()
     with tier_run("set-capacity", params.tier, tp, 6) as run:
         group = existing_group(run)

@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from deployments.declaration import declared
 from flows.parameters import CleanupParameters
 from flows.preflight import select_servers
 from flows.run import tier_lock, wait_all
@@ -212,6 +213,7 @@ def both_tier_locks() -> Iterator[None]:
 
 @flow(name="cleanup-run", description="undo everything a scale-out run changed, found by its marks")
 def cleanup_run(params: CleanupParameters) -> Removed:
+    params = declared(params)
     removed = Removed(run_key=params.run_key, dry_run=params.dry_run)
     ledger = Ledger()
     with contextlib.nullcontext() if params.dry_run else both_tier_locks():

@@ -292,6 +292,14 @@ class CapacityParameters(BaseModel):
     session: SessionAutoScalingParameters = Field(default_factory=SessionAutoScalingParameters)
     business: BusinessAutoScalingParameters = Field(default_factory=BusinessAutoScalingParameters)
     dry_run: bool = False
+    late_after_minutes: int | None = Field(
+        None,
+        ge=1,
+        le=24 * 60,
+        title="Late after (minutes)",
+        description="a scheduled run that starts more than this many minutes after its scheduled time changes "
+        "nothing and says why (the lunch-peak schedules set 20); None: never too late",
+    )
 
     @field_validator("capacity", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prefect import flow, unmapped
 
+from deployments.declaration import declared
 from flows import balance, launch, verify
 from flows.parameters import BusinessTierParameters, ClusterParameters, SessionTierParameters
 from flows.preflight import PreflightFailed, TierPlan, placement_mismatches, preflight_tier, select_servers
@@ -29,6 +30,7 @@ BUSINESS_STEPS = 10
     name="scale-out-session-tier", description="会话管理服务器扩容: the session (auth) servers behind an internal CLB"
 )
 def scale_out_session_tier(params: SessionTierParameters) -> TierOutcome:
+    params = declared(params)
     profile, port = params.runtime_profile(), params.backend_port()
     with tier_run("scale-out-session-tier", "session", params, SESSION_STEPS) as run:
         with run.step("preflight: placement, state, quota, image name, the business servers' sdk.config over SSH"):
@@ -57,6 +59,7 @@ def scale_out_session_tier(params: SessionTierParameters) -> TierOutcome:
 
 @flow(name="scale-out-business-tier", description="业务服务器扩容: the business servers behind a public CLB")
 def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
+    params = declared(params)
     profile, port = params.runtime_profile(), params.backend_port()
     with tier_run("scale-out-business-tier", "business", params, BUSINESS_STEPS) as run:
         with run.step("preflight: placement, state, quota, image name"):
@@ -85,6 +88,7 @@ def scale_out_cluster(params: ClusterParameters) -> list[TierOutcome]:
     Both tiers run under one run key (this flow run's id by default): `cleanup-run` with it finds all.
     A failed business tier is undone; the session tier, verified before, stays.
     """
+    params = declared(params)
     key = params.run_key or this_flow_run_id()
     shared = {"run_key": key}
     session = params.session.model_copy(update={**shared, "dry_run": params.dry_run or params.session.dry_run})

@@ -23,6 +23,7 @@ class AutoScalingOutcome(TierOutcome):
     activities: list[asg.Activity] = Field(default_factory=list)
     capacity_message: str = ""
     members: list[str] = Field(default_factory=list, description="the group's servers, each checked healthy")
+    skipped: str | None = Field(None, description="why the run changed nothing (a scheduled run started too late)")
 
 
 def launch_seconds_variable(region: str, tier: str) -> str:
