@@ -117,3 +117,22 @@ def chatops(
     except ChatopsConfigError as error:
         typer.echo(f"chatops: {error}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def up(
+    workdir: Annotated[Path, typer.Option(help="state and logs of the stack (kept across runs)")] = Path(
+        "~/.tcscale/up"
+    ),
+    count: Annotated[int, typer.Option(min=1, max=20, help="servers the declaration adds to each tier")] = 2,
+    server_port: Annotated[int | None, typer.Option(help="Prefect server and UI (default: a free port)")] = None,
+    sandbox_port: Annotated[int | None, typer.Option(help="the sandbox's API (default: a free port)")] = None,
+    bridge_port: Annotated[int | None, typer.Option(help="the chatops bridge (default: a free port)")] = None,
+    ssh_port: Annotated[int | None, typer.Option(help="the sandbox servers' SSH port (default 22, else 2222)")] = None,
+    app_port: Annotated[int | None, typer.Option(help="where the sandbox serves real port 80")] = None,
+) -> None:
+    """The whole local stack: Prefect server + UI, the seeded sandbox, the deployments served, the chat bridge."""
+    from deployments.up import UpOptions, run_up
+
+    ports = (server_port, sandbox_port, bridge_port, ssh_port, app_port)
+    raise typer.Exit(run_up(UpOptions(workdir.expanduser().absolute(), count, *ports)))
