@@ -1,0 +1,84 @@
+"""`tcscale serve`: every deployment of prefect.yaml, with its schedules, served by this one process.
+
+The deployments are prefect.yaml's (names, descriptions, tags, concurrency limits: one list for both ways in);
+the lunch-peak schedules are computed from the cluster declaration (peak extra, times, lead). Schedules never fire
+on Prefect's temporary server, so this refuses to start without a real one in PREFECT_API_URL; and it serves with
+`pause_on_shutdown=False`, so stopping it does not pause the schedules (runs due meanwhile wait, Late, and a
+lunch-peak run that starts too late changes nothing).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from deployments.declaration import ClusterDeclaration
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFECT_YAML = ROOT / "prefect.yaml"
+LUNCH_PEAK = "lunch-peak-"
+
+
+class NoServer(RuntimeError):
+    pass
+
+
+def require_server() -> str:
+    """PREFECT_API_URL of a real server, or NoServer saying why."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise NoServer(
+            "PREFECT_API_URL is not set: `tcscale serve` needs a real Prefect server (schedules never fire on "
+            "Prefect's temporary one). Start one (`prefect server start`, or `tcscale up`) and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    return str(url)
+
+
+def deployment_specs() -> list[dict[str, Any]]:
+    return list(yaml.safe_load(PREFECT_YAML.read_text())["deployments"])
+
+
+def load_flow(entrypoint: str) -> Any:
+    path, _, attribute = entrypoint.partition(":")
+    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attribute)
+
+
+def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[Any]:
+    """prefect.yaml's deployments as RunnerDeployments; the lunch-peak ones with the declaration's schedules
+    (none declared: the default peak, lead 15 min unless measured)."""
+    from deployments.declaration import ClusterDeclaration
+    from deployments.schedules import lunch_peak_schedules
+
+    made = []
+    for spec in deployment_specs():
+        name: str = spec["name"]
+        schedules = None
+        if name.startswith(LUNCH_PEAK):
+            schedules = lunch_peak_schedules(declaration or ClusterDeclaration(), name.removeprefix(LUNCH_PEAK))
+        made.append(
+            load_flow(spec["entrypoint"]).to_deployment(
+                name=name,
+                description=spec.get("description"),
+                tags=spec.get("tags"),
+                schedules=schedules,
+                concurrency_limit=spec.get("concurrency_limit"),
+            )
+        )
+    return made
+
+
+def serve_all() -> None:
+    """Serve every deployment until interrupted (Ctrl-C / SIGTERM), without pausing the schedules."""
+    require_server()
+    from prefect import serve
+
+    from deployments.declaration import load_declaration
+
+    serve(*runner_deployments(load_declaration()), pause_on_shutdown=False)
