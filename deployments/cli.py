@@ -136,3 +136,44 @@ def up(
 
     ports = (server_port, sandbox_port, bridge_port, ssh_port, app_port)
     raise typer.Exit(run_up(UpOptions(workdir.expanduser().absolute(), count, *ports)))
+
+
+@app.command()
+def setup(
+    cluster: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster",
+            envvar="TCSCALE_CLUSTER_FILE",
+            help="the cluster declaration (YAML/JSON) to store in the Prefect Variable tcscale-cluster",
+        ),
+    ] = None,
+) -> None:
+    """Idempotently create what the Prefect server in PREFECT_API_URL needs: Secret blocks (from TCSCALE_* env or
+    *_FILE files, never echoed), the process work pool tcscale, the tier limits, the variable tcscale-cluster."""
+    import os
+
+    from deployments.declaration import DeclarationError
+    from deployments.setup import SetupError, run_setup
+
+    try:
+        lines = run_setup(cluster, os.environ)
+    except (SetupError, DeclarationError) as error:
+        typer.echo(f"setup: {error}", err=True)
+        raise typer.Exit(2) from None
+    for line in lines:
+        typer.echo(line)
+
+
+@app.command()
+def serve() -> None:
+    """Serve every deployment with its schedules in this process, against the real Prefect server in
+    PREFECT_API_URL (the lunch-peak schedules from the cluster declaration); stopping it pauses nothing."""
+    from deployments.declaration import DeclarationError
+    from deployments.serve import NoServer, serve_all
+
+    try:
+        serve_all()
+    except (NoServer, DeclarationError) as error:
+        typer.echo(f"serve: {error}", err=True)
+        raise typer.Exit(2) from None
