@@ -109,9 +109,11 @@ class Secrets(BaseModel):
 
 def _load_block(name: str) -> SecretStr | None:
     """A Prefect Secret block's value, or None when there is no such block (or no Prefect API to ask)."""
-    if not name:
-        return None
     from prefect.blocks.system import Secret
+    from prefect.settings import PREFECT_API_URL
+
+    if not name or not PREFECT_API_URL.value():  # never Prefect's temporary server: blocks live on a real one
+        return None
 
     try:
         value = Secret.load(name, _sync=True).get()  # type: ignore[call-arg]
