@@ -50,6 +50,12 @@ def load_flow(entrypoint: str) -> Any:
     return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attribute)
 
 
+def concurrency_limit(value: int | dict[str, Any] | None) -> Any:
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
+    return ConcurrencyLimitConfig.model_validate(value) if isinstance(value, dict) else value
+
+
 def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[Any]:
     """prefect.yaml's deployments as RunnerDeployments; the lunch-peak ones with the declaration's schedules
     (none declared: the default peak, lead 15 min unless measured)."""
@@ -68,7 +74,7 @@ def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[An
                 description=spec.get("description"),
                 tags=spec.get("tags"),
                 schedules=schedules,
-                concurrency_limit=spec.get("concurrency_limit"),
+                concurrency_limit=concurrency_limit(spec.get("concurrency_limit")),
             )
         )
     return made
