@@ -2,10 +2,24 @@
 # (a fresh machine needs only Python 3.11+, pip and make).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: demo test lint bench uv
+.PHONY: demo test lint bench uv chromium up
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+# The browser test drives Debian's chromium (never a downloaded browser): installed here when missing.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+		echo "chromium: /usr/bin/chromium is missing; install Debian's package as root: apt-get install chromium" >&2; \
+		exit 1; \
+	fi
+
+up: uv
+	$(UV) sync --frozen --quiet
+	$(UV) run tcscale up
 
 demo: uv
 	$(UV) sync --frozen --quiet
