@@ -127,6 +127,7 @@ class Stack:
             "TCSCALE_SECRET_ID": keys["sandbox_secret_id"],
             "TCSCALE_SECRET_KEY": keys["sandbox_secret_key"],
             "TCSCALE_CLUSTER_FILE": str(cluster_file),
+            "TCSCALE_SSH_KEY_FILE": seed["key_pair"]["private_key_file"],  # `tcscale setup`: Secret tcscale-ssh-key
             "TCSCALE_CHATOPS_SIGNING_SECRET": self.signing_secret,
         }
         self._setup()
@@ -159,7 +160,8 @@ class Stack:
         if code != 0:
             raise StackError(f"`tcscale setup` failed ({code}): {tail(child.log)}")
         for line in child.log.read_text(errors="replace").splitlines():
-            echo(f"up: setup: {line}")
+            if "skipped" not in line:  # the WeCom secrets, unused here
+                echo(f"up: setup: {line}")
 
     def _serve(self) -> None:
         if not has_command("serve"):
@@ -317,7 +319,7 @@ def announce(stack: Stack) -> None:
         echo(f"  chat bridge      {urls['bridge']}/chat/generic")
         echo("\nTry a chat command (signed now; the bridge accepts it for 5 minutes):")
         echo("  " + chat_command(urls["bridge"], stack.signing_secret, "status"))
-        echo("  " + chat_command(urls["bridge"], stack.signing_secret, "plan set session +1"))
+        echo("  " + chat_command(urls["bridge"], stack.signing_secret, "plan scale session 1"))
     echo(f"\nLogs: {stack.workdir / 'logs'}. Ctrl-C stops everything.")
     echo("ready")
 
