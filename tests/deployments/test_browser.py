@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.deployments.up_support import UpProcess, finished_run, shared_up
+from tests.deployments.up_support import UpProcess, finished, shared_up, start_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -74,12 +74,14 @@ def test_ui_shows_our_run_form_and_a_finished_runs_report(
     request: pytest.FixtureRequest, browser: Any, tmp_path: Path
 ) -> None:
     stack: UpProcess = shared_up(request)
+    # A real small run (the session tier of the seeded sandbox, parameters from the cluster declaration),
+    # started first: it runs while the browser looks at the run form.
+    run_id = start_run(stack, "scale-out-session-tier/session-tier", {"params": {}})
     page = browser.new_page(viewport={"width": 1600, "height": 1100})
     page.set_default_timeout(WAIT_MS)
     open_run_form(page, stack.ui_url)
 
-    # A real small run: the session tier of the seeded sandbox (parameters from the cluster declaration).
-    run = finished_run(stack, "scale-out-session-tier/session-tier", {"params": {}})
+    run = finished(stack, run_id)
     screenshot = tmp_path / "report-in-ui.png"
     text = open_report(page, stack.ui_url, stack.api_url, run["id"], "session", screenshot)
     assert "scale-out-session-tier (succeeded)" in text

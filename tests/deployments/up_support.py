@@ -145,20 +145,24 @@ def deployment_id(stack: UpProcess, name: str) -> str:
     return str(response.json()["id"])
 
 
-def finished_run(stack: UpProcess, name: str, parameters: dict[str, object], timeout: float = 180.0) -> dict:
-    """Create a run of deployment `name` through the REST API and wait for a final state (Completed)."""
+def start_run(stack: UpProcess, name: str, parameters: dict[str, object]) -> str:
+    """Create a run of deployment `name` through the REST API (as the UI's Run button does); its id."""
     created = httpx.post(
         f"{stack.api_url}/deployments/{deployment_id(stack, name)}/create_flow_run",
         json={"parameters": parameters},
         timeout=10,
     )
     assert created.status_code == 201, created.text
-    run_id = created.json()["id"]
+    return str(created.json()["id"])
 
-    def state() -> dict:
+
+def finished(stack: UpProcess, run_id: str, timeout: float = 180.0) -> dict:
+    """The run once in a final state, which must be Completed."""
+
+    def read() -> dict:
         return httpx.get(f"{stack.api_url}/flow_runs/{run_id}", timeout=10).json()
 
-    run = poll(state, done=lambda r: r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"),
-               what=f"a run of {name} to finish", timeout=timeout)  # fmt: skip
+    run = poll(read, done=lambda r: r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"),
+               what=f"flow run {run_id} to finish", timeout=timeout)  # fmt: skip
     assert run["state"]["type"] == "COMPLETED", f"{run['state']}\n{stack.output}"
     return run
