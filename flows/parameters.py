@@ -70,16 +70,17 @@ class Timeouts(BaseModel):
 class TierParameters(BaseModel):
     region: str = Field("ap-guangzhou", description="the region of the existing servers")
     source: ServerSelector = Field(
+        title="Source servers",
         description="the tier's servers; the one imaged is chosen among them by the rule in flows/preflight.py "
-        "(`choose_source`): a single id names it"
+        "(`choose_source`): a single id names it",
     )
     count: int = Field(2, ge=1, le=100, description="how many servers to add")
     instance_type: str | None = Field(None, description="instance type of the new servers; default: the source's")
-    image: ImageOptions = Field(default_factory=ImageOptions)
-    load_balancer: LoadBalancerOptions = Field(default_factory=LoadBalancerOptions)
-    health: HealthCheck = Field(default_factory=HealthCheck)
-    ssh: SshSettings = Field(default_factory=SshSettings)
-    timeouts: Timeouts = Field(default_factory=Timeouts)
+    image: ImageOptions = Field(default_factory=ImageOptions, title="Image")
+    load_balancer: LoadBalancerOptions = Field(default_factory=LoadBalancerOptions, title="Load balancer (CLB)")
+    health: HealthCheck = Field(default_factory=HealthCheck, title="Health checks")
+    ssh: SshSettings = Field(default_factory=SshSettings, title="SSH access")
+    timeouts: Timeouts = Field(default_factory=Timeouts, title="Timeouts")
     run_key: str | None = Field(
         None,
         pattern=r"^[a-z0-9-]{1,36}$",
@@ -108,6 +109,7 @@ class BusinessServersAccess(BusinessRuntime):
 
     business_servers: ServerSelector = Field(
         default_factory=lambda: ServerSelector(tag_key="tcscale:tier", tag_value="business"),
+        title="Business servers",
         description="business servers whose sdk.config gets the new authServerUrl (RUNNING ones)",
     )
 
@@ -115,6 +117,7 @@ class BusinessServersAccess(BusinessRuntime):
 class SessionTierParameters(BusinessServersAccess, TierParameters):
     source: ServerSelector = Field(
         default_factory=lambda: ServerSelector(tag_key="tcscale:tier", tag_value="session"),
+        title="Session servers",
         description="the session (auth) servers; the one imaged is chosen among them (a single id names it)",
     )
 
@@ -125,6 +128,7 @@ class SessionTierParameters(BusinessServersAccess, TierParameters):
 class BusinessTierParameters(BusinessRuntime, TierParameters):
     source: ServerSelector = Field(
         default_factory=lambda: ServerSelector(tag_key="tcscale:tier", tag_value="business"),
+        title="Business servers",
         description="the business servers; the one imaged is chosen among them (a single id names it)",
     )
 
@@ -132,13 +136,15 @@ class BusinessTierParameters(BusinessRuntime, TierParameters):
         return self.load_balancer.backend_port or self.runtime_profile().port
 
     load_balancer: LoadBalancerOptions = Field(
-        default_factory=LoadBalancerOptions, description="the public (OPEN) CLB of the business tier"
+        default_factory=LoadBalancerOptions,
+        title="Load balancer (CLB)",
+        description="the public (OPEN) CLB of the business tier",
     )
 
 
 class ClusterParameters(BaseModel):
-    session: SessionTierParameters = Field(default_factory=SessionTierParameters)
-    business: BusinessTierParameters = Field(default_factory=BusinessTierParameters)
+    session: SessionTierParameters = Field(default_factory=SessionTierParameters, title="Session tier")
+    business: BusinessTierParameters = Field(default_factory=BusinessTierParameters, title="Business tier")
     run_key: str | None = Field(
         None,
         pattern=r"^[a-z0-9-]{1,36}$",
@@ -153,8 +159,10 @@ class CleanupParameters(BusinessServersAccess):
     )
     region: str = "ap-guangzhou"
     restore_configs: bool = Field(True, description="put back the business servers' sdk.config from the run's backup")
-    ssh: SshSettings = Field(default_factory=SshSettings)
-    health: HealthCheck = Field(default_factory=HealthCheck, description="how a restarted business app is verified")
+    ssh: SshSettings = Field(default_factory=SshSettings, title="SSH access")
+    health: HealthCheck = Field(
+        default_factory=HealthCheck, title="Health checks", description="how a restarted business app is verified"
+    )
     timeout: float = Field(600, gt=0, description="deadline of each wait, seconds")
     dry_run: bool = Field(False, description="list what would be removed; change nothing")
 
@@ -268,11 +276,11 @@ class AutoScalingParameters(BaseModel):
 
 
 class SessionAutoScalingParameters(SessionTierParameters):
-    autoscaling: AutoScalingParameters = Field(default_factory=AutoScalingParameters)
+    autoscaling: AutoScalingParameters = Field(default_factory=AutoScalingParameters, title="Auto Scaling")
 
 
 class BusinessAutoScalingParameters(BusinessTierParameters):
-    autoscaling: AutoScalingParameters = Field(default_factory=AutoScalingParameters)
+    autoscaling: AutoScalingParameters = Field(default_factory=AutoScalingParameters, title="Auto Scaling")
 
 
 AutoScalingTierParameters = SessionAutoScalingParameters | BusinessAutoScalingParameters
@@ -280,8 +288,10 @@ AutoScalingTierParameters = SessionAutoScalingParameters | BusinessAutoScalingPa
 
 class AutoScalingClusterParameters(BaseModel):
     tiers: list[Tier] = Field(default_factory=lambda: ["session", "business"], min_length=1)
-    session: SessionAutoScalingParameters = Field(default_factory=SessionAutoScalingParameters)
-    business: BusinessAutoScalingParameters = Field(default_factory=BusinessAutoScalingParameters)
+    session: SessionAutoScalingParameters = Field(default_factory=SessionAutoScalingParameters, title="Session tier")
+    business: BusinessAutoScalingParameters = Field(
+        default_factory=BusinessAutoScalingParameters, title="Business tier"
+    )
     run_key: str | None = Field(None, pattern=r"^[a-z0-9-]{1,36}$")
     dry_run: bool = Field(False, description="show the difference it would apply; change nothing")
 
@@ -289,8 +299,10 @@ class AutoScalingClusterParameters(BaseModel):
 class CapacityParameters(BaseModel):
     tier: Tier
     capacity: str = Field(pattern=r"^[+-]?\d{1,4}$", description="absolute (4), or relative (+2, -1)")
-    session: SessionAutoScalingParameters = Field(default_factory=SessionAutoScalingParameters)
-    business: BusinessAutoScalingParameters = Field(default_factory=BusinessAutoScalingParameters)
+    session: SessionAutoScalingParameters = Field(default_factory=SessionAutoScalingParameters, title="Session tier")
+    business: BusinessAutoScalingParameters = Field(
+        default_factory=BusinessAutoScalingParameters, title="Business tier"
+    )
     dry_run: bool = False
     late_after_minutes: int | None = Field(
         None,
