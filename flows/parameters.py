@@ -80,7 +80,7 @@ class TierParameters(BaseModel):
     load_balancer: LoadBalancerOptions = Field(default_factory=LoadBalancerOptions, title="Load balancer (CLB)")
     health: HealthCheck = Field(default_factory=HealthCheck, title="Health checks")
     ssh: SshSettings = Field(default_factory=SshSettings, title="SSH access")
-    timeouts: Timeouts = Field(default_factory=Timeouts, title="Timeouts")
+    timeouts: Timeouts = Field(default_factory=Timeouts, title="Timeouts (seconds)")
     run_key: str | None = Field(
         None,
         pattern=r"^[a-z0-9-]{1,36}$",
