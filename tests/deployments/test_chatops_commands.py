@@ -97,3 +97,20 @@ def test_the_bridge_refuses_to_start_with_a_secret_unset_and_never_shows_one(mon
     assert "WECOM_TOKEN " not in message and "tok-QDG6eK" not in message and "tok-QDG6eK" not in repr(settings)
     with pytest.raises(ValueError, match="message_ttl"):
         ChatopsSettings(message_ttl=60)  # ids are remembered at least 10 minutes
+
+
+def test_tcscale_chatops_refuses_to_start_and_says_why(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "TCSCALE_CHATOPS_"))}
+    env["PREFECT_HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", "from deployments.cli import app; app()", "chatops"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "PREFECT_API_URL" in done.stderr

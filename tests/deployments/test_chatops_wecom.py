@@ -152,3 +152,19 @@ def test_wecom_refusals_trigger_nothing(wecom: tuple[Bridge, Receiver, Clock], s
 def _decrypt_any(response: httpx.Response) -> str:
     envelope = ET.fromstring(response.text)
     return ET.fromstring(CRYPTO.decrypt(envelope.findtext("Encrypt") or "")).findtext("Content") or ""
+
+
+def test_an_answer_past_wecoms_deadline_is_acknowledged_then_sent_through_the_api(
+    server: PrefectServer, tmp_path: Path
+) -> None:
+    with receiver() as api:
+        settings = settings_for(
+            tmp_path, platforms="wecom", wecom_token=TOKEN, wecom_aes_key=AES_KEY, wecom_corp_id=CORP,
+            wecom_corp_secret=CORP_SECRET, wecom_agent_id=218, wecom_api_base=api.url, wecom_reply_seconds=0.001,
+        )  # fmt: skip
+        with Bridge(server, settings) as bridge:
+            first = post(bridge, text_message("status", "777"))  # reads the cloud in a thread: not within 1 ms
+            assert reply_text(first) == "received; the answer follows in a moment"
+            sent = api.wait_for(lambda p: p["path"] == "/cgi-bin/message/send")
+            assert "session tier" in sent["json"]["text"]["content"] and "last runs:" in sent["json"]["text"]["content"]
+            assert httpx.post(f"{bridge.url}/chat/generic", content=b"{}").status_code == 404  # generic not enabled
