@@ -6,6 +6,7 @@ TCSCALE_SCREENSHOT=<file.png> keeps the screenshot of the report in the UI (the 
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,19 @@ def browser() -> Any:
         browser.close()
 
 
-def open_run_form(page: Any, ui_url: str) -> None:
+def our_fields(api_url: str) -> list[re.Pattern[str]]:
+    """How the form labels scale-out-cluster's parameters (`params`: both tiers, run key, dry run; two tier fields)
+    and describes them: "<title>" or "<title> (Optional)", then the description."""
+    deployment = httpx.get(f"{api_url}/deployments/name/scale-out-cluster/cluster", timeout=10).json()
+    cluster = deployment["parameter_openapi_schema"]["definitions"]["ClusterParameters"]["properties"]
+    assert {"session", "business", "run_key", "dry_run"} <= set(cluster), cluster
+    titles = [field["title"] for field in cluster.values()] + ["Region", "Count"]
+    labels = [re.compile(rf"^{re.escape(title)}( \(Optional\))?$") for title in titles]
+    descriptions = [re.compile(re.escape(field["description"])) for field in cluster.values() if "description" in field]
+    return labels + descriptions
+
+
+def open_run_form(page: Any, ui_url: str, fields: list[re.Pattern[str]]) -> None:
     """From the UI's home page, like a user: Deployments -> scale-out-cluster's `cluster` -> Run -> Custom run."""
     page.goto(ui_url)
     page.get_by_role("link", name="Deployments").first.click()
@@ -50,8 +63,8 @@ def open_run_form(page: Any, ui_url: str) -> None:
     page.get_by_role("link", name="cluster", exact=True).first.click()
     page.get_by_role("button", name="Run").first.click()
     page.get_by_text("Custom run").first.click()
-    for title in ("SessionTierParameters", "BusinessTierParameters", "Run Key", "Dry Run", "Region", "Count"):
-        page.get_by_text(title).first.wait_for(timeout=WAIT_MS)
+    for field in fields:
+        page.get_by_text(field).first.wait_for(timeout=WAIT_MS)
 
 
 def open_report(page: Any, ui_url: str, api_url: str, run_id: str, tier: str, screenshot: Path) -> str:
@@ -79,7 +92,7 @@ def test_ui_shows_our_run_form_and_a_finished_runs_report(
     run_id = start_run(stack, "scale-out-session-tier/session-tier", {"params": {}})
     page = browser.new_page(viewport={"width": 1600, "height": 1100})
     page.set_default_timeout(WAIT_MS)
-    open_run_form(page, stack.ui_url)
+    open_run_form(page, stack.ui_url, our_fields(stack.api_url))
 
     run = finished(stack, run_id)
     screenshot = tmp_path / "report-in-ui.png"

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -147,12 +148,16 @@ def deployment_id(stack: UpProcess, name: str) -> str:
 
 def start_run(stack: UpProcess, name: str, parameters: dict[str, object]) -> str:
     """Create a run of deployment `name` through the REST API (as the UI's Run button does); its id."""
-    created = httpx.post(
-        f"{stack.api_url}/deployments/{deployment_id(stack, name)}/create_flow_run",
-        json={"parameters": parameters},
-        timeout=10,
-    )
-    assert created.status_code == 201, created.text
+    url = f"{stack.api_url}/deployments/{deployment_id(stack, name)}/create_flow_run"
+    body = {"parameters": parameters, "idempotency_key": f"test-{uuid.uuid4()}"}  # a retry never makes two runs
+
+    def create() -> httpx.Response:
+        return httpx.post(url, json=body, timeout=30)
+
+    # 503: the server's SQLite is busy (serve registering, the scheduler inserting runs); Prefect's own client
+    # retries it the same way.
+    created = poll(create, done=lambda r: r.status_code != 503, what=f"a run of {name} created", timeout=60)
+    assert created.status_code in (200, 201), created.text
     return str(created.json()["id"])
 
 
