@@ -69,7 +69,12 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
     if "wecom" in settings.platforms:
         assert secrets.wecom_token and secrets.wecom_aes_key and secrets.wecom_corp_secret  # resolve_secrets checked
         corp_id, agent_id = settings.wecom_corp_id or "", settings.wecom_agent_id or 0
-        crypto = WeComCrypto(secrets.wecom_token.get_secret_value(), secrets.wecom_aes_key.get_secret_value(), corp_id)
+        try:
+            crypto = WeComCrypto(
+                secrets.wecom_token.get_secret_value(), secrets.wecom_aes_key.get_secret_value(), corp_id
+            )
+        except ValueError:  # never the key itself in the message
+            raise ChatopsConfigError("the WeCom EncodingAESKey is not 43 characters of base64") from None
         sender = WeComSender(settings.wecom_api_base, corp_id, secrets.wecom_corp_secret, agent_id)
     poster = ResultPoster(settings, store, sender)
 
@@ -191,6 +196,10 @@ async def _send_late(sender: WeComSender, user: str, task: asyncio.Future[Reply]
 
 def serve(host: str | None = None, port: int | None = None) -> None:
     """`tcscale chatops`: the bridge on host:port until Ctrl-C."""
-    settings = ChatopsSettings()
+    try:
+        settings = ChatopsSettings()
+    except ValidationError as error:  # the messages without the input values
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_input=False))
+        raise ChatopsConfigError(f"TCSCALE_CHATOPS_* settings: {problems}") from None
     app = create_app(settings)
     uvicorn.run(app, host=host or settings.host, port=port if port is not None else settings.port)
