@@ -222,3 +222,14 @@ async def create_report(run_id: str, key: str, markdown: str) -> None:
         await client.create_artifact(
             ArtifactCreate(key=key, type="markdown", data=markdown, flow_run_id=uuid.UUID(run_id))
         )
+
+
+def test_the_signing_secret_can_come_from_a_prefect_secret_block(server: PrefectServer, tmp_path: Path) -> None:
+    from prefect.blocks.system import Secret
+
+    name, value = f"chat-secret-{mid()}", f"from-a-block-{mid()}"
+    with prefect(server):
+        Secret(value=value).save(name, overwrite=True)
+    with Bridge(server, settings_for(tmp_path, signing_secret=None, signing_secret_block=name)) as bridge:
+        assert bridge.say("help", mid(), secret=SECRET).status_code == 401
+        assert "commands you may run" in bridge.say("help", mid(), secret=value).json()["text"]
