@@ -1,0 +1,77 @@
+"""The lunch-peak schedules from the cluster declaration: cron in Beijing time, lead time, one place per tier."""
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.variables import Variable
+
+from deployments.declaration import ClusterDeclaration
+from deployments.prefect_server import PrefectServer
+from deployments.schedules import lead_minutes, lunch_peak_schedules, peak_crons
+from deployments.serve import NoServer, require_server, runner_deployments
+from flows.parameters import LunchPeak
+from flows.scaling_outcome import launch_seconds_variable
+
+
+def declaration(tier: str = "session", lunch_peak_by: str = "prefect", **peak: object) -> ClusterDeclaration:
+    return ClusterDeclaration.model_validate(
+        {tier: {"autoscaling": {"peak": peak}}, "lunch_peak_by": lunch_peak_by, "late_after_minutes": 25}
+    )
+
+
+def test_lead_declared_else_measured_plus_margin_else_15() -> None:
+    assert lead_minutes(LunchPeak(lead_minutes=7), 1000.0) == 7
+    assert lead_minutes(LunchPeak(margin_minutes=5), 250.0) == 5 + 5  # 250 s -> 5 whole minutes
+    assert lead_minutes(LunchPeak(), None) == 15
+
+
+def test_crons_in_beijing_time() -> None:
+    assert peak_crons(LunchPeak(), 15) == ("45 10 * * *", "0 13 * * *")
+    assert peak_crons(LunchPeak(start="09:05", end="12:30", days_of_week="1-5"), 70) == (
+        "55 7 * * 1-5",
+        "30 12 * * 1-5",
+    )
+    with pytest.raises(ValueError, match="before midnight"):
+        peak_crons(LunchPeak(start="01:00", end="02:00"), 90)
+
+
+def test_schedules_carry_their_own_parameters() -> None:
+    out, back = lunch_peak_schedules(declaration("business", extra=3, lead_minutes=20), "business")
+    assert (out.cron, out.timezone, out.slug, out.active) == ("40 10 * * *", "Asia/Shanghai", "peak-out", True)
+    assert out.parameters == {"params": {"tier": "business", "capacity": "+3", "late_after_minutes": 25}}
+    assert (back.cron, back.slug) == ("0 13 * * *", "peak-in")
+    assert back.parameters == {"params": {"tier": "business", "capacity": "-3", "late_after_minutes": 25}}
+
+
+def test_autoscaling_schedules_the_peak_so_prefect_schedules_are_inactive() -> None:
+    schedules = lunch_peak_schedules(declaration(lunch_peak_by="autoscaling", lead_minutes=10), "session")
+    assert [s.active for s in schedules] == [False, False]
+
+
+def test_the_measured_launch_time_sets_the_lead(prefect_server: PrefectServer) -> None:
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        Variable.set(launch_seconds_variable("ap-guangzhou", "session"), 400.0, overwrite=True)
+        try:
+            out, _ = lunch_peak_schedules(declaration(margin_minutes=3), "session")
+            assert out.cron == "50 10 * * *"  # 11:00 - (ceil(400 s) = 7 + 3) min
+        finally:
+            Variable.unset(launch_seconds_variable("ap-guangzhou", "session"))
+        out, _ = lunch_peak_schedules(declaration(), "session")
+        assert out.cron == "45 10 * * *"  # nothing measured: 15 min
+
+
+def test_serve_builds_every_deployment_with_the_declared_peak(prefect_server: PrefectServer) -> None:
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):  # the measured lead is read there
+        made = {d.name: d for d in runner_deployments(declaration(extra=4, lead_minutes=30))}
+    assert set(made) == {"cluster", "session-tier", "business-tier", "cleanup", "autoscaling", "verify", "capacity",
+                         "lunch-peak-session", "lunch-peak-business"}  # fmt: skip
+    session = made["lunch-peak-session"].schedules
+    assert [s.schedule.cron for s in session] == ["30 10 * * *", "0 13 * * *"]
+    assert session[0].parameters["params"]["capacity"] == "+4"
+    assert [s.schedule.cron for s in made["lunch-peak-business"].schedules] == ["45 10 * * *", "0 13 * * *"]
+    assert made["cluster"].concurrency_limit == 1 and not made["capacity"].schedules
+    assert all(d.description for d in made.values())
+
+
+def test_serve_refuses_without_a_server() -> None:
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(NoServer, match="PREFECT_API_URL"):
+        require_server()
