@@ -2,7 +2,7 @@
 # (a fresh machine needs only Python 3.11+, pip and make).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: demo test lint bench uv chromium up
+.PHONY: demo test lint bench rehearse uv chromium up
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -37,3 +37,9 @@ bench: uv
 	$(UV) run python -m bench.scale_out
 	$(UV) run python -m bench.rewrite
 	$(UV) run python -m bench.autoscaling
+	$(UV) run python -m bench.chatops
+
+# The multi-machine path on one machine: PostgreSQL, an authenticated Prefect server, two workers, ten chat commands.
+rehearse: uv
+	$(UV) sync --frozen --quiet
+	$(UV) run python -m deployments.rehearsal
