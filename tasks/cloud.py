@@ -49,7 +49,10 @@ class CloudSettings(BaseSettings):
     named by `secret_id_block` / `secret_key_block`. The key is a `SecretStr`: never in repr or logs.
     """
 
-    model_config = SettingsConfigDict(env_prefix="TCSCALE_", extra="ignore", populate_by_name=True)
+    # env_ignore_empty: prefect.yaml passes TCSCALE_ENDPOINT= (empty) to the runs of a real cloud: the default applies
+    model_config = SettingsConfigDict(
+        env_prefix="TCSCALE_", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     region: str = Field("ap-guangzhou", validation_alias=AliasChoices("TCSCALE_REGION", "TENCENTCLOUD_REGION"))
     endpoint: str | None = Field(
