@@ -88,6 +88,9 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+Starting = tuple[Child, str, str]  # a child, the URL that answers 200 once it is up, what it is
+
+
 @dataclass
 class Stack:
     options: UpOptions
@@ -106,12 +109,13 @@ class Stack:
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
         keys = local_secrets(workdir / "secrets.json")
         self.signing_secret = keys["chat_signing_secret"]
-        echo(f"up: starting the Prefect server (state and logs in {workdir}) ...")
+        sandbox = self._sandbox(keys)  # starts while the server does
+        echo(f"up: starting the Prefect server and the sandbox (state and logs in {workdir}) ...")
         self.server = PrefectServer(workdir / "prefect", port=self.options.server_port, startup_timeout=STARTUP_TIMEOUT)
         self.server.start()
         self.urls.update(ui=self.server.ui_url, api=self.server.api_url)
-
-        sandbox_url = self._start_sandbox(keys)
+        self._ready(*sandbox)
+        sandbox_url = self.urls["sandbox"]
         seed = seed_sandbox(sandbox_url, workdir / "guide.pem")
         cluster_file = write_declaration(seed, self.options.count, workdir / "cluster.json")
         echo(
@@ -130,12 +134,16 @@ class Stack:
             "TCSCALE_SSH_KEY_FILE": seed["key_pair"]["private_key_file"],  # `tcscale setup`: Secret tcscale-ssh-key
             "TCSCALE_CHATOPS_SIGNING_SECRET": self.signing_secret,
         }
-        self._setup()
-        self._serve()
-        self._bridge()
+        # setup, serve and the bridge need only the server: they start together.
+        setup = self._setup()
+        starting = [part for part in (self._serve(), self._bridge()) if part is not None]
+        if setup is not None:
+            self._setup_done(setup)
+        for part in starting:
+            self._ready(*part)
 
     # ---- the parts -----------------------------------------------------------------------------------
-    def _start_sandbox(self, keys: dict[str, str]) -> str:
+    def _sandbox(self, keys: dict[str, str]) -> Starting:
         port = self.options.sandbox_port or free_port()
         command = ["-m", "sandbox", "serve", "--port", str(port), "--state-dir", str(self.workdir / "sandbox")]
         command += ["--secret-id", keys["sandbox_secret_id"]]
@@ -145,16 +153,16 @@ class Stack:
                 command += [f"--{name.replace('_', '-')}", str(value)]
         env = {**os.environ, "SANDBOX_SECRET_KEY": keys["sandbox_secret_key"]}  # never on a command line
         child = self._spawn("sandbox", command, env, stop_signal=signal.SIGTERM)
-        url = f"http://127.0.0.1:{port}"
-        self._ready(child, f"{url}/_sandbox/health", "the sandbox")
-        self.urls["sandbox"] = url
-        return url
+        self.urls["sandbox"] = url = f"http://127.0.0.1:{port}"
+        return child, f"{url}/_sandbox/health", "the sandbox"
 
-    def _setup(self) -> None:
+    def _setup(self) -> Child | None:
         if not has_command("setup"):
             echo("up: `tcscale setup` is not available in this checkout: skipped")
-            return
-        child = self._spawn("setup", ["-m", "deployments", "setup"], self.env)
+            return None
+        return self._spawn("setup", ["-m", "deployments", "setup"], self.env)
+
+    def _setup_done(self, child: Child) -> None:
         code = child.process.wait(STARTUP_TIMEOUT)
         self.children.remove(child)
         if code != 0:
@@ -163,19 +171,19 @@ class Stack:
             if "skipped" not in line:  # the WeCom secrets, unused here
                 echo(f"up: setup: {line}")
 
-    def _serve(self) -> None:
+    def _serve(self) -> Starting | None:
         if not has_command("serve"):
             echo("up: `tcscale serve` is not available in this checkout: no deployments served")
-            return
+            return None
         child = self._spawn("serve", ["-m", "deployments", "serve"], self.env)
         assert self.server is not None
         flow, deployment = FIRST_DEPLOYMENT.split("/")
-        self._ready(child, f"{self.server.api_url}/deployments/name/{flow}/{deployment}", "the served deployments")
+        return child, f"{self.server.api_url}/deployments/name/{flow}/{deployment}", "the served deployments"
 
-    def _bridge(self) -> None:
+    def _bridge(self) -> Starting | None:
         if not has_command("chatops"):
             echo("up: `tcscale chatops` is not available in this checkout: no chat bridge")
-            return
+            return None
         port = self.options.bridge_port or free_port()
         allowlist = {"rules": [{"users": [TRY_USER], "chats": [TRY_CHAT], "commands": ["*"]}]}
         env = {
@@ -185,9 +193,8 @@ class Stack:
             "TCSCALE_CHATOPS_ALLOWLIST": json.dumps(allowlist),
         }
         child = self._spawn("bridge", ["-m", "deployments", "chatops", "--port", str(port)], env)
-        url = f"http://127.0.0.1:{port}"
-        self._ready(child, f"{url}/health", "the chatops bridge")
-        self.urls["bridge"] = url
+        self.urls["bridge"] = url = f"http://127.0.0.1:{port}"
+        return child, f"{url}/health", "the chatops bridge"
 
     # ---- children ------------------------------------------------------------------------------------
     def _spawn(self, name: str, arguments: list[str], env: dict[str, str], stop_signal: int = signal.SIGINT) -> Child:
