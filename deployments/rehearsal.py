@@ -115,7 +115,7 @@ def sign_and_send(bridge_url: str, secret: str, message_id: str, text: str) -> d
     return response.json()
 
 
-def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None) -> bool:
+def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_file: Path) -> bool:
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     print(f"rehearsal in {workdir} (logs in {logs})", flush=True)
@@ -157,7 +157,16 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None) -> bool:
             "TCSCALE_GIT_REPOSITORY": ROOT.as_uri(),  # the pull step clones the team's repository (its HEAD)
         }
         run_step("tcscale setup", [sys.executable, "-m", "deployments", "setup"], env, logs / "setup.log")
-        deploy = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
+        deploy = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "--no-prompt",
+            "deploy",
+            "--all",
+            "--prefect-file",
+            str(prefect_file),
+        ]
         run_step("prefect deploy --all", deploy, env, logs / "deploy.log")
 
         for name in WORKERS:  # "other machines": an empty folder, their own PREFECT_HOME, no TCSCALE_* at all
@@ -210,11 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where state and logs go (default: a new temporary folder)")
     parser.add_argument("--ssh-port", type=int, help="the sandbox servers' SSH port (default: the sandbox's)")
     parser.add_argument("--app-port", type=int, help="where the sandbox serves real port 80 (default: the sandbox's)")
+    parser.add_argument("--prefect-file", type=Path, default=ROOT / "prefect.yaml", help="the deployments to deploy")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `kill` unwinds like Ctrl-C: everything stops
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tcscale-rehearsal-"))
     try:
-        return 0 if rehearse(workdir, args.ssh_port, args.app_port) else 1
+        return 0 if rehearse(workdir, args.ssh_port, args.app_port, args.prefect_file.absolute()) else 1
     except KeyboardInterrupt:
         print("\ninterrupted: every process the rehearsal started is stopped", file=sys.stderr)
         return 130

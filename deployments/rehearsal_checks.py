@@ -124,6 +124,12 @@ def _clock(value: datetime | None) -> str:
     return value.strftime("%H:%M:%S.%f")[:-5] if value else "-"
 
 
+def _why(f: RunFacts) -> str:
+    """The gist of a state message: 'Flow run encountered an exception: TierBusy: another ...' -> 'TierBusy: ...'."""
+    message = f.message.removeprefix("Flow run encountered an exception: ") or str(f.command.answer.get("text", ""))
+    return message if len(message) <= 60 else message[:57] + "..."
+
+
 def print_report(facts: list[RunFacts]) -> None:
     rows = [
         {
@@ -136,6 +142,7 @@ def print_report(facts: list[RunFacts]) -> None:
             "start": _clock(f.start),
             "end": _clock(f.end),
             "tier lock held (UTC)": ", ".join(f"{_clock(a)}-{_clock(r)}" for a, r in f.locks) or "-",
+            "why not completed": "" if f.state == "COMPLETED" else _why(f),
         }
         for number, f in enumerate(facts, 1)
     ]
@@ -172,16 +179,14 @@ def check(facts: list[RunFacts], commands: list[Command], workers: tuple[str, ..
     #    held its tier's lock.
     for tier in sorted({c.tier for c in commands}):
         held = sorted((a, r, f.name) for f in ran if f.command.tier == tier for a, r in f.locks)
-        for (_, first_release, first), (second_acquire, _, second) in itertools.pairwise(held):
-            if first_release is None or second_acquire < first_release:
-                failures.append(
-                    f"{tier} tier: {second} took the lock at {_clock(second_acquire)} while {first} "
-                    f"held it (released {_clock(first_release)})"
-                )
-        print(
-            f"{tier} tier: {len(held)} lock holds, "
-            + ("overlapping!" if any(tier in x for x in failures) else "one after the other")
-        )
+        overlaps = [
+            f"{tier} tier: {second} took the lock at {_clock(second_acquire)} while {first} held it "
+            f"(released {_clock(first_release)})"
+            for (_, first_release, first), (second_acquire, _, second) in itertools.pairwise(held)
+            if first_release is None or second_acquire < first_release
+        ]
+        failures += overlaps
+        print(f"{tier} tier: {len(held)} lock holds, {'OVERLAPPING' if overlaps else 'never two at once'}")
     for tier in sorted({c.tier for c in commands if c.changes}):
         if not any(f.command.changes and f.command.tier == tier and f.state == "COMPLETED" for f in ran):
             failures.append(f"no change on the {tier} tier completed (every one refused or failed)")
