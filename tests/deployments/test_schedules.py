@@ -75,3 +75,32 @@ def test_serve_builds_every_deployment_with_the_declared_peak(prefect_server: Pr
 def test_serve_refuses_without_a_server() -> None:
     with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(NoServer, match="PREFECT_API_URL"):
         require_server()
+
+
+def test_late_reason_counts_from_the_expected_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from flows import lateness
+
+    scheduled = datetime(2026, 12, 1, 2, 45, tzinfo=UTC)
+    monkeypatch.setattr(lateness, "expected_start", lambda: scheduled)
+    assert lateness.late_reason(20, scheduled + timedelta(minutes=19)) is None
+    assert lateness.late_reason(None, scheduled + timedelta(hours=5)) is None
+    reason = lateness.late_reason(20, scheduled + timedelta(hours=4, minutes=15))
+    assert reason and "255 min late" in reason and "02:45:00 UTC" in reason and "nothing was changed" in reason
+
+
+def test_a_scheduled_set_capacity_for_an_autoscaling_peak_changes_nothing(
+    prefect_server: PrefectServer, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from flows import lateness
+    from flows.capacity import set_capacity
+    from flows.parameters import CapacityParameters
+
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("lunch_peak_by: autoscaling\nbusiness: {region: ap-nowhere-1}\n")
+    monkeypatch.setenv("TCSCALE_CLUSTER_FILE", str(cluster))
+    monkeypatch.setattr(lateness, "auto_scheduled", lambda: True)  # as if Prefect's scheduler made the run
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        outcome = set_capacity(CapacityParameters(tier="business", capacity="+2", late_after_minutes=20))
+    assert outcome.skipped and "lunch_peak_by: autoscaling" in outcome.skipped  # no cloud call: no such region
