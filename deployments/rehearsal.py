@@ -126,7 +126,8 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_
         print(f"- PostgreSQL {'.'.join(map(str, postgres.version or ()))} on 127.0.0.1:{postgres.port}", flush=True)
         auth = f"tcscale:{secrets.token_urlsafe(12)}"
         server = PrefectServer(workdir / "server", database_url=postgres.database_url, auth_string=auth)
-        stack.enter_context(server)
+        stack.callback(server.stop)  # registered first: a Ctrl-C while it starts stops it too
+        server.start()
         print(f"- Prefect server {server.url} on PostgreSQL, basic auth on ({time.monotonic() - started:.0f} s)")
         stack.callback(lambda: [child.stop() for child in reversed(children)])
 
@@ -221,7 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-port", type=int, help="where the sandbox serves real port 80 (default: the sandbox's)")
     parser.add_argument("--prefect-file", type=Path, default=ROOT / "prefect.yaml", help="the deployments to deploy")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `kill` unwinds like Ctrl-C: everything stops
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and `kill` unwind the same way: every process started so far is stopped (SIGINT too when this was
+    # started with SIGINT ignored, as a background job of a script is).
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tcscale-rehearsal-"))
     try:
         return 0 if rehearse(workdir, args.ssh_port, args.app_port, args.prefect_file.absolute()) else 1
