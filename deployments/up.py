@@ -23,7 +23,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,6 @@ from tasks.waiters import WaitFailed, WaitTimeout, wait_until
 
 DEFAULT_WORKDIR = Path.home() / ".tcscale" / "up"
 TRY_USER, TRY_CHAT = "you", "laptop"  # the allowlist of the local bridge lets this user run everything here
-FIRST_DEPLOYMENT = "scale-out-cluster/cluster"
 STARTUP_TIMEOUT = 240.0
 
 
@@ -64,6 +65,7 @@ class Child:
     process: subprocess.Popen[bytes]
     log: Path
     stop_signal: int = signal.SIGINT
+    log_start: int = 0  # the log's size when this child started (logs are kept across runs)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -88,7 +90,7 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-Starting = tuple[Child, str, str]  # a child, the URL that answers 200 once it is up, what it is
+Starting = tuple[Child, Callable[[], bool], str]  # a child, "is it up?", what it is
 
 
 @dataclass
@@ -154,7 +156,7 @@ class Stack:
         env = {**os.environ, "SANDBOX_SECRET_KEY": keys["sandbox_secret_key"]}  # never on a command line
         child = self._spawn("sandbox", command, env, stop_signal=signal.SIGTERM)
         self.urls["sandbox"] = url = f"http://127.0.0.1:{port}"
-        return child, f"{url}/_sandbox/health", "the sandbox"
+        return child, answers(f"{url}/_sandbox/health"), f"the sandbox ({url})"
 
     def _setup(self) -> Child | None:
         if not has_command("setup"):
@@ -167,7 +169,10 @@ class Stack:
         self.children.remove(child)
         if code != 0:
             raise StackError(f"`tcscale setup` failed ({code}): {tail(child.log)}")
-        for line in child.log.read_text(errors="replace").splitlines():
+        with child.log.open("rb") as log:
+            log.seek(child.log_start)
+            output = log.read().decode(errors="replace")
+        for line in output.splitlines():
             if "skipped" not in line:  # the WeCom secrets, unused here
                 echo(f"up: setup: {line}")
 
@@ -175,10 +180,13 @@ class Stack:
         if not has_command("serve"):
             echo("up: `tcscale serve` is not available in this checkout: no deployments served")
             return None
+        from deployments.serve import deployment_specs
+
+        since = datetime.now(UTC) - timedelta(seconds=1)
         child = self._spawn("serve", ["-m", "deployments", "serve"], self.env)
         assert self.server is not None
-        flow, deployment = FIRST_DEPLOYMENT.split("/")
-        return child, f"{self.server.api_url}/deployments/name/{flow}/{deployment}", "the served deployments"
+        names = [spec["name"] for spec in deployment_specs()]
+        return child, served(self.server.api_url, names, since), f"the {len(names)} deployments served"
 
     def _bridge(self) -> Starting | None:
         if not has_command("chatops"):
@@ -194,12 +202,13 @@ class Stack:
         }
         child = self._spawn("bridge", ["-m", "deployments", "chatops", "--port", str(port)], env)
         self.urls["bridge"] = url = f"http://127.0.0.1:{port}"
-        return child, f"{url}/health", "the chatops bridge"
+        return child, answers(f"{url}/health"), f"the chatops bridge ({url})"
 
     # ---- children ------------------------------------------------------------------------------------
     def _spawn(self, name: str, arguments: list[str], env: dict[str, str], stop_signal: int = signal.SIGINT) -> Child:
         log = self.workdir / "logs" / f"{name}.log"
         with log.open("ab") as output:
+            start = output.tell()
             process = subprocess.Popen(
                 [sys.executable, *arguments],
                 env=env,
@@ -208,24 +217,17 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the children in order
             )
-        child = Child(name, process, log, stop_signal)
+        child = Child(name, process, log, stop_signal, start)
         self.children.append(child)
         return child
 
-    def _ready(self, child: Child, url: str, what: str) -> None:
-        def answer() -> int:
-            try:
-                return httpx.get(url, timeout=2).status_code
-            except httpx.HTTPError:
-                return 0
-
-        def exited(_: int) -> str | None:
+    def _ready(self, child: Child, up: Callable[[], bool], what: str) -> None:
+        def exited(_: bool) -> str | None:
             if child.alive():
                 return None
             return f"{what} exited with {child.process.returncode}: {tail(child.log)}"
 
-        wait_until(answer, done=lambda status: status == 200, failed=exited, what=f"{what} ({url})",
-                   timeout=STARTUP_TIMEOUT, first_delay=0.2, max_delay=1.0)  # fmt: skip
+        wait_until(up, done=bool, failed=exited, what=what, timeout=STARTUP_TIMEOUT, first_delay=0.2, max_delay=1.0)
 
     def check(self) -> None:
         """StackError when a child died on its own."""
@@ -253,6 +255,34 @@ class Stack:
 def echo(line: str) -> None:
     typer.echo(line)
     sys.stdout.flush()
+
+
+def answers(url: str) -> Callable[[], bool]:
+    """Does `url` answer 200?"""
+
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def served(api_url: str, names: list[str], since: datetime) -> Callable[[], bool]:
+    """Has `serve` (started at `since`) registered every deployment of `names`? (A second `up` on the same work
+    directory finds last time's deployments: only those `serve` updated since it started count.)"""
+
+    def check() -> bool:
+        query = {"deployments": {"name": {"any_": names}}}
+        try:
+            found = httpx.post(f"{api_url}/deployments/filter", json=query, timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        fresh = {d["name"] for d in found if datetime.fromisoformat(d["updated"]) >= since}
+        return fresh >= set(names)
+
+    return check
 
 
 def has_command(name: str) -> bool:
@@ -348,7 +378,7 @@ def run_up(options: UpOptions) -> int:
             time.sleep(1.0)  # the supervision tick (is every child alive?), not a readiness wait
     except Interrupted:
         echo("\nup: shutting down ...")
-    except (StackError, WaitTimeout, WaitFailed, httpx.HTTPError) as error:
+    except (StackError, WaitTimeout, WaitFailed, httpx.HTTPError, subprocess.TimeoutExpired) as error:
         echo(f"up: {error}")
         code = 1
     finally:
