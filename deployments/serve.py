@@ -10,6 +10,7 @@ lunch-peak run that starts too late changes nothing).
 from __future__ import annotations
 
 import importlib
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +47,13 @@ def deployment_specs() -> list[dict[str, Any]]:
 
 
 def load_flow(entrypoint: str) -> Any:
+    """The flow, ready to serve: `serve` runs each run in a spawned process with the flow cloudpickled by value,
+    which keeps only the globals its code names; with `from __future__ import annotations` the parameter model is
+    then a name the child cannot resolve ("... is not fully defined"), so the annotations are resolved here."""
     path, _, attribute = entrypoint.partition(":")
-    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attribute)
+    flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attribute)
+    flow.fn.__annotations__ = typing.get_type_hints(flow.fn)
+    return flow
 
 
 def concurrency_limit(value: int | dict[str, Any] | None) -> Any:

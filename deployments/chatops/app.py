@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from deployments.chatops import runs
 from deployments.chatops.bridge import Bridge, ChatMessage, Reply
 from deployments.chatops.policy import load_allowlist
 from deployments.chatops.replies import ReplyError, WeComSender
@@ -166,13 +167,14 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(poster.forever())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async with runs.connected():
+            task = asyncio.create_task(poster.forever())
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     routes = [Route("/health", health)]
     if "generic" in settings.platforms:

@@ -5,10 +5,12 @@ Every call goes to the server in PREFECT_API_URL (a real server: `tcscale up` / 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
@@ -34,6 +36,32 @@ FLOWS = (
 )  # fmt: skip
 
 
+_shared: PrefectClient | None = None
+
+
+@contextlib.asynccontextmanager
+async def connected() -> AsyncIterator[None]:
+    """One Prefect client for the bridge's lifetime: a new client costs ~80 ms of CPU (it builds an SSL context),
+    most of a chat request's own cost when made per call."""
+    global _shared
+    async with get_client() as client:
+        _shared = client
+        try:
+            yield
+        finally:
+            _shared = None
+
+
+@contextlib.asynccontextmanager
+async def prefect() -> AsyncIterator[PrefectClient]:
+    """The bridge's client while it runs (`connected`), else one for this call."""
+    if _shared is not None:
+        yield _shared
+        return
+    async with get_client() as client:
+        yield client
+
+
 class RunError(Exception):
     """The run could not be created; the message is the chat reply."""
 
@@ -56,7 +84,7 @@ def artifact_url(artifact_id: UUID | str, ui_url: str | None = None) -> str:
 
 async def create_run(deployment: str, parameters: dict[str, Any], idempotency_key: str, tags: list[str]) -> FlowRun:
     """The deployment's run, created at once (not waited for). The same key returns the first run."""
-    async with get_client() as client:
+    async with prefect() as client:
         try:
             found = await client.read_deployment_by_name(deployment)
         except ObjectNotFound:
@@ -74,7 +102,7 @@ async def create_run(deployment: str, parameters: dict[str, Any], idempotency_ke
 
 async def busy(tier: str) -> str | None:
     """Why the tier is busy (a tcscale run of it Pending or Running, or its lock taken), or None."""
-    async with get_client() as client:
+    async with prefect() as client:
         runs = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 tags=FlowRunFilterTags(all_=["tcscale", f"tier:{tier}"]),
@@ -98,14 +126,14 @@ async def busy(tier: str) -> str | None:
 async def read_runs(run_ids: list[str]) -> list[FlowRun]:
     if not run_ids:
         return []
-    async with get_client() as client:
+    async with prefect() as client:
         return await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in run_ids])), limit=len(run_ids)
         )
 
 
 async def read_run(run_id: str) -> FlowRun | None:
-    async with get_client() as client:
+    async with prefect() as client:
         try:
             return await client.read_flow_run(UUID(run_id))
         except ObjectNotFound:
@@ -114,7 +142,7 @@ async def read_run(run_id: str) -> FlowRun | None:
 
 async def reports(run_id: str) -> list[Artifact]:
     """The run's markdown reports (not its progress bars or tables), oldest first."""
-    async with get_client() as client:
+    async with prefect() as client:
         found = await client.read_artifacts(
             artifact_filter=ArtifactFilter(
                 flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]), type=ArtifactFilterType(any_=["markdown"])
@@ -124,7 +152,7 @@ async def reports(run_id: str) -> list[Artifact]:
 
 
 async def last_runs(limit: int = 5) -> list[FlowRun]:
-    async with get_client() as client:
+    async with prefect() as client:
         return await client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=list(FLOWS))),
             sort=FlowRunSort.EXPECTED_START_TIME_DESC,

@@ -32,14 +32,12 @@ from sandbox.server import EmbeddedSandbox
 from tasks.cvm import TIER_TAG, describe_servers, tag_filters
 from tests.deployments.chatops_support import Bridge, ensure_deployments, prefect, receiver, run_async, settings_for
 
-# `serve` runs each flow run in a spawned process with the flow cloudpickled BY VALUE (the module attribute is the
-# Flow, not its function), which keeps only the globals the function's code names: with `from __future__ import
-# annotations` the parameter model's name is a string the child cannot resolve ("... is not fully defined").
-# Resolving the annotations first is the workaround (to be made in deployments/serve.py for `tcscale serve`).
+# Served as `tcscale serve` serves it (deployments/serve.py `load_flow`: a served run's process must resolve the
+# parameter model, see there).
 SERVE = (
-    "import typing; from flows.scale_out import scale_out_session_tier as f; "
-    "f.fn.__annotations__ = typing.get_type_hints(f.fn); "
-    "f.serve(name='session-tier', pause_on_shutdown=False, print_starting_message=False)"
+    "from deployments.serve import load_flow; "
+    "load_flow('flows/scale_out.py:scale_out_session_tier')"
+    ".serve(name='session-tier', pause_on_shutdown=False, print_starting_message=False)"
 )
 
 
