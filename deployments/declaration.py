@@ -165,7 +165,7 @@ def declared(params: M) -> M:
 
 
 def seed_declaration(seed: dict[str, Any], count: int = 2) -> ClusterDeclaration:
-    """The declaration of a sandbox seeded with the guide's starting point (POST /_sandbox/seed's answer plus
+    """The declaration of a sandbox seeded with the guide's starting point (the sandbox seed's answer plus
     `known_hosts`), the same values `tcscale demo` runs with."""
     from deployments.demo import seed_parameters
 

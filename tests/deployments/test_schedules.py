@@ -68,7 +68,8 @@ def test_serve_builds_every_deployment_with_the_declared_peak(prefect_server: Pr
     assert [s.schedule.cron for s in session] == ["30 10 * * *", "0 13 * * *"]
     assert session[0].parameters["params"]["capacity"] == "+4"
     assert [s.schedule.cron for s in made["lunch-peak-business"].schedules] == ["45 10 * * *", "0 13 * * *"]
-    assert made["cluster"].concurrency_limit == 1 and not made["capacity"].schedules
+    assert made["cluster"].concurrency_limit is None and not made["capacity"].schedules  # the tier locks serialise
+    assert made["cleanup"].concurrency_limit == 1
     assert all(d.description for d in made.values())
 
 

@@ -25,12 +25,14 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
+    FlowRunFilterNextScheduledStartTime,
     FlowRunFilterState,
     FlowRunFilterStateName,
+    FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import Deployment
+from prefect.client.schemas.objects import Deployment, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Scheduled
+from prefect.states import Cancelled, Scheduled
 
 from deployments.declaration import CLUSTER_VARIABLE
 from deployments.prefect_server import PrefectServer
@@ -285,6 +287,14 @@ def test_a_late_scheduled_run_changes_nothing(
 def test_serve_serves_the_declared_peak_and_pauses_nothing_on_shutdown(
     api: SyncPrefectClient, deployed: dict[str, Deployment], prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
+    # Runs other tests left waiting on this shared server (chat commands with no worker) must not start when their
+    # deployments are served: serve would run them, and its shutdown would wait for them.
+    due = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])),
+        next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(before_=datetime.now(UTC) + timedelta(hours=1)),
+    )
+    for waiting in api.read_flow_runs(flow_run_filter=due, limit=200):
+        api.set_flow_run_state(waiting.id, Cancelled(), force=True)
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(yaml.safe_dump({"session": {"autoscaling": {"peak": {"extra": 3, "lead_minutes": 30}}}}))
     env = {**os.environ, **prefect_server.client_env(), "TCSCALE_CLUSTER_FILE": str(cluster)}

@@ -3,15 +3,12 @@ process it started (no child left, no port open) with exit code 0."""
 
 import json
 import os
-import shlex
-import shutil
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.deployments.up_support import descendants, listening, processes_in, shared_up
+from tests.deployments.up_support import descendants, finished, listening, processes_in, shared_up
 
 
 def alive(pid: int) -> bool:
@@ -32,15 +29,12 @@ def test_up_from_a_fresh_clone_is_ready_and_stops_cleanly_on_ctrl_c(request: pyt
     assert cluster["session"]["source"]["instance_ids"] and cluster["business"]["source"]["instance_ids"]
 
     # The ready-made chat command, exactly as printed (`status`: the live topology through the bridge).
-    line = next(line.strip() for line in stack.lines if line.strip().startswith("curl") and '"status"' in line)
-    if shutil.which("curl"):
-        answer = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=60, check=True).stdout
-    else:  # the same request without curl
-        words = shlex.split(line)
-        headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
-        body = words[words.index("--data-binary") + 1]
-        answer = httpx.post(words[4], content=body, headers=headers, timeout=60).text
-    assert "session tier" in json.loads(answer)["text"], answer
+    # (sent right after "ready", as a newcomer would: signed lines are valid for the bridge's 5-minute window)
+    assert "session tier" in stack.tried["status"]["text"], stack.tried
+    # ... and the printed plan: a deployment run, created by the bridge, that completes against the sandbox.
+    answer = stack.tried["plan scale session 1"]
+    assert answer.get("run_id"), answer
+    finished(stack, answer["run_id"])
 
     tree = descendants(stack.process.pid)
     assert len(tree) >= 3, f"server, sandbox, bridge at least: {tree}"

@@ -6,8 +6,11 @@ interpreter (`python -m deployments up`, PYTHONPATH=<clone>), so no second virtu
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +50,7 @@ class UpProcess:
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.urls: dict[str, str] = {}
+        self.tried: dict[str, dict] = {}  # the printed chat commands' answers, by command text
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -136,7 +140,26 @@ def shared_up(request: pytest.FixtureRequest) -> UpProcess:
     stack = UpProcess(clone, base / "work")
     request.config.stash[KEY] = stack
     request.config.add_cleanup(stack.stop)
-    return stack.wait_ready()
+    stack.wait_ready()
+    for text in ("status", "plan scale session 1"):  # tried at once, as printed (signed for 5 minutes)
+        stack.tried[text] = send(printed(stack, f'"{text}"'))
+    return stack
+
+
+def printed(stack: UpProcess, text: str) -> str:
+    return next(line.strip() for line in stack.lines if line.strip().startswith("curl") and text in line)
+
+
+def send(line: str) -> dict:
+    """Run a printed curl line (or, without curl, the same request); the bridge's JSON answer."""
+    if shutil.which("curl"):
+        answer = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=60, check=True).stdout
+    else:
+        words = shlex.split(line)
+        headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
+        body = words[words.index("--data-binary") + 1]
+        answer = httpx.post(words[4], content=body, headers=headers, timeout=60).text
+    return json.loads(answer)
 
 
 def deployment_id(stack: UpProcess, name: str) -> str:
