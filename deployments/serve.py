@@ -65,7 +65,7 @@ def concurrency_limit(value: int | dict[str, Any] | None) -> Any:
 def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[Any]:
     """prefect.yaml's deployments as RunnerDeployments; the lunch-peak ones with the declaration's schedules
     (none declared: the default peak, lead 15 min unless measured)."""
-    from deployments.declaration import ClusterDeclaration
+    from deployments.declaration import ClusterDeclaration, form_parameters, parameter_model
     from deployments.schedules import lunch_peak_schedules
 
     made = []
@@ -74,12 +74,14 @@ def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[An
         schedules = None
         if name.startswith(LUNCH_PEAK):
             schedules = lunch_peak_schedules(declaration or ClusterDeclaration(), name.removeprefix(LUNCH_PEAK))
+        flow = load_flow(spec["entrypoint"])
         made.append(
-            load_flow(spec["entrypoint"]).to_deployment(
+            flow.to_deployment(
                 name=name,
                 description=spec.get("description"),
                 tags=spec.get("tags"),
                 schedules=schedules,
+                parameters=form_parameters(declaration, parameter_model(flow)) if declaration else None,
                 concurrency_limit=concurrency_limit(spec.get("concurrency_limit")),
             )
         )

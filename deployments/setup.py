@@ -16,8 +16,11 @@ from typing import Any
 
 from deployments.declaration import (
     CLUSTER_VARIABLE,
+    ClusterDeclaration,
     DeclarationError,
     dump_declaration,
+    form_parameters,
+    parameter_model,
     read_declaration_file,
     variable_size_problem,
 )
@@ -131,6 +134,32 @@ def setup_cluster_variable(cluster_file: Path) -> str:
     return f"variable {CLUSTER_VARIABLE}: {'created' if existing is None else 'updated'} from {cluster_file}"
 
 
+def setup_deployment_parameters(client: Any, declaration: ClusterDeclaration) -> list[str]:
+    """Each deployed deployment's default parameters from the declaration (`form_parameters`: what the UI's run form
+    starts from). Deployments not on the server yet are skipped: run setup again after `prefect deploy --all`."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    from deployments.serve import deployment_specs, load_flow
+
+    lines = []
+    for spec in deployment_specs():
+        flow = load_flow(spec["entrypoint"])
+        name = f"{flow.name}/{spec['name']}"
+        try:
+            deployment = client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            lines.append(f"deployment {name}: skipped (not deployed yet: run setup again after `prefect deploy --all`)")
+            continue
+        wanted = form_parameters(declaration, parameter_model(flow))
+        if deployment.parameters == wanted:
+            lines.append(f"deployment {name}: parameters from the declaration: exist")
+        else:
+            client.update_deployment(deployment.id, DeploymentUpdate(parameters=wanted))
+            lines.append(f"deployment {name}: parameters from the declaration: updated")
+    return lines
+
+
 def run_setup(cluster_file: Path | None, env: Mapping[str, str]) -> list[str]:
     """Everything the server needs, idempotently, against PREFECT_API_URL; the lines say what was done.
     Raises SetupError (or DeclarationError for a bad cluster file) before changing anything it can check first."""
@@ -149,6 +178,8 @@ def run_setup(cluster_file: Path | None, env: Mapping[str, str]) -> list[str]:
         lines += setup_limits(client)
     if cluster_file is not None:
         lines.append(setup_cluster_variable(cluster_file))
+        with get_client(sync_client=True) as client:
+            lines += setup_deployment_parameters(client, declaration)
     else:
         lines.append(f"variable {CLUSTER_VARIABLE}: skipped (no --cluster FILE)")
     return lines

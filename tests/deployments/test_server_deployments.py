@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
@@ -37,6 +38,7 @@ from prefect.states import Cancelled, Scheduled
 from deployments.declaration import CLUSTER_VARIABLE
 from deployments.prefect_server import PrefectServer
 from deployments.setup import run_setup
+from flows.parameters import ServerSelector, SessionTierParameters
 from sandbox.server import EmbeddedSandbox
 from tasks.waiters import wait_until
 
@@ -165,7 +167,7 @@ SECRETS = {
 
 
 def test_setup_twice_is_idempotent_and_never_prints_a_secret(
-    api: SyncPrefectClient, prefect_server: PrefectServer, tmp_path: Path
+    api: SyncPrefectClient, deployed: dict[str, Deployment], prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
     from prefect.blocks.system import Secret
     from prefect.variables import Variable
@@ -187,6 +189,7 @@ def test_setup_twice_is_idempotent_and_never_prints_a_secret(
     assert "secret block tcscale-secret-key: created (from $TCSCALE_SECRET_KEY)" in first
     assert f"secret block tcscale-ssh-key: created (from {ssh_key})" in first
     assert f"variable {CLUSTER_VARIABLE}: created from {cluster}" in first
+    assert "deployment scale-out-session-tier/session-tier: parameters from the declaration: updated" in first
     assert "created" not in second and "updated" not in second
     for line in ("tcscale-secret-id: exists", "work pool tcscale (process): exists",
                  "tcscale-scale-session (1): exists", f"{CLUSTER_VARIABLE}: exists"):  # fmt: skip
@@ -197,9 +200,19 @@ def test_setup_twice_is_idempotent_and_never_prints_a_secret(
             assert Secret.load("tcscale-ssh-key").get() == ssh_key.read_text()
             assert Variable.get(CLUSTER_VARIABLE) == {"session": {"region": "ap-shanghai", "count": 3}}
             assert api.read_global_concurrency_limit_by_name("tcscale-scale-business").limit == 1
+        # The UI's custom-run form starts from the deployment's parameters and sends every field (the schema's
+        # defaults for the rest): with the declared ones it sends a valid run of the declared cluster. Without them
+        # it sent the models' defaults, selectors naming nothing included, which fail validation.
+        session_tier = api.read_deployment(deployed["session-tier"].id)
+        run = SessionTierParameters.model_validate(session_tier.parameters["params"])
+        assert (run.region, run.count, run.source.tag_value) == ("ap-shanghai", 3, "session")
+        with pytest.raises(ValueError, match="one way"):
+            ServerSelector.model_validate({"tag_key": None, "tag_value": None, "name": None})
     finally:
         with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
             Variable.unset(CLUSTER_VARIABLE)  # the next tests' flows run without a declaration
+        for deployment in deployed.values():
+            api.update_deployment(deployment.id, DeploymentUpdate(parameters={}))
 
 
 def test_a_bad_cluster_file_is_refused_naming_the_field(prefect_server: PrefectServer, tmp_path: Path) -> None:
