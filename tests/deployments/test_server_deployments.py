@@ -41,19 +41,9 @@ from deployments.setup import run_setup
 from flows.parameters import ServerSelector, SessionTierParameters
 from sandbox.server import EmbeddedSandbox
 from tasks.waiters import wait_until
+from tests.test_prefect_yaml import DEPLOYMENTS as NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = {
-    "scale-out-cluster/cluster",
-    "scale-out-session-tier/session-tier",
-    "scale-out-business-tier/business-tier",
-    "cleanup-run/cleanup",
-    "configure-autoscaling/autoscaling",
-    "verify-autoscaling/verify",
-    "set-capacity/capacity",
-    "set-capacity/lunch-peak-session",
-    "set-capacity/lunch-peak-business",
-}
 MODELS = {
     "cluster": "ClusterParameters",
     "session-tier": "SessionTierParameters",
