@@ -45,4 +45,4 @@ bench: uv
 # The multi-machine path on one machine: PostgreSQL, an authenticated Prefect server, two workers, ten chat commands.
 rehearse: uv
 	$(UV) sync --frozen --quiet --compile-bytecode
-	$(UV) run python -m deployments.rehearsal
+	$(UV) run python -m devstack.rehearsal

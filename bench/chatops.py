@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from bench.common import ROOT, add_port_options, cpu_seconds, free_port, print_table, stop, wait_http, write_results
-from deployments.prefect_server import PrefectServer
+from devstack.prefect_server import PrefectServer
 
 QUIET_CPU_SHARE = 0.25  # of one core, over QUIET_WINDOW seconds
 QUIET_WINDOW = 10.0
@@ -62,7 +62,7 @@ def run(args: list[str], env: dict[str, str], what: str) -> None:
 
 
 def bridge_latency(requests: int, workdir: Path, profile_to: Path | None = None) -> dict[str, Any]:
-    from deployments.chatops.signing import sign_generic
+    from chatops.signing import sign_generic
 
     workdir.mkdir(parents=True, exist_ok=True)
     with PrefectServer(workdir / "server") as server:
@@ -85,7 +85,7 @@ def bridge_latency(requests: int, workdir: Path, profile_to: Path | None = None)
         with (workdir / "bridge.log").open("wb") as log:
             profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
             bridge = subprocess.Popen(
-                [sys.executable, *profile, "-m", "deployments", "chatops"], cwd=ROOT, env=env, stdout=log, stderr=log
+                [sys.executable, *profile, "-m", "cli", "chatops"], cwd=ROOT, env=env, stdout=log, stderr=log
             )
         try:
             url = f"http://127.0.0.1:{port}"
@@ -197,7 +197,7 @@ def stack_memory(workdir: Path, ssh_port: int, app_port: int, ready_timeout: flo
     began = time.monotonic()
     with log.open("wb") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "deployments", "up", "--workdir", str(workdir / "up"), "--ssh-port", str(ssh_port),
+            [sys.executable, "-m", "cli", "up", "--workdir", str(workdir / "up"), "--ssh-port", str(ssh_port),
              "--app-port", str(app_port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip

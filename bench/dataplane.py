@@ -211,7 +211,7 @@ def throughput(sandbox: SandboxProcess, seed: dict[str, Any], backend_id: str, m
     vip = lb()["LoadBalancerVips"][0]
     served_at = seed["ports"]["map"][str(AUTH_PORT)]
     # The TCP source: listener port = backend port. The auth service: backend port 80 (real), listener port the
-    # one that stands for 80 on this machine (as the product's session tier in the sandbox: deployments/demo.py).
+    # one that stands for 80 on this machine (as the product's session tier in the sandbox: devstack/demo.py).
     ports, backend_ports = [SOURCE_PORT, served_at], [SOURCE_PORT, AUTH_PORT]
     listener = call(clb, "CreateListener", {"LoadBalancerId": lb_id, "Ports": ports, "Protocol": "TCP"})
     wait_for(lambda: call(clb, "DescribeTaskStatus", {"TaskId": listener["RequestId"]})["Status"] == 0, "listener")

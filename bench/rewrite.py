@@ -9,7 +9,7 @@ in production), every app answering `GET /login`.
 1. The session flow's repoint path, for real: `scale-out-session-tier` (instant profile, 1 new session
    server) with `business_servers` selecting all 101 by tag: its preflight reads every sdk.config over
    SSH; each server reaches the VIP itself (MA probe by curl over SSH); then the canary, then the other
-   100 in parallel, each through the product's `tasks.repoint.repoint`: rewrite, restart, restart proof
+   100 in parallel, each through the product's `tasks.business_server.repoint_server`: rewrite, restart, restart proof
    (`tasks.apps.wait_restarted`: new pm2 process, `GET /login` up, held for `HealthCheck.settle_seconds`),
    and `GET /user` with a made-up session answered with the session service's verdict (60012).
    Reported: each step from the run's own report. **Target: < 10 s** (rewrite + restart + verify of 100).
@@ -101,13 +101,16 @@ def direct_path(servers: list[Any], params: Any, url: str, run_key: str, sandbox
     """The product's `repoint.fn` on every server at once (one thread each, as `repoint.map`): rewrite
     authServerUrl to `url`, restart the app, prove the restart (new process, up, held for the check's
     `settle_seconds`), and the app reaches the session service through the URL it loaded."""
-    from tasks.repoint import repoint
+    from tasks.business_server import repoint_server
 
     profile, check = params.runtime_profile(), params.health
     sandbox_cpu, own_cpu, began = cpu_seconds(sandbox_pid), time.process_time(), time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(servers)) as pool:
         done = list(
-            pool.map(lambda s: repoint.fn(s, params.ssh, profile, check, url, run_key, params.timeouts.health), servers)
+            pool.map(
+                lambda s: repoint_server.fn(s, params.ssh, profile, check, url, run_key, params.timeouts.health),
+                servers,
+            )
         )
     elapsed = time.perf_counter() - began
     return {

@@ -74,7 +74,7 @@ class Sandbox(SandboxProcess):
 
 
 def cluster_parameters(seed: dict[str, Any], count: int, poll: float) -> Any:
-    from deployments.demo import seed_parameters
+    from devstack.demo import seed_parameters
     from flows.parameters import Timeouts
 
     return seed_parameters(seed, count, Timeouts(image=600, launch=600, clb=300, health=300, poll=poll))

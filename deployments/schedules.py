@@ -14,8 +14,8 @@ from typing import Any
 
 from prefect.schedules import Cron, Schedule
 
-from deployments.declaration import ClusterDeclaration
-from flows import scaling_plan as plan
+from flows.autoscaling_steps import plan
+from flows.declaration import ClusterDeclaration
 from flows.parameters import LunchPeak
 
 TIMEZONE = "Asia/Shanghai"
@@ -25,7 +25,7 @@ DEFAULT_LEAD_MINUTES = 15
 def measured_launch_seconds(region: str, tier: str) -> float | None:
     from prefect.variables import Variable
 
-    from flows.scaling_outcome import launch_seconds_variable
+    from flows.autoscaling_steps.outcome import launch_seconds_variable
 
     value = Variable.get(launch_seconds_variable(region, tier), default=None)
     return float(value) if value is not None else None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from deployments.declaration import ClusterDeclaration
+    from flows.declaration import ClusterDeclaration
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -65,8 +65,8 @@ def concurrency_limit(value: int | dict[str, Any] | None) -> Any:
 def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[Any]:
     """prefect.yaml's deployments as RunnerDeployments; the lunch-peak ones with the declaration's schedules
     (none declared: the default peak, lead 15 min unless measured)."""
-    from deployments.declaration import ClusterDeclaration, form_parameters, parameter_model
     from deployments.schedules import lunch_peak_schedules
+    from flows.declaration import ClusterDeclaration, form_parameters, parameter_model
 
     made = []
     for spec in deployment_specs():
@@ -93,6 +93,6 @@ def serve_all() -> None:
     require_server()
     from prefect import serve
 
-    from deployments.declaration import load_declaration
+    from flows.declaration import load_declaration
 
     serve(*runner_deployments(load_declaration()), pause_on_shutdown=False)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deployments.declaration import (
+from flows.declaration import (
     CLUSTER_VARIABLE,
     ClusterDeclaration,
     DeclarationError,
@@ -26,7 +26,7 @@ from deployments.declaration import (
 )
 
 WORK_POOL = "tcscale"
-TIER_LIMITS = ("tcscale-scale-session", "tcscale-scale-business")  # flows/run.py tier_lock's names
+TIER_LIMITS = ("tcscale-scale-session", "tcscale-scale-business")  # flows/shared/tier_run.py tier_lock's names
 # Secret block -> the env variable holding its value (or, with _FILE, naming a file holding it).
 SECRET_BLOCKS = {
     "tcscale-secret-id": "TCSCALE_SECRET_ID",

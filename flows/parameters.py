@@ -71,8 +71,8 @@ class TierParameters(BaseModel):
     region: str = Field("ap-guangzhou", description="the region of the existing servers")
     source: ServerSelector = Field(
         title="Source servers",
-        description="the tier's servers; the one imaged is chosen among them by the rule in flows/preflight.py "
-        "(`choose_source`): a single id names it",
+        description="the tier's servers; the one imaged is chosen among them by the rule in "
+        "flows/scale_out_steps/preflight.py (`choose_source`): a single id names it",
     )
     count: int = Field(2, ge=1, le=100, description="how many servers to add")
     instance_type: str | None = Field(None, description="instance type of the new servers; default: the source's")

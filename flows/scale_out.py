@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from prefect import flow, unmapped
 
-from deployments.declaration import declared
-from flows import balance, launch, verify
+from flows.declaration import declared
 from flows.parameters import BusinessTierParameters, ClusterParameters, SessionTierParameters
-from flows.preflight import PreflightFailed, TierPlan, placement_mismatches, preflight_tier, select_servers
-from flows.repoint import repoint_business_servers
-from flows.run import TierOutcome, TierRun, this_flow_run_id, tier_run, wait_all
+from flows.scale_out_steps import balance, launch, verify
+from flows.scale_out_steps.preflight import (
+    PreflightFailed,
+    TierPlan,
+    placement_mismatches,
+    preflight_tier,
+    select_servers,
+)
+from flows.scale_out_steps.repoint import repoint_business_servers
+from flows.shared.tier_run import TierOutcome, TierRun, settle_all, this_flow_run_id, tier_run
+from tasks.business_server import plan_config_change
 from tasks.clb import LoadBalancer
 from tasks.cvm import Image, Server
 from tasks.health import auth_url
 from tasks.models import Change, RuntimeProfile
-from tasks.repoint import plan_config_change
 
 SESSION_STEPS = 12
 BUSINESS_STEPS = 10
@@ -117,7 +123,7 @@ def preflight_business_servers(
         raise PreflightFailed(problems)
     vip_url = auth_url("VIP", params.load_balancer.listener_port, params.health.auth_path)
     futures = plan_config_change.map(business, unmapped(params.ssh), unmapped(profile), unmapped(vip_url))
-    wait_all(futures)
+    settle_all(futures)
     planned: list[Change] = []
     for server, future in zip(business, futures, strict=True):
         try:

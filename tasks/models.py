@@ -150,8 +150,8 @@ RUNTIME_PROFILES: dict[str, RuntimeProfile] = {
         port=80,
         app_name=IIS_POOL,
         identity_command=(
-            f"{_POWERSHELL} \"Get-Process -Name w3wp -ErrorAction SilentlyContinue"
-            " | Select-Object Id,StartTime | ConvertTo-Json -Compress\""
+            f'{_POWERSHELL} "Get-Process -Name w3wp -ErrorAction SilentlyContinue'
+            ' | Select-Object Id,StartTime | ConvertTo-Json -Compress"'
         ),
     ),
 }

@@ -4,6 +4,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect.testing.utilities import prefect_test_harness
 
-from deployments.prefect_server import PrefectServer
+from devstack.prefect_server import PrefectServer
 from sandbox.core.cloud import SandboxConfig
 from sandbox.server import EmbeddedSandbox
 from tests.sdk import sdk_client
@@ -81,3 +82,12 @@ ClientFactory = Callable[..., Any]
 def client(sandbox: EmbeddedSandbox) -> ClientFactory:
     """`client(CvmClient, region=..., method="GET")`: a real SDK client pointed at the sandbox."""
     return functools.partial(sdk_client, sandbox)
+
+
+@pytest.fixture
+def guide(cloud_env: EmbeddedSandbox, prefect_harness: None, tmp_path: Path) -> dict[str, Any]:
+    """The guide's starting point (one session server, one business server), seeded in the sandbox."""
+    seeded = cloud_env.admin("POST", "seed", {"key_file": str(tmp_path / "guide.pem")})
+    servers = cloud_env.admin("GET", "servers")
+    seeded["known_hosts"] = [line for s in servers["servers"] for line in s["known_hosts"]]
+    return seeded

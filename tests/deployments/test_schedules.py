@@ -4,12 +4,12 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
-from deployments.declaration import ClusterDeclaration
-from deployments.prefect_server import PrefectServer
 from deployments.schedules import lead_minutes, lunch_peak_schedules, peak_crons
 from deployments.serve import NoServer, require_server, runner_deployments
+from devstack.prefect_server import PrefectServer
+from flows.autoscaling_steps.outcome import launch_seconds_variable
+from flows.declaration import ClusterDeclaration
 from flows.parameters import LunchPeak
-from flows.scaling_outcome import launch_seconds_variable
 
 
 def declaration(tier: str = "session", lunch_peak_by: str = "prefect", **peak: object) -> ClusterDeclaration:
@@ -81,7 +81,7 @@ def test_serve_refuses_without_a_server() -> None:
 def test_late_reason_counts_from_the_expected_start(monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from flows import lateness
+    from flows.autoscaling_steps import lateness
 
     scheduled = datetime(2026, 12, 1, 2, 45, tzinfo=UTC)
     monkeypatch.setattr(lateness, "expected_start", lambda: scheduled)
@@ -94,9 +94,9 @@ def test_late_reason_counts_from_the_expected_start(monkeypatch: pytest.MonkeyPa
 def test_a_scheduled_set_capacity_for_an_autoscaling_peak_changes_nothing(
     prefect_server: PrefectServer, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from flows import lateness
-    from flows.capacity import set_capacity
+    from flows.autoscaling_steps import lateness
     from flows.parameters import CapacityParameters
+    from flows.set_capacity import set_capacity
 
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text("lunch_peak_by: autoscaling\nbusiness: {region: ap-nowhere-1}\n")

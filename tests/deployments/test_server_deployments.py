@@ -35,13 +35,13 @@ from prefect.client.schemas.objects import Deployment, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Scheduled
 
-from deployments.declaration import CLUSTER_VARIABLE
-from deployments.prefect_server import PrefectServer
 from deployments.setup import run_setup
+from devstack.prefect_server import PrefectServer
+from flows.declaration import CLUSTER_VARIABLE
 from flows.parameters import ServerSelector, SessionTierParameters
 from sandbox.server import EmbeddedSandbox
 from tasks.waiters import wait_until
-from tests.test_prefect_yaml import DEPLOYMENTS as NAMES
+from tests.deployments.test_prefect_yaml import DEPLOYMENTS as NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = {
@@ -167,7 +167,7 @@ def test_setup_twice_is_idempotent_and_never_prints_a_secret(
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(yaml.safe_dump({"session": {"region": "ap-shanghai", "count": 3}, "lunch_peak_by": "prefect"}))
     env = {**os.environ, **prefect_server.client_env(), **SECRETS, "TCSCALE_SSH_KEY_FILE": str(ssh_key)}
-    command = [sys.executable, "-m", "deployments", "setup", "--cluster", str(cluster)]
+    command = [sys.executable, "-m", "cli", "setup", "--cluster", str(cluster)]
     outputs = []
     for _ in range(2):
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
@@ -210,7 +210,7 @@ def test_a_bad_cluster_file_is_refused_naming_the_field(prefect_server: PrefectS
     cluster.write_text("business:\n  runtime: cobol\n")
     env = {**os.environ, **prefect_server.client_env()}
     done = subprocess.run(
-        [sys.executable, "-m", "deployments", "setup", "--cluster", str(cluster)],
+        [sys.executable, "-m", "cli", "setup", "--cluster", str(cluster)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and str(cluster) in done.stderr and "business.runtime" in done.stderr
@@ -304,7 +304,7 @@ def test_serve_serves_the_declared_peak_and_pauses_nothing_on_shutdown(
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "deployments", "serve"], cwd=ROOT, env=env,
+            [sys.executable, "-m", "cli", "serve"], cwd=ROOT, env=env,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:

@@ -14,7 +14,7 @@ from typing import Any
 from tencentcloud.cvm.v20170312 import models as cvm_models
 from tencentcloud.cvm.v20170312.cvm_client import CvmClient
 
-from deployments.demo import seed_parameters
+from devstack.demo import seed_parameters
 from flows.parameters import (
     BusinessTierParameters,
     ClusterParameters,
@@ -134,7 +134,7 @@ def assert_business_untouched(sandbox: EmbeddedSandbox, configs: dict[str, bytes
 
 def canary_first(region: str) -> list[str]:
     """The business servers in the order the flow takes them: the first is its canary."""
-    from flows.preflight import select_servers
+    from flows.scale_out_steps.preflight import select_servers
 
     return [server.instance_id for server in select_servers(region, BUSINESS_TAG)]
 

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.autoscaling import configure_autoscaling
-from flows.capacity import set_capacity, verify_autoscaling
+from flows.configure_autoscaling import configure_autoscaling
 from flows.parameters import CapacityParameters
 from flows.scale_out import scale_out_cluster
+from flows.set_capacity import set_capacity
+from flows.verify_autoscaling import verify_autoscaling
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tasks import clb

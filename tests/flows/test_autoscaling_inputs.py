@@ -10,11 +10,11 @@ from pydantic import ValidationError
 from tencentcloud.clb.v20180317 import models as clb_models
 from tencentcloud.clb.v20180317.clb_client import ClbClient
 
-from flows.autoscaling import configure_autoscaling
-from flows.capacity import set_capacity
+from flows.configure_autoscaling import configure_autoscaling
 from flows.parameters import AutoScalingParameters, CapacityParameters, LoadBalancerOptions
-from flows.preflight import PreflightFailed
 from flows.scale_out import scale_out_cluster
+from flows.scale_out_steps.preflight import PreflightFailed
+from flows.set_capacity import set_capacity
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tests.flows.autoscaling_support import autoscaling_params

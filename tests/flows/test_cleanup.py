@@ -13,19 +13,19 @@ from typing import Any
 
 import pytest
 
-from flows.cleanup import cleanup_run
+from flows.cleanup_run import cleanup_run
 from flows.parameters import CleanupParameters, ImageOptions
-from flows.preflight import select_servers
-from flows.run import client_token, ownership_tags
 from flows.scale_out import scale_out_session_tier
-from flows.undo import Binding, remember_binding
+from flows.scale_out_steps.preflight import select_servers
+from flows.shared.ledger import Binding, remember_binding
+from flows.shared.tier_run import client_token, ownership_tags
 from sandbox.server import EmbeddedSandbox
 from tasks import clb, cvm, vpc
+from tasks.business_server import repoint_server
 from tasks.clb import HealthCheckSpec
 from tasks.cvm import Server
 from tasks.health import HealthCheck, auth_url
 from tasks.models import runtime_profile
-from tasks.repoint import repoint
 from tests.flows.support import (
     BUSINESS_TAG,
     SDK_CONFIG,
@@ -71,7 +71,7 @@ def leave_what_a_killed_run_leaves(guide: dict[str, Any], key: str) -> dict[str,
     )
     assert vpc.admit.fn(region, rule)
     (business,) = select_servers(region, BUSINESS_TAG)
-    done = repoint.fn(
+    done = repoint_server.fn(
         business, ssh_settings(guide), runtime_profile("node-pm2"), health_check(guide),
         auth_url(balancer.vip or "", port), key, 20,
     )  # fmt: skip

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.autoscaling import configure_autoscaling
-from flows.cleanup import cleanup_run
+from flows.cleanup_run import cleanup_run
+from flows.configure_autoscaling import configure_autoscaling
 from flows.parameters import CleanupParameters
 from flows.scale_out import scale_out_cluster
 from sandbox.server import EmbeddedSandbox

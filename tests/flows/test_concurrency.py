@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from flows import run
 from flows.scale_out import scale_out_business_tier, scale_out_session_tier
+from flows.shared import tier_run as run
 from tests.flows.support import business_configs, business_params, inventory, session_params
 
 
@@ -67,7 +67,7 @@ def test_tier_lock_is_released_after_use(prefect_harness, monkeypatch):
 
 
 def test_cleanup_takes_the_tier_lock(guide, cloud_env, session_tier_held):
-    from flows.cleanup import cleanup_run
+    from flows.cleanup_run import cleanup_run
     from flows.parameters import CleanupParameters
     from tests.flows.support import BUSINESS_TAG, ssh_settings
 

@@ -22,8 +22,8 @@ from tencentcloud.vpc.v20170312 import models as vpc_models
 from tencentcloud.vpc.v20170312.vpc_client import VpcClient
 
 from flows.parameters import ImageOptions, LoadBalancerOptions, ServerSelector, SessionTierParameters
-from flows.preflight import PreflightFailed
 from flows.scale_out import scale_out_business_tier, scale_out_session_tier
+from flows.scale_out_steps.preflight import PreflightFailed
 from sandbox.server import EmbeddedSandbox
 from tasks.ssh_keys import known_host_name
 from tasks.waiters import wait_until

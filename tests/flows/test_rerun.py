@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from tencentcloud.clb.v20180317.clb_client import ClbClient
 
-from flows.cleanup import cleanup_run
+from flows.cleanup_run import cleanup_run
 from flows.parameters import CleanupParameters, LoadBalancerOptions, ServerSelector
 from flows.scale_out import scale_out_business_tier, scale_out_cluster, scale_out_session_tier
 from sandbox.server import EmbeddedSandbox

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from flows import scaling_plan as plan
+from flows.autoscaling_steps import plan
 from flows.parameters import AutoScalingParameters, CostModel, LunchPeak
 
 NOW = datetime.fromisoformat("2026-12-01T09:00:00+08:00")  # a Tuesday, Beijing time

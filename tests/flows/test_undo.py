@@ -16,7 +16,7 @@ import pytest
 from prefect.artifacts import Artifact
 from prefect.settings import PREFECT_API_URL
 
-from flows.cleanup import cleanup_run
+from flows.cleanup_run import cleanup_run
 from flows.parameters import CleanupParameters
 from flows.scale_out import scale_out_session_tier
 from sandbox.server import EmbeddedSandbox

@@ -20,8 +20,8 @@ from tencentcloud.vpc.v20170312 import models as vpc_models
 from tencentcloud.vpc.v20170312 import vpc_client
 
 from flows.parameters import ServerSelector, SessionTierParameters
-from flows.preflight import PreflightFailed
 from flows.scale_out import scale_out_session_tier
+from flows.scale_out_steps.preflight import PreflightFailed
 from tasks import remote
 from tasks.models import SshSettings, runtime_profile
 from tests.flows.support import cluster_params

@@ -14,8 +14,8 @@ import httpx
 import paramiko
 import pytest
 
-from deployments.demo import WX_HEADERS
-from deployments.prefect_server import free_port
+from devstack.demo import WX_HEADERS
+from devstack.prefect_server import free_port
 from sandbox.core.cloud import SandboxConfig
 from sandbox.server import EmbeddedSandbox
 from tests.sdk import poll, strict_ssh_client

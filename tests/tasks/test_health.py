@@ -104,9 +104,9 @@ def test_probe_auth_needs_a_well_formed_ma_answer_and_an_admitting_group(guide: 
 
 
 # These start and seed the sandbox on purpose (the laptop's stand-in for Tencent Cloud), never a real cloud.
-SANDBOX_HARNESSES = {"deployments/demo.py", "deployments/up.py", "deployments/rehearsal.py"}
+SANDBOX_HARNESSES = {"devstack/demo.py", "devstack/up.py", "devstack/rehearsal.py"}
 # Our own services' health routes (Prefect's /api/health, the chat bridge's /health): not an app's or the cloud's.
-OWN_SERVICES = {"deployments/prefect_server.py", "deployments/chatops/app.py"}
+OWN_SERVICES = {"devstack/prefect_server.py", "chatops/app.py"}
 
 
 def test_no_sandbox_only_path_in_the_product() -> None:

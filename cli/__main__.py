@@ -1,0 +1,5 @@
+"""`python -m cli ...`: the `tcscale` command line (what `tcscale up` starts its children with)."""
+
+from cli.app import app
+
+app(prog_name="tcscale")

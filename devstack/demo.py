@@ -1,0 +1,150 @@
+"""`tcscale demo`: the whole job on a laptop.
+
+Starts the embedded sandbox (a local Tencent Cloud), seeds the guide's starting point (one session
+server, one business server), runs `scale-out-cluster` (2 more of each) in Prefect's embedded mode,
+prints each tier's report, then proves the result the way a user would: a WeChat login through the
+public CLB, which reaches a business server, which reaches the session tier through the internal VIP.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+
+WX_HEADERS = {"X-WX-Code": "demo-code", "X-WX-Encrypted-Data": "demo-data", "X-WX-IV": "demo-iv"}
+
+
+def prepare_environment(workdir: Path) -> None:
+    """Prefect in embedded mode, kept out of the user's own ~/.prefect, and offline."""
+    os.environ.setdefault("PREFECT_HOME", str(workdir / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def login_through(vip: str, port: int) -> dict[str, Any]:
+    url = f"http://{vip}{'' if port == 80 else f':{port}'}/login"
+    response = httpx.post(url, headers=WX_HEADERS, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def run_demo(count: int = 2, workdir: Path | None = None) -> bool:
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="tcscale-demo-"))
+    prepare_environment(workdir)
+    # Imported late: the sandbox is the demo's stand-in for Tencent Cloud, never a dependency of the flows.
+    from sandbox.core.cloud import SandboxConfig
+    from sandbox.server import EmbeddedSandbox
+
+    echo = typer.echo
+    started = time.monotonic()
+    with EmbeddedSandbox(SandboxConfig(port=0, state_dir=workdir / "sandbox")) as sandbox:
+        config = sandbox.cloud.config
+        os.environ.update(
+            TCSCALE_ENDPOINT=sandbox.endpoint,
+            TCSCALE_PROTOCOL="http",
+            TCSCALE_SECRET_ID=config.secret_id,
+            TCSCALE_SECRET_KEY=config.secret_key,
+        )
+        echo(f"sandbox: Tencent Cloud API at {sandbox.url} (state in {workdir / 'sandbox'})")
+        guide: Any = sandbox.admin("POST", "seed", {"key_file": str(workdir / "guide.pem")})
+        servers: Any = sandbox.admin("GET", "servers")
+        session, business = guide["session_server"], guide["business_server"]
+        echo(
+            f"seeded the guide's starting point in {guide['region']} / {guide['zone']} / project "
+            f"{guide['project_id']}:\n  session server  {session['instance_id']} {session['private_ip']}\n"
+            f"  business server {business['instance_id']} {business['private_ip']}, authServerUrl "
+            f"{guide['auth_server_url']}"
+        )
+        guide["known_hosts"] = [line for s in servers["servers"] for line in s["known_hosts"]]
+        params = seed_parameters(guide, count)
+
+        from flows.scale_out import scale_out_cluster
+
+        echo(f"running scale-out-cluster: {count} more session servers, then {count} more business servers ...")
+        session_outcome, business_outcome = scale_out_cluster(params)
+        for outcome in (session_outcome, business_outcome):
+            echo("\n" + outcome.report)
+
+        app_port = guide["ports"]["map"]["80"]  # the business tier's listener port (real 80, where served)
+        answer = login_through(business_outcome.vip or "", app_port)
+        logged_in = bool(answer.get("session", {}).get("skey"))
+        echo(
+            f"verification: a WeChat login through the public CLB {business_outcome.vip}:{app_port} -> "
+            f"business tier -> session tier via {session_outcome.vip}: "
+            f"{'OK, session ' + answer['session']['id'] if logged_in else 'FAILED: ' + str(answer)}"
+        )
+        echo(
+            f"\nscaled out: session tier {len(session_outcome.bound)} servers behind internal CLB "
+            f"{session_outcome.load_balancer_id} ({session_outcome.vip}), business tier "
+            f"{len(business_outcome.bound)} servers behind public CLB {business_outcome.load_balancer_id} "
+            f"({business_outcome.vip}), in {time.monotonic() - started:.1f} s"
+        )
+        return logged_in and len(session_outcome.bound) == count + 1 and len(business_outcome.bound) == count + 1
+
+
+def seed_parameters(
+    seed: dict[str, Any], count: int = 2, timeouts: Any = None, ssh: dict[str, Any] | None = None
+) -> Any:
+    """`scale-out-cluster` parameters for a sandbox seeded with the guide's starting point.
+
+    `seed` is `POST /_sandbox/seed`'s answer plus `known_hosts` (from `GET /_sandbox/servers`): the
+    sandbox's ports, key file and host keys are all the flows need to know; nothing else differs
+    from a real cloud.
+    """
+    from flows.parameters import (
+        BusinessTierParameters,
+        ClusterParameters,
+        LoadBalancerOptions,
+        ServerSelector,
+        SessionTierParameters,
+        Timeouts,
+    )
+    from tasks.health import HealthCheck
+    from tasks.models import SshSettings
+
+    # Real ports everywhere (backends 80 / 5757, security-group rules); only where this machine reaches the
+    # VIPs differs: the sandbox serves port 80 at `map["80"]` when it may not bind it, so the listeners use that.
+    listener_port = seed["ports"]["map"]["80"]
+    common: dict[str, Any] = {
+        "region": seed["region"],
+        "count": count,
+        "load_balancer": LoadBalancerOptions(listener_port=listener_port),
+        "health": HealthCheck(),
+        "ssh": SshSettings(
+            port=seed["ports"]["ssh"],
+            key_file=seed["key_pair"]["private_key_file"],
+            known_hosts=seed["known_hosts"],
+            **(ssh or {}),
+        ),
+        "timeouts": timeouts or Timeouts(),
+    }
+    return ClusterParameters(
+        session=SessionTierParameters(
+            source=ServerSelector(instance_ids=[seed["session_server"]["instance_id"]]),
+            business_servers=ServerSelector(instance_ids=[seed["business_server"]["instance_id"]]),
+            **common,
+        ),
+        business=BusinessTierParameters(
+            source=ServerSelector(instance_ids=[seed["business_server"]["instance_id"]]), **common
+        ),
+    )
+
+
+def seed_declaration(seed: dict[str, Any], count: int = 2) -> Any:
+    """The cluster declaration of a sandbox seeded with the guide's starting point (the sandbox seed's answer plus
+    `known_hosts`), the same values `tcscale demo` runs with."""
+    from flows.declaration import ClusterDeclaration
+    from flows.parameters import BusinessAutoScalingParameters, SessionAutoScalingParameters
+
+    cluster = seed_parameters(seed, count)
+    return ClusterDeclaration(
+        session=SessionAutoScalingParameters.model_validate(cluster.session.model_dump(exclude_unset=True)),
+        business=BusinessAutoScalingParameters.model_validate(cluster.business.model_dump(exclude_unset=True)),
+    )

@@ -1,0 +1,144 @@
+"""A real Prefect server in a child process: what `tcscale up`, the rehearsal and the tests run.
+
+Schedules never fire on Prefect's temporary (ephemeral) server, and `serve` needs a real one, so the local
+stack starts `prefect server start` itself, on a free port of 127.0.0.1, with its own PREFECT_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from tasks.waiters import wait_until
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class PrefectServer:
+    """`prefect server start` on `host:port` (a free port by default), state under `home`.
+
+    `database_url` (postgresql+asyncpg://...) selects PostgreSQL; None keeps SQLite in `home`.
+    `auth_string` ("user:password") turns on the server's basic auth; clients get it in `client_env()`.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        database_url: str | None = None,
+        auth_string: str | None = None,
+        startup_timeout: float = 180.0,
+    ) -> None:
+        self.home = home
+        self.host = host
+        self.port = port or free_port(host)
+        self.database_url = database_url
+        self.auth_string = auth_string
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = home / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return self.url
+
+    def client_env(self) -> dict[str, str]:
+        """The environment a Prefect client (a flow, a worker, `prefect deploy`, the bridge) needs for this server."""
+        env = {
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_UI_URL": self.ui_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        if self.auth_string:
+            env["PREFECT_API_AUTH_STRING"] = self.auth_string
+        return env
+
+    def server_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("PREFECT_API_URL", None)  # the server must not think it is a client of another one
+        env.update(
+            PREFECT_HOME=str(self.home),
+            PREFECT_SERVER_API_HOST=self.host,
+            PREFECT_SERVER_API_PORT=str(self.port),
+            PREFECT_UI_API_URL=self.api_url,
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_LOGGING_LEVEL="WARNING",
+        )
+        if self.database_url:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
+        if self.auth_string:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
+        return env
+
+    def start(self) -> PrefectServer:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
+            env=self.server_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop the server in order
+        )
+        log.close()
+        wait_until(
+            self._health,
+            done=bool,
+            failed=self._exited,
+            what=f"the Prefect server on {self.url} (log: {self.log_path})",
+            timeout=self.startup_timeout,
+            first_delay=0.25,
+            max_delay=1.0,
+        )
+        return self
+
+    def _health(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _exited(self, _: bool) -> str | None:
+        if self.process is not None and self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            return f"`prefect server start` exited with {self.process.returncode}:\n{tail}"
+        return None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> PrefectServer:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,145 @@
+"""What a scaling group's servers must pass, and the capacity changes that are waited for and checked.
+
+A server counts when the group lists it IN_SERVICE, it is a target of the tier's listener on the backend port,
+the CLB finds it healthy, and the real apps answer (business: `/login` and `/user` on the server itself and
+through the VIP; session: the MA protocol through the VIP, the CLB's check hitting each server's port).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from flows.autoscaling_steps import plan
+from flows.scale_out_steps.verify import VerificationFailed, until_ok
+from flows.shared.tier_run import TierRun
+from tasks import autoscaling as asg
+from tasks import clb
+from tasks.cvm import describe_servers
+from tasks.health import Probe, auth_url, probe_app_up, probe_auth, probe_session_reach
+
+
+class CapacityRefused(Exception):
+    pass
+
+
+def forward_of(group: asg.Group) -> asg.ForwardLoadBalancer:
+    if not group.forward:
+        raise VerificationFailed(f"scaling group {group.group_id} has no CLB listener (ForwardLoadBalancers)")
+    return group.forward[0]
+
+
+def change_capacity(run: TierRun, group: asg.Group, target: int, why: str) -> list[asg.Activity]:
+    """ModifyDesiredCapacity to `target` and wait for every activity it starts to be SUCCESSFUL."""
+    timeout = run.params.autoscaling.activity_timeout  # type: ignore[attr-defined]
+    with run.step(f"{why}: desired capacity {group.desired} -> {target}, activities SUCCESSFUL"):
+        known = {a.activity_id for a in asg.activities(run.region, group.group_id)}
+        asg.modify_desired(run.region, group.group_id, target)
+        new = asg.wait_new_activities(run.region, group.group_id, known, timeout, run.params.timeouts.poll)
+        run.record.add("scaling-group", group.group_id, created=False, detail=f"desired {group.desired} -> {target}")
+        return new
+
+
+def check_servers(run: TierRun, group: asg.Group, instance_ids: list[str], vip: str) -> list[Probe]:
+    """IN_SERVICE, bound on the listener at the backend port, healthy for the CLB, the real apps answering."""
+    fwd = forward_of(group)
+    timeouts = run.params.timeouts
+    with run.step(f"{len(instance_ids)} server(s) IN_SERVICE, bound to {fwd.listener_id}:{fwd.port}, healthy"):
+        states = {m.instance_id: m for m in asg.members(run.region, group.group_id)}
+        problems = [
+            f"{i} is {states[i].state if i in states else 'not a member'} in {group.group_id}"
+            for i in instance_ids
+            if i not in states or states[i].state != "IN_SERVICE"
+        ]
+        targets = clb.registered_targets(run.region, fwd.load_balancer_id, fwd.listener_id)
+        problems += [
+            f"{i} is not bound to {fwd.load_balancer_id}/{fwd.listener_id} on port {fwd.port}"
+            for i in instance_ids
+            if targets.get(i) != fwd.port
+        ]
+        if problems:
+            raise VerificationFailed("; ".join(problems))
+        clb.wait_targets_healthy(
+            run.region, fwd.load_balancer_id, fwd.listener_id, instance_ids, timeouts.health, timeouts.poll
+        )
+        run.record.probes += [
+            Probe(target=f"{i} behind {fwd.load_balancer_id}/{fwd.listener_id}", ok=True, detail="CLB: healthy")
+            for i in instance_ids
+        ]
+    return app_checks(run, instance_ids, vip)
+
+
+def app_checks(run: TierRun, instance_ids: list[str], vip: str) -> list[Probe]:
+    params = run.params
+    check, listener_port = params.health, params.load_balancer.listener_port
+    probes: dict[str, Callable[[], Probe]] = {}
+    if run.tier == "business":
+        port = check.port_for(params.runtime_profile())  # type: ignore[attr-defined]
+        for server in describe_servers(run.region, instance_ids) if instance_ids else []:
+            host = server.private_ip
+            probes[f"{server.instance_id} app up"] = lambda host=host: probe_app_up(host, port, check)
+            probes[f"{server.instance_id} reaches the session tier"] = lambda host=host: probe_session_reach(
+                host, port, check
+            )
+        probes[f"{vip}:{listener_port} app up"] = lambda: probe_app_up(vip, listener_port, check)
+    else:
+        url = auth_url(vip, listener_port, check.auth_path)
+        probes[url] = lambda: probe_auth(url, check.timeout_seconds)
+    with run.step(f"the real apps answer ({len(probes)} probe(s))"):
+        return until_ok(run, probes, f"the {run.tier} apps")
+
+
+def vip_of(run: TierRun, group: asg.Group) -> str:
+    balancer = clb.describe_load_balancer(run.region, forward_of(group).load_balancer_id)
+    if balancer is None or not balancer.vip:
+        raise VerificationFailed(f"the CLB {forward_of(group).load_balancer_id} of {group.group_id} is gone")
+    return balancer.vip
+
+
+class LaunchCheck:
+    """desired + 1, the new server healthy (timed), desired restored: the image starts the apps at boot."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.new_ids: list[str] = []
+        self.activities: list[asg.Activity] = []
+
+    def run(self, run: TierRun, group: asg.Group) -> LaunchCheck:
+        timeout = run.params.autoscaling.activity_timeout  # type: ignore[attr-defined]
+        group = asg.wait_settled(run.region, group.group_id, timeout, run.params.timeouts.poll)
+        if group.desired + 1 > group.max_size:
+            raise CapacityRefused(
+                f"{group.group_id} is at its max size {group.max_size}: a launch check needs one more; raise max_size"
+            )
+        listed = asg.members(run.region, group.group_id)
+        before = {m.instance_id for m in listed}
+        protected = {m.instance_id for m in listed if m.protected}
+        vip = vip_of(run, group)
+        started = time.monotonic()
+        self.activities += change_capacity(run, group, group.desired + 1, "launch one server from the image")
+        self.new_ids = sorted({m.instance_id for m in asg.members(run.region, group.group_id)} - before)
+        check_servers(run, group, self.new_ids, vip)
+        self.seconds = time.monotonic() - started
+        grown = group.model_copy(update={"desired": group.desired + 1})
+        self.activities += change_capacity(run, grown, group.desired, "restore the desired capacity")
+        after = {m.instance_id for m in asg.members(run.region, group.group_id)}
+        if not protected <= after:
+            raise VerificationFailed(f"the scale-in removed protected servers: {sorted(protected - after)}")
+        return self
+
+
+def activity_table(items: list[asg.Activity]) -> list[str]:
+    lines = ["| activity | type | status | cause | servers | start | end |", "|---|---|---|---|---|---|---|"]
+    for a in items:
+        servers = ", ".join(f"{i} {s}" for i, s in a.instances.items())
+        lines.append(
+            f"| {a.activity_id} | {a.type} | {a.status} | {a.cause[:120]} | {servers} | {a.start_time} | {a.end_time} |"
+        )
+    return lines
+
+
+def existing_group(run: TierRun) -> asg.Group:
+    group = asg.find_group(run.region, plan.group_name(run.tier))
+    if group is None:
+        raise LookupError(f"no scaling group {plan.group_name(run.tier)} in {run.region}: run configure-autoscaling")
+    return group

@@ -1,0 +1,231 @@
+"""`cleanup-run`: undo everything one run changed, for a run killed before it could undo itself.
+
+A run marks what it makes: instances, images and CLBs carry the tag `tcscale:run=<key>`, its listeners
+are named `tcscale-<tier>-<key>`, security group rules it adds say `tcscale:<key>` in their description,
+each sdk.config it rewrote has a backup named after it, its bindings to a CLB it did not create are
+kept in the Prefect Variable `tcscale-bindings-<key>`, and its scaling groups carry the tag too (their launch
+configuration, attached servers, scheduled actions and alarm policies are found through the group). This flow
+finds them by those marks alone (the key matching exactly: `abc` never touches `abc-2`) and undoes them with the
+same functions a failed run uses, under both tiers' locks. One failure (an unreachable server) does not stop
+the others; it is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from flows.declaration import declared
+from flows.parameters import CleanupParameters
+from flows.scale_out_steps.preflight import select_servers
+from flows.shared.ledger import Ledger, Undone, forget_bindings, remembered_bindings, unbind
+from flows.shared.tier_run import settle_all, tier_lock
+from tasks import autoscaling as asg
+from tasks import business_server, clb, cvm, remote, vpc
+from tasks.cvm import RUN_TAG, Server
+
+TIERS = ("session", "business")
+
+
+class Removed(BaseModel):
+    run_key: str
+    dry_run: bool
+    configs_restored: list[str] = Field(default_factory=list, description="instance ids")
+    targets_unbound: list[str] = Field(default_factory=list, description="lb/listener: instance ids")
+    rules_revoked: list[str] = Field(default_factory=list, description="sg-id: rule")
+    listeners: list[str] = Field(default_factory=list, description="lb/listener name")
+    load_balancers: list[str] = Field(default_factory=list)
+    instances: list[str] = Field(default_factory=list)
+    images: list[str] = Field(default_factory=list)
+    scaling_groups: list[str] = Field(default_factory=list, description="group id (name)")
+    launch_configurations: list[str] = Field(default_factory=list, description="used by no other group")
+    scheduled_actions: list[str] = Field(default_factory=list, description="group id/name")
+    alarm_policies: list[str] = Field(default_factory=list, description="group id/name")
+    servers_detached: list[str] = Field(default_factory=list, description="group id: instance ids, bound again")
+    group_servers: list[str] = Field(default_factory=list, description="launched by a group, terminated with it")
+    failed: list[Undone] = Field(default_factory=list, description="what could not be undone, with the fix")
+
+    def markdown(self) -> str:
+        verb = "would undo" if self.dry_run else "undid"
+        rows = [
+            ("sdk.config restored", self.configs_restored),
+            ("servers unbound from a CLB it did not create", self.targets_unbound),
+            ("security group rules revoked", self.rules_revoked),
+            ("listeners deleted", self.listeners),
+            ("load balancers deleted", self.load_balancers),
+            ("instances terminated", self.instances),
+            ("images deleted", self.images),
+            ("alarm policies deleted", self.alarm_policies),
+            ("scheduled actions deleted", self.scheduled_actions),
+            ("servers detached from a scaling group and bound to its CLB again", self.servers_detached),
+            ("servers the scaling group launched, terminated with it", self.group_servers),
+            ("scaling groups deleted", self.scaling_groups),
+            ("launch configurations deleted", self.launch_configurations),
+        ]
+        lines = [f"# cleanup-run {self.run_key}: {verb}", "", "| what | ids |", "|---|---|"]
+        lines += [f"| {what} | {', '.join(ids) or '-'} |" for what, ids in rows]
+        if self.failed:
+            lines += ["", "## Could not be undone: fix by hand", "", "| what | error | fix |", "|---|---|---|"]
+            lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in self.failed]
+        return "\n".join(lines) + "\n"
+
+
+@task(name="find-run-backups", cache_policy=NO_CACHE)
+def touched_by_run(server: Server, params: CleanupParameters) -> bool:
+    """Does this business server's sdk.config differ from the run's backup of it (the run changed it)?"""
+    profile = params.runtime_profile()
+    with remote.session(server.private_ip, params.ssh, profile, server.instance_id) as conn:
+        found = remote.backups(conn, profile.config_path, params.run_key, params.ssh.io_timeout)
+        if not found:
+            return False
+        original = remote.read_file(conn, found[0], params.ssh.io_timeout)
+        return original != remote.read_file(conn, remote.sftp_path(profile.config_path), params.ssh.io_timeout)
+
+
+def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
+    """Every mark of the run, in the order a run makes them (the ledger undoes newest first)."""
+    region, key, timeout = params.region, params.run_key, params.timeout
+    tags = {RUN_TAG: key}
+    fix_tag = f"tagged tcscale:run={key}"
+    removed.images = cvm.tagged_images(region, tags)
+    if removed.images:
+        ledger.add("images", lambda: cvm.delete_tagged_images(region, tags), f"delete the images {fix_tag}")
+    removed.instances = cvm.tagged_servers(region, tags)
+    if removed.instances:
+        ledger.add("instances", lambda: cvm.terminate_tagged(region, tags, timeout), f"terminate the servers {fix_tag}")
+    removed.load_balancers = [lb.load_balancer_id for lb in clb.tagged_load_balancers(region, tags)]
+    if removed.load_balancers:
+        ledger.add("load balancers", lambda: clb.delete_tagged_load_balancers(region, tags, timeout),
+                   f"delete the CLBs {fix_tag}")  # fmt: skip
+    for balancer in clb.all_load_balancers(region):
+        if balancer.load_balancer_id in removed.load_balancers:
+            continue  # its listeners go with it
+        lb_id = balancer.load_balancer_id
+        for tier in TIERS:
+            name = clb.listener_name(key, tier)
+            if any(item.get("ListenerName") == name for item in clb.listeners(region, lb_id)):
+                removed.listeners.append(f"{lb_id}/{name}")
+                ledger.add(f"listener {name} of {lb_id}",
+                           lambda lb_id=lb_id, name=name: clb.delete_named_listeners(region, lb_id, name, timeout),
+                           f"delete the listener {name} of {lb_id} in the CLB console")  # fmt: skip
+    for rule in vpc.rules_of_run(region, key):
+        removed.rules_revoked.append(f"{rule.security_group_id}: {rule.protocol} {rule.port} from {rule.cidr_block}")
+        ledger.add(f"rule of {rule.security_group_id}", lambda rule=rule: vpc.revoke(region, rule),
+                   f"delete the inbound rule described {rule.description!r} of {rule.security_group_id}")  # fmt: skip
+    for binding in remembered_bindings(key):
+        gone = clb.describe_load_balancer(region, binding.load_balancer_id) is None
+        if gone or binding.load_balancer_id in removed.load_balancers:
+            continue  # its bindings go with it
+        bound = clb.registered_targets(region, binding.load_balancer_id, binding.listener_id)
+        still = [i for i in binding.instance_ids if i in bound]
+        if still:
+            removed.targets_unbound.append(f"{binding.load_balancer_id}/{binding.listener_id}: {', '.join(still)}")
+            ledger.add(f"bindings to {binding.load_balancer_id}", lambda b=binding: unbind(b, timeout),
+                       f"unbind {', '.join(still)} from {binding.load_balancer_id} in the CLB console")  # fmt: skip
+    if params.restore_configs:
+        find_configs(params, removed, ledger)
+    find_autoscaling(params, removed, ledger)  # made after the scale-out's resources: added last, undone first
+
+
+def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
+    """The run's scaling groups and what `configure-autoscaling` made with each, in the order it makes them."""
+    region, timeout = params.region, params.timeout
+    groups = asg.tagged_groups(region, {RUN_TAG: params.run_key})
+    ours = {g.group_id for g in groups}
+    for group in groups:
+        gid, lc_id = group.group_id, group.launch_configuration_id
+        if not [g for g in asg.groups_using(region, lc_id) if g.group_id not in ours]:
+            removed.launch_configurations.append(lc_id)
+            ledger.add(f"launch configuration {lc_id}", lambda lc_id=lc_id: asg.delete_unused_launch_configuration(
+                region, lc_id), f"delete launch configuration {lc_id} once no scaling group uses it")  # fmt: skip
+        removed.scaling_groups.append(f"{gid} ({group.name})")
+        members = asg.members(region, gid)
+        launched = [m.instance_id for m in members if m.creation_type != "MANUAL_ATTACHING"]
+        removed.group_servers += launched
+        ledger.add(f"scaling group {gid}", lambda gid=gid: asg.delete_group(region, gid, timeout),
+                   f"set min/desired of {gid} to 0, then delete it (its servers {', '.join(launched) or 'none'} "
+                   "are terminated with it)")  # fmt: skip
+        attached = sorted(m.instance_id for m in members if m.creation_type == "MANUAL_ATTACHING")
+        if attached:
+            # the tier's servers were behind the group's CLB before the attach; detaching deregisters them
+            fwd = group.forward[0] if group.forward else None
+            was_bound = {i: fwd.port for i in attached} if fwd else {}
+            removed.servers_detached.append(f"{gid}: {', '.join(attached)}")
+            target = f"{fwd.load_balancer_id}/{fwd.listener_id} port {fwd.port}" if fwd else "their CLB"
+            ledger.add(f"{', '.join(attached)} attached to {gid}",
+                       lambda gid=gid, ids=attached, fwd=fwd, was=was_bound: asg.detach(region, gid, ids, fwd, was,
+                                                                                        timeout),
+                       f"unprotect and remove {', '.join(attached)} from {gid}, then bind them to {target} "
+                       "again")  # fmt: skip
+        for action in asg.scheduled_actions(region, gid):
+            removed.scheduled_actions.append(f"{gid}/{action.name}")
+            ledger.add(f"scheduled action {action.name}",
+                       lambda gid=gid, name=action.name: asg.delete_scheduled_action(region, gid, name),
+                       f"delete scheduled action {action.name} of {gid}")  # fmt: skip
+        for policy in asg.alarm_policies(region, gid):
+            removed.alarm_policies.append(f"{gid}/{policy.name}")
+            ledger.add(f"alarm policy {policy.name}",
+                       lambda gid=gid, name=policy.name: asg.delete_alarm_policy(region, gid, name),
+                       f"delete scaling policy {policy.name} of {gid}")  # fmt: skip
+
+
+def find_configs(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
+    profile = params.runtime_profile()
+    # The run's own new servers are terminated anyway (and carry its backup in their image): not theirs to restore.
+    business = [
+        s
+        for s in select_servers(params.region, params.business_servers)
+        if s.state == "RUNNING" and s.tags.get(RUN_TAG) != params.run_key
+    ]
+    futures = touched_by_run.map(business, unmapped(params))
+    settle_all(futures)
+    for server, future in zip(business, futures, strict=True):
+        fix = (f"on {server.instance_id}, copy the oldest {profile.config_path}.tcscale-{params.run_key}-*.bak back "
+               f"and run `{profile.restart_command}`")  # fmt: skip
+        try:
+            touched = future.result()
+        except Exception as error:  # unreachable: still remove the cloud resources; report it
+            removed.failed.append(Undone(what=f"{server.instance_id} sdk.config", outcome="FAILED",
+                                         detail=f"could not check: {error}", fix=fix))  # fmt: skip
+            continue
+        if touched:
+            removed.configs_restored.append(server.instance_id)
+            ledger.add(f"{profile.config_path} of {server.instance_id}", _restorer(server, params), fix)
+
+
+def _restorer(server: Server, params: CleanupParameters) -> Callable[[], bool]:
+    profile = params.runtime_profile()
+    return lambda: business_server.restore_run_backup(
+        server, params.ssh, profile, params.health, params.run_key, params.timeout
+    )
+
+
+@contextlib.contextmanager
+def both_tier_locks() -> Iterator[None]:
+    with tier_lock(TIERS[0]), tier_lock(TIERS[1]):  # one order everywhere: no deadlock
+        yield
+
+
+@flow(name="cleanup-run", description="undo everything a scale-out run changed, found by its marks")
+def cleanup_run(params: CleanupParameters) -> Removed:
+    params = declared(params)
+    removed = Removed(run_key=params.run_key, dry_run=params.dry_run)
+    ledger = Ledger()
+    with contextlib.nullcontext() if params.dry_run else both_tier_locks():
+        find_marks(params, removed, ledger)
+        if not params.dry_run:
+            removed.failed += [u for u in ledger.undo_all(get_run_logger()) if u.outcome == "FAILED"]
+            if not removed.failed:
+                forget_bindings(params.run_key)
+    create_markdown_artifact(removed.markdown(), key=f"cleanup-run-{params.run_key}", description="cleanup-run report")
+    if removed.failed:
+        raise RuntimeError(
+            f"cleanup-run {params.run_key}: {len(removed.failed)} thing(s) could not be undone (see the report): "
+            + "; ".join(f"{u.what}: {u.detail} -> {u.fix}" for u in removed.failed)
+        )
+    return removed

@@ -1,0 +1,354 @@
+"""The guide's "配置更智能的弹性伸缩策略" as flows: a tier handed to Auto Scaling, checked, and resized.
+
+`configure-autoscaling` is declarative: preflight (every problem before any change), then for each resource
+(image, launch configuration, scaling group, attached and protected servers, lunch-peak scheduled actions, CPU
+alarm policies) it compares the cloud with the declaration and applies only the difference, each creation
+written to the undo ledger first. Its report lists the difference applied (or, with `dry_run`, that would be),
+"no change" on a second run, when the peak capacity is ready against the peak, and the monthly cost.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+from prefect.variables import Variable
+
+from flows.autoscaling_steps import plan
+from flows.autoscaling_steps.checks import LaunchCheck
+from flows.autoscaling_steps.outcome import AutoScalingOutcome, launch_seconds_variable, publish, tier_params
+from flows.autoscaling_steps.preflight import TierFacts, preflight
+from flows.declaration import declared
+from flows.parameters import AutoScalingClusterParameters, AutoScalingTierParameters
+from flows.shared.tier_run import TierRun, this_flow_run_id, tier_run
+from tasks import autoscaling as asg
+from tasks import clb, cvm
+
+CONFIGURE_STEPS = 12
+
+
+class Converge:
+    """Each difference is recorded; applied unless a dry run."""
+
+    def __init__(self, run: TierRun) -> None:
+        self.run = run
+        self.differences: list[str] = []
+
+    def change(self, what: str, apply: Any = None) -> Any:
+        self.differences.append(what)
+        if self.run.params.dry_run or apply is None:
+            return None
+        return apply()
+
+
+def _request_lc(facts: TierFacts, image_id: str, tier: str) -> dict[str, Any]:
+    source = facts.source
+    request: dict[str, Any] = {
+        "ImageId": image_id,
+        "InstanceType": facts.instance_type,
+        "ProjectId": source.project_id,
+        "SecurityGroupIds": source.security_group_ids,
+        "InternetAccessible": cvm._internet_like(source),
+        "InstanceTags": [{"Key": cvm.TIER_TAG, "Value": tier}],
+        "LoginSettings": {"KeyIds": source.key_ids} if source.key_ids else {"KeepImageLogin": "TRUE"},
+    }
+    return request
+
+
+def converge_tier(run: TierRun, facts: TierFacts, c: Converge) -> AutoScalingOutcome:
+    params: AutoScalingTierParameters = run.params  # type: ignore[assignment]
+    region, scaling, timeouts = run.region, params.autoscaling, params.timeouts
+    # 1. the image the group launches from
+    image_id = scaling.image_id or (facts.image.image_id if facts.image else None)
+    if image_id is None:
+        name = facts.image_name
+        with run.step(f"image {facts.source.instance_id} as {name!r}"):
+
+            def make_image() -> str:
+                run.ledger.add(  # written before: an image whose answer was lost is found by the run's tags
+                    f"image {name!r} of this run",
+                    lambda: cvm.delete_tagged_images(region, run.tags),
+                    f"delete the private images tagged tcscale:run={run.key}, tcscale:tier={run.tier}",
+                )
+                image = cvm.create_image(facts.source, name, run.tags, True)
+                run.record.add("image", image.image_id, created=not image.reused, detail=name)
+                return cvm.wait_image_normal(region, image, timeouts.image, timeouts.poll).image_id
+
+            image_id = c.change(f"image the {run.tier} server {facts.source.instance_id} as {name!r}", make_image)
+    # 2. the launch configuration
+    lc_name = plan.launch_configuration_name(run.tier, image_id or "new-image")
+    lc = asg.find_launch_configuration(region, lc_name) if image_id else None
+    lc_created = lc is None
+    if lc is None:
+        with run.step(f"launch configuration {lc_name}"):
+
+            def make_lc() -> asg.LaunchConfiguration:
+                made, created = asg.create_launch_configuration(region, lc_name, _request_lc(facts, image_id, run.tier))
+                if created:
+                    run.ledger.add(
+                        f"launch configuration {made.launch_configuration_id}",
+                        lambda: asg.delete_launch_configuration(region, made.launch_configuration_id),
+                        f"delete launch configuration {made.launch_configuration_id}",
+                    )
+                run.record.add("launch-configuration", made.launch_configuration_id, created=created, detail=lc_name)
+                return made
+
+            lc = c.change(f"create launch configuration {lc_name} ({facts.instance_type} from {image_id})", make_lc)
+    # 3. the scaling group
+    group = facts.group
+    cap, fwd = facts.capacity, facts.forward
+    if group is None:
+        with run.step(f"scaling group {plan.group_name(run.tier)}"):
+
+            def make_group() -> asg.Group:
+                assert lc is not None
+                request = {
+                    "LaunchConfigurationId": lc.launch_configuration_id,
+                    "MinSize": 0,
+                    "MaxSize": cap.max_size,
+                    "DesiredCapacity": 0,
+                    "VpcId": facts.source.vpc_id,
+                    "SubnetIds": facts.subnet_ids,
+                    "ProjectId": facts.source.project_id,
+                    "ForwardLoadBalancers": [fwd.api()],
+                    "TerminationPolicies": [scaling.termination_policy],
+                    "RetryPolicy": "INCREMENTAL_INTERVALS",
+                }
+                made, created = asg.create_group(region, plan.group_name(run.tier), request, run.tags)
+                if created:
+                    run.ledger.add(
+                        f"scaling group {made.group_id}",
+                        lambda: asg.delete_group(region, made.group_id, scaling.activity_timeout),
+                        f"set min/desired to 0 and delete scaling group {made.group_id}",
+                    )
+                run.record.add("scaling-group", made.group_id, created=created, detail=plan.group_name(run.tier))
+                return made
+
+            group = c.change(
+                f"create scaling group {plan.group_name(run.tier)} ({cap.min_size}/{cap.desired}/{cap.max_size}, "
+                f"subnets {', '.join(facts.subnet_ids)}, {fwd.load_balancer_id}/{fwd.listener_id} -> port "
+                f"{fwd.port}, {scaling.termination_policy})",
+                make_group,
+            )
+        created_group = True
+    else:
+        created_group = False
+        run.record.add("scaling-group", group.group_id, created=False, detail=group.name)
+        changes: dict[str, Any] = {}
+        if lc is not None and group.launch_configuration_id != lc.launch_configuration_id:
+            changes["LaunchConfigurationId"] = lc.launch_configuration_id
+        if sorted(group.subnet_ids) != sorted(facts.subnet_ids):
+            changes["SubnetIds"] = facts.subnet_ids
+        if group.termination_policies != [scaling.termination_policy]:
+            changes["TerminationPolicies"] = [scaling.termination_policy]
+        if changes:
+            with run.step(f"modify scaling group {group.group_id}"):
+                c.change(
+                    f"modify scaling group {group.group_id}: {changes}",
+                    lambda: asg.modify_group(region, group.group_id, changes),
+                )
+    if group is None:  # dry run: the rest is all new
+        return planned_rest(run, facts, c, image_id)
+    # 4. the tier's servers attached and protected from scale-in
+    attach_and_protect(run, facts, c, group)
+    # 5. bounds (desired only when new, explicit or outside the bounds: alarms and schedules move it)
+    bounds_to(run, facts, c, group, created_group)
+    # 6. the image starts the apps at boot: launch from it, timed
+    launch_seconds = facts.launch_seconds
+    check: LaunchCheck | None = None
+    if lc_created or launch_seconds is None:
+        desc = "launch one server from the launch configuration and time it to healthy (the image starts the apps)"
+        check = c.change(desc, lambda: LaunchCheck().run(run, asg.describe_group(region, group.group_id) or group))
+        if check is not None:
+            launch_seconds = check.seconds
+            Variable.set(launch_seconds_variable(region, run.tier), round(check.seconds, 1), overwrite=True)
+    lead = plan.lead_minutes(scaling.peak, launch_seconds)
+    # 7. lunch-peak scheduled actions and 8. CPU alarm policies
+    wanted, _ = plan.peak_actions(run.tier, scaling.peak, cap, lead, asg.cloud_now(region, group))
+    put_schedules(run, c, group, wanted if scaling.peak.enabled else [])
+    put_policies(run, c, group, plan.alarm_policies(run.tier, scaling) if scaling.alarms.enabled else [])
+    return AutoScalingOutcome(
+        tier=run.tier,
+        run_key=run.key,
+        dry_run=params.dry_run,
+        image_id=image_id,
+        group_id=group.group_id,
+        launch_configuration_id=lc.launch_configuration_id if lc else None,
+        load_balancer_id=fwd.load_balancer_id,
+        listener_id=fwd.listener_id,
+        differences=c.differences,
+        launch_seconds=launch_seconds,
+        lead_minutes=lead,
+        schedule=wanted if scaling.peak.enabled else [],
+        activities=check.activities if check else [],
+        cost=plan.monthly_cost(cap, scaling.peak, lead, scaling.cost),
+    )
+
+
+def attach_and_protect(run: TierRun, facts: TierFacts, c: Converge, group: asg.Group) -> None:
+    region, timeout = run.region, run.params.autoscaling.activity_timeout  # type: ignore[attr-defined]
+    membership = asg.membership_of(region, [s.instance_id for s in facts.attachable])
+    outside = [s.instance_id for s in facts.attachable if s.instance_id not in membership]
+    if outside:
+        with run.step(f"attach {', '.join(outside)} to {group.group_id}"):
+
+            def attach() -> None:
+                fwd = facts.forward
+                bound = clb.registered_targets(region, fwd.load_balancer_id, fwd.listener_id)
+                was_bound = {i: bound[i] for i in outside if i in bound}
+                run.ledger.add(
+                    f"{', '.join(outside)} attached to {group.group_id}",
+                    lambda: asg.detach(region, group.group_id, outside, fwd, was_bound, timeout),
+                    f"remove {', '.join(outside)} from {group.group_id} (RemoveInstances only detaches), then bind "
+                    f"{', '.join(was_bound) or 'none'} to {fwd.load_balancer_id}/{fwd.listener_id} again",
+                )
+                activity = asg.attach_instances(region, group.group_id, outside)
+                asg.wait_activity(region, activity, timeout, run.params.timeouts.poll)
+
+            c.change(f"attach the {run.tier} servers {', '.join(outside)} to {group.group_id}", attach)
+    members = {m.instance_id: m for m in asg.members(region, group.group_id)}
+    unprotected = [i for i in [s.instance_id for s in facts.attachable] if not (i in members and members[i].protected)]
+    if unprotected:
+        c.change(
+            f"protect {', '.join(unprotected)} from scale-in",
+            lambda: asg.set_protection(region, group.group_id, unprotected, True),
+        )
+
+
+def bounds_to(run: TierRun, facts: TierFacts, c: Converge, group: asg.Group, created: bool) -> None:
+    region, cap = run.region, facts.capacity
+    scaling = run.params.autoscaling  # type: ignore[attr-defined]
+    current = asg.describe_group(region, group.group_id) or group if not run.params.dry_run else group
+    changes: dict[str, Any] = {}
+    if current.min_size != cap.min_size:
+        changes["MinSize"] = cap.min_size
+    if current.max_size != cap.max_size:
+        changes["MaxSize"] = cap.max_size
+    explicit = scaling.desired is not None
+    if current.desired != cap.desired and (created or explicit or not cap.min_size <= current.desired <= cap.max_size):
+        changes["DesiredCapacity"] = cap.desired
+    if not changes:
+        return
+    with run.step(f"bounds of {group.group_id}: {changes}"):
+
+        def apply() -> None:
+            known = {a.activity_id for a in asg.activities(region, group.group_id)}
+            asg.modify_group(region, group.group_id, changes)
+            asg.wait_new_activities(region, group.group_id, known, scaling.activity_timeout, run.params.timeouts.poll)
+
+        shown = ", ".join(f"{k} {getattr(current, _FIELD[k])} -> {v}" for k, v in changes.items())
+        c.change(f"set {group.group_id} {shown}", apply)
+
+
+_FIELD = {"MinSize": "min_size", "MaxSize": "max_size", "DesiredCapacity": "desired"}
+
+
+def put_schedules(run: TierRun, c: Converge, group: asg.Group, wanted: list[asg.ScheduledAction]) -> None:
+    region, explicit_end = run.region, run.params.autoscaling.peak.end_time is not None  # type: ignore[attr-defined]
+    have = {a.name: a for a in asg.scheduled_actions(region, group.group_id)}
+    for action in wanted:
+        old = have.get(action.name)
+        if old is not None and plan.same_schedule(old, action, explicit_end):
+            continue
+        verb = "create" if old is None else "modify"
+        what = (
+            f"{verb} scheduled action {action.name}: desired {action.desired} (min {action.min_size}, max "
+            f"{action.max_size}) at cron '{action.recurrence}' Beijing time from {action.start_time} until "
+            f"{action.end_time}"
+        )
+
+        def put(action: asg.ScheduledAction = action, old: asg.ScheduledAction | None = old) -> None:
+            if old is None:
+                run.ledger.add(
+                    f"scheduled action {action.name}",
+                    lambda: asg.delete_scheduled_action(region, group.group_id, action.name),
+                    f"delete scheduled action {action.name} of {group.group_id}",
+                )
+            asg.put_scheduled_action(region, group.group_id, action)
+
+        c.change(what, put)
+    ours = {f"tcscale-{run.tier}-peak-out", f"tcscale-{run.tier}-peak-in"} - {a.name for a in wanted}
+    for name in sorted(ours & set(have)):
+        c.change(
+            f"delete scheduled action {name} (peak disabled)",
+            lambda name=name: asg.delete_scheduled_action(region, group.group_id, name),
+        )
+
+
+def put_policies(run: TierRun, c: Converge, group: asg.Group, wanted: list[asg.AlarmPolicy]) -> None:
+    region = run.region
+    have = {p.name: p for p in asg.alarm_policies(region, group.group_id)}
+    for policy in wanted:
+        old = have.get(policy.name)
+        if old is not None and old.same_as(policy):
+            continue
+        verb = "create" if old is None else "modify"
+        what = (
+            f"{verb} alarm policy {policy.name}: CPU {policy.operator} {policy.threshold} % for "
+            f"{policy.period}s x {policy.continuous_time} -> {policy.adjustment:+d}, cooldown {policy.cooldown}s"
+        )
+
+        def put(policy: asg.AlarmPolicy = policy, old: asg.AlarmPolicy | None = old) -> None:
+            if old is None:
+                run.ledger.add(
+                    f"alarm policy {policy.name}",
+                    lambda: asg.delete_alarm_policy(region, group.group_id, policy.name),
+                    f"delete scaling policy {policy.name}",
+                )
+            asg.put_alarm_policy(region, group.group_id, policy)
+
+        c.change(what, put)
+    ours = {f"tcscale-{run.tier}-cpu-high", f"tcscale-{run.tier}-cpu-low"} - {p.name for p in wanted}
+    for name in sorted(ours & set(have)):
+        c.change(
+            f"delete alarm policy {name} (alarms disabled)",
+            lambda name=name: asg.delete_alarm_policy(region, group.group_id, name),
+        )
+
+
+def planned_rest(run: TierRun, facts: TierFacts, c: Converge, image_id: str | None) -> AutoScalingOutcome:
+    scaling = run.params.autoscaling  # type: ignore[attr-defined]
+    ids = ", ".join(s.instance_id for s in facts.attachable)
+    c.change(f"attach the {run.tier} servers {ids} and protect them from scale-in")
+    c.change(f"set min {facts.capacity.min_size}, desired {facts.capacity.desired}, max {facts.capacity.max_size}")
+    c.change("launch one server from the launch configuration and time it to healthy (the image starts the apps)")
+    lead = plan.lead_minutes(scaling.peak, facts.launch_seconds)
+    wanted, _ = plan.peak_actions(run.tier, scaling.peak, facts.capacity, lead, datetime.now(UTC))
+    for action in wanted if scaling.peak.enabled else []:
+        c.change(f"create scheduled action {action.name}: desired {action.desired} at '{action.recurrence}'")
+    for policy in plan.alarm_policies(run.tier, scaling) if scaling.alarms.enabled else []:
+        c.change(
+            f"create alarm policy {policy.name}: CPU {policy.operator} {policy.threshold} % -> {policy.adjustment:+d}"
+        )
+    return AutoScalingOutcome(
+        tier=run.tier,
+        run_key=run.key,
+        dry_run=True,
+        image_id=image_id,
+        differences=c.differences,
+        lead_minutes=lead,
+        load_balancer_id=facts.forward.load_balancer_id,
+        listener_id=facts.forward.listener_id,
+        cost=plan.monthly_cost(facts.capacity, scaling.peak, lead, scaling.cost),
+        schedule=wanted,
+    )
+
+
+def configure_tier(params: AutoScalingTierParameters, tier: str) -> AutoScalingOutcome:
+    with tier_run("configure-autoscaling", tier, params, CONFIGURE_STEPS) as run:
+        with run.step("preflight: servers, CLB listener, image, subnets, bounds, schedule, alarms"):
+            facts = preflight(run)
+        c = Converge(run)
+        result = converge_tier(run, facts, c)
+        run.record.plan += c.differences or ["no change: the cloud already matches the declaration"]
+        run.finish(result)
+    publish("configure-autoscaling", result)
+    return result
+
+
+@flow(name="configure-autoscaling", description="配置弹性伸缩: hand each tier to Auto Scaling (declarative)")
+def configure_autoscaling(params: AutoScalingClusterParameters) -> list[AutoScalingOutcome]:
+    params = declared(params)
+    key = params.run_key or this_flow_run_id()
+    return [configure_tier(tier_params(params, tier, key), tier) for tier in params.tiers]

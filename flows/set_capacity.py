@@ -1,0 +1,56 @@
+"""`set-capacity`: a tier's desired capacity (absolute, +n, -n), clamped to its scaling group's bounds."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.autoscaling_steps import lateness
+from flows.autoscaling_steps.checks import change_capacity, check_servers, existing_group, vip_of
+from flows.autoscaling_steps.outcome import AutoScalingOutcome, publish
+from flows.declaration import declared, load_declaration
+from flows.parameters import CapacityParameters
+from flows.shared.tier_run import this_flow_run_id, tier_run
+from tasks import autoscaling as asg
+
+
+def clamp(target: int, group: asg.Group) -> tuple[int, str]:
+    if target < group.min_size or target > group.max_size:
+        clamped = min(max(target, group.min_size), group.max_size)
+        return clamped, (
+            f"asked for {target} servers, outside {group.group_id}'s bounds [{group.min_size}, "
+            f"{group.max_size}]: set to {clamped} (change the bounds with configure-autoscaling)"
+        )
+    return target, ""
+
+
+@flow(name="set-capacity", description="调整期望实例数: a tier's desired capacity (4, +2, -1), clamped to the bounds")
+def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
+    declaration = load_declaration()
+    params = declared(params)
+    reason = lateness.late_reason(params.late_after_minutes) or lateness.peak_elsewhere_reason(
+        params.tier, declaration.lunch_peak_by if declaration else None
+    )
+    if reason:
+        return lateness.skip("set-capacity", params.tier, this_flow_run_id(), params.dry_run, reason)
+    tp = params.tier_params()
+    with tier_run("set-capacity", params.tier, tp, 6) as run:
+        group = existing_group(run)
+        target, message = clamp(params.target(group.desired), group)
+        result = AutoScalingOutcome(
+            tier=params.tier, run_key=run.key, dry_run=tp.dry_run, group_id=group.group_id, capacity_message=message
+        )
+        if message:
+            run.record.plan.append(message)
+        if target == group.desired:
+            result.capacity_message = (message + " " if message else "") + f"desired capacity is already {target}"
+        elif tp.dry_run:
+            run.record.plan.append(f"{group.group_id}: desired {group.desired} -> {target}")
+        else:
+            result.activities = change_capacity(run, group, target, "set the capacity")
+        if not tp.dry_run:
+            ids = [m.instance_id for m in asg.members(run.region, group.group_id)]
+            check_servers(run, group, ids, vip_of(run, group))
+            result.members = ids
+        run.finish(result)
+    publish("set-capacity", result)
+    return result

@@ -1,0 +1,129 @@
+"""Business servers: point their `authServerUrl` at the session tier's VIP, restart their app, prove it took.
+
+The rewrite is a byte-preserving in-place edit with a backup named after the run (`tasks.remote`). A
+restart counts only when the app's process is a new one (pm2 / systemd / IIS say so), the app answers
+its real routes, stays up, and reaches the session service through the URL it loaded. Undo is
+`restore_run_backup`: the file back from the run's own backup, the app restarted and verified again.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from tasks import apps, remote
+from tasks.cloud import retrying
+from tasks.cvm import Server
+from tasks.health import HealthCheck, Probe, probe_session_reach
+from tasks.models import Change, RuntimeProfile, SshSettings
+
+AUTH_KEY = "authServerUrl"
+
+
+class AppCheckFailed(Exception):
+    pass
+
+
+class Repointed(BaseModel):
+    """What happened on one business server."""
+
+    instance_id: str
+    change: Change
+    restarted: bool = Field(description="False: the file already held the URL, and not by this run's hand")
+    before: apps.AppProcess | None = None
+    after: apps.AppProcess | None = None
+    probes: list[Probe] = Field(default_factory=list)
+
+
+def _host(server: Server) -> str:
+    return server.private_ip
+
+
+@task(name="plan-config-change", cache_policy=NO_CACHE)
+def plan_config_change(server: Server, ssh: SshSettings, profile: RuntimeProfile, auth_url: str) -> Change:
+    """Read and validate the server's sdk.config over SSH; return the change a run would make (writes nothing).
+
+    This is the preflight of a business server: SSH works, the file exists and is valid JSON.
+    """
+    with remote.session(_host(server), ssh, profile, server.instance_id) as conn:
+        return remote.rewrite_sdk_config(
+            conn, profile.config_path, AUTH_KEY, auth_url, profile.config_encoding, server.instance_id,
+            dry_run=True, timeout=ssh.io_timeout,
+        )  # fmt: skip
+
+
+@task(name="reach-vip-from-server", cache_policy=NO_CACHE)
+@retrying(attempts=2, first=1.0, retry_if=remote.connection_trouble)
+def reach_from(server: Server, ssh: SshSettings, profile: RuntimeProfile, url: str, timeout: float) -> Probe:
+    """The business server itself reaches `url` (curl / Invoke-WebRequest over SSH): a security-group gap
+    between it and the session tier shows here, before its config changes."""
+    with remote.session(_host(server), ssh, profile, server.instance_id) as conn:
+        probe = apps.reach_from_server(conn, profile, url, timeout)
+    return probe.model_copy(update={"target": f"{server.instance_id} -> {url}"})
+
+
+@task(name="repoint-business-server", cache_policy=NO_CACHE)
+@retrying(attempts=2, first=2.0, retry_if=remote.connection_trouble)  # not Prefect retries: see `retrying`
+def repoint_server(
+    server: Server,
+    ssh: SshSettings,
+    profile: RuntimeProfile,
+    check: HealthCheck,
+    auth_url: str,
+    run_key: str,
+    timeout: float,
+) -> Repointed:
+    """Rewrite authServerUrl (backup named after the run), restart the app, and prove the restart took.
+
+    A file that already holds the URL is restarted only when this run's backup of it exists (an earlier
+    attempt of this run wrote it and may have died before the restart); else an earlier scale-out did it.
+    A failure is not undone here: the flow undoes every server once all parallel repoints have finished.
+    """
+    host, port = _host(server), check.port_for(profile)
+    with remote.session(host, ssh, profile, server.instance_id) as conn:
+        change = remote.rewrite_sdk_config(
+            conn, profile.config_path, AUTH_KEY, auth_url, profile.config_encoding, server.instance_id,
+            timeout=ssh.io_timeout, backup_tag=run_key,
+        )  # fmt: skip
+        ours = change.changed or bool(remote.backups(conn, profile.config_path, run_key, ssh.io_timeout))
+        before = after = None
+        if ours:
+            before = apps.process_identity(conn, profile)
+            remote.restart(conn, profile, timeout=ssh.command_timeout)
+            after = apps.wait_restarted(conn, profile, before, host, port, check, timeout)
+    probes = []
+    if before is not None and after is not None:
+        detail = f"{profile.name}: process {before.identity or '(none)'} -> {after.identity}, and it held"
+        probes.append(Probe(target=f"{server.instance_id} restarted after the edit", ok=True, detail=detail))
+    reached = probe_session_reach(host, port, check)
+    reached = reached.model_copy(update={"target": f"{server.instance_id} {reached.target}"})
+    probes.append(reached)
+    if not reached.ok:
+        raise AppCheckFailed(
+            f"{server.instance_id} ({host}): the app does not reach the session service through {auth_url}: "
+            f"{reached.detail}"
+        )
+    return Repointed(
+        instance_id=server.instance_id, change=change, restarted=ours, before=before, after=after, probes=probes
+    )
+
+
+@task(name="restore-run-backup", cache_policy=NO_CACHE)
+@retrying(attempts=3, first=2.0, retry_if=remote.connection_trouble)
+def restore_run_backup(
+    server: Server, ssh: SshSettings, profile: RuntimeProfile, check: HealthCheck, run_key: str, timeout: float
+) -> bool:
+    """Put sdk.config back as it was before run `run_key` (its oldest backup of the file), restart the app and
+    verify the restart; False when the file already is as it was (nothing to undo)."""
+    host = _host(server)
+    with remote.session(host, ssh, profile, server.instance_id) as conn:
+        found = remote.backups(conn, profile.config_path, run_key, ssh.io_timeout)
+        if not found or not remote.restore_from_backup(
+            conn, profile.config_path, found[0], ssh.io_timeout, AUTH_KEY, profile.config_encoding
+        ):
+            return False
+        before = apps.process_identity(conn, profile)
+        remote.restart(conn, profile, timeout=ssh.command_timeout)
+        apps.wait_restarted(conn, profile, before, host, check.port_for(profile), check, timeout)
+    return True

@@ -1,0 +1,104 @@
+"""The Prefect UI of `tcscale up`, in headless Chromium from Debian's packages driven by Playwright (never a
+downloaded browser): find the `scale-out-cluster` deployment, open its run form and see our parameters; open a
+finished run and see its report artifact. `.ci/run` installs the browser; without it (and not in CI) this skips.
+
+TCSCALE_SCREENSHOT=<file.png> keeps the screenshot of the report in the UI (the README's docs/report-in-ui.png).
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.devstack.up_support import UpProcess, finished, shared_up, start_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 60_000  # a busy 2-core machine renders the UI slowly
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run installs Debian's chromium (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is absent: `apt-get install chromium` (Debian's package) to run the browser test")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def our_fields(api_url: str) -> list[re.Pattern[str]]:
+    """How the form labels scale-out-cluster's parameters (`params`: both tiers, run key, dry run; two tier fields)
+    and describes them: "<title>" or "<title> (Optional)", then the description."""
+    deployment = httpx.get(f"{api_url}/deployments/name/scale-out-cluster/cluster", timeout=10).json()
+    cluster = deployment["parameter_openapi_schema"]["definitions"]["ClusterParameters"]["properties"]
+    assert {"session", "business", "run_key", "dry_run"} <= set(cluster), cluster
+    titles = [field["title"] for field in cluster.values()] + ["Region", "Count"]
+    labels = [re.compile(rf"^{re.escape(title)}( \(Optional\))?$") for title in titles]
+    descriptions = [re.compile(re.escape(field["description"])) for field in cluster.values() if "description" in field]
+    return labels + descriptions
+
+
+def open_run_form(page: Any, ui_url: str, fields: list[re.Pattern[str]]) -> None:
+    """From the UI's home page, like a user: Deployments -> scale-out-cluster's `cluster` -> Run -> Custom run."""
+    page.goto(ui_url)
+    page.get_by_role("link", name="Deployments").first.click()
+    page.get_by_text("scale-out-cluster").first.wait_for(timeout=WAIT_MS)
+    page.get_by_role("link", name="cluster", exact=True).first.click()
+    page.get_by_role("button", name="Run").first.click()
+    page.get_by_text("Custom run").first.click()
+    for field in fields:
+        page.get_by_text(field).first.wait_for(timeout=WAIT_MS)
+
+
+def open_report(page: Any, ui_url: str, api_url: str, run_id: str, tier: str, screenshot: Path) -> str:
+    """The finished run's page -> Artifacts -> its report (markdown) -> the rendered report; its text."""
+    key = f"scale-out-{tier}-tier-{run_id}"  # flows/shared/report.py: the report's key
+    query = {"artifacts": {"key": {"any_": [key]}}}
+    (artifact,) = httpx.post(f"{api_url}/artifacts/filter", json=query, timeout=10).json()
+    page.goto(f"{ui_url}/v2/runs/flow-run/{run_id}")
+    page.get_by_role("tab", name="Artifacts").click(timeout=WAIT_MS)
+    page.get_by_text(f"scale-out-{tier}-tier report (succeeded)").first.click(timeout=WAIT_MS)
+    page.get_by_role("link", name=artifact["id"][:8]).first.click(timeout=WAIT_MS)  # the report's one version
+    for heading in ("Resources", "Configuration changes", "Verification", "Steps"):
+        page.get_by_role("heading", name=heading).first.wait_for(timeout=WAIT_MS)
+    page.screenshot(path=str(screenshot))
+    return str(page.inner_text("body"))
+
+
+@pytest.mark.timeout(900)
+def test_ui_shows_our_run_form_and_a_finished_runs_report(
+    request: pytest.FixtureRequest, browser: Any, tmp_path: Path
+) -> None:
+    stack: UpProcess = shared_up(request)
+    # A real small run (the session tier of the seeded sandbox, parameters from the cluster declaration),
+    # started first: it runs while the browser looks at the run form.
+    run_id = start_run(stack, "scale-out-session-tier/session-tier", {"params": {}})
+    page = browser.new_page(viewport={"width": 1600, "height": 1100})
+    page.set_default_timeout(WAIT_MS)
+    open_run_form(page, stack.ui_url, our_fields(stack.api_url))
+
+    run = finished(stack, run_id)
+    screenshot = tmp_path / "report-in-ui.png"
+    text = open_report(page, stack.ui_url, stack.api_url, run["id"], "session", screenshot)
+    assert "scale-out-session-tier (succeeded)" in text
+    assert f"run key {run['id']}" in text
+    assert "INTERNAL, VIP" in text  # the session tier's new CLB
+    if os.environ.get("TCSCALE_SCREENSHOT"):
+        shutil.copyfile(screenshot, os.environ["TCSCALE_SCREENSHOT"])

@@ -1,0 +1,50 @@
+"""`tcscale up` from a fresh clone reaches "ready", its printed chat command works, and Ctrl-C (SIGINT) stops every
+process it started (no child left, no port open) with exit code 0."""
+
+import json
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.devstack.up_support import descendants, finished, listening, processes_in, shared_up
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+@pytest.mark.timeout(600)
+def test_up_from_a_fresh_clone_is_ready_and_stops_cleanly_on_ctrl_c(request: pytest.FixtureRequest) -> None:
+    stack = shared_up(request)
+    assert {"Prefect UI", "Prefect API", "sandbox (cloud)", "chat bridge"} <= set(stack.urls), stack.output
+    assert httpx.get(f"{stack.api_url}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{stack.urls['sandbox (cloud)']}/_sandbox/health", timeout=10).status_code == 200
+    cluster = json.loads((stack.workdir / "cluster.json").read_text())
+    assert cluster["session"]["source"]["instance_ids"] and cluster["business"]["source"]["instance_ids"]
+
+    # The ready-made chat command, exactly as printed (`status`: the live topology through the bridge).
+    # (sent right after "ready", as a newcomer would: signed lines are valid for the bridge's 5-minute window)
+    assert "session tier" in stack.tried["status"]["text"], stack.tried
+    # ... and the printed plan: a deployment run, created by the bridge, that completes against the sandbox.
+    answer = stack.tried["plan scale session 1"]
+    assert answer.get("run_id"), answer
+    finished(stack, answer["run_id"])
+
+    tree = descendants(stack.process.pid)
+    assert len(tree) >= 3, f"server, sandbox, bridge at least: {tree}"
+    code = stack.stop()
+    assert code == 0, stack.output
+    assert stack.lines[-1] == "up: stopped", stack.output
+    order = [line for line in stack.lines if line.startswith("up: stopping")]
+    assert order[-1] == "up: stopping the Prefect server ...", order
+    if "up: stopping bridge ..." in order:
+        assert order.index("up: stopping bridge ...") < order.index("up: stopping sandbox ...")
+    assert [pid for pid in tree if alive(pid)] == []
+    assert [pid for pid in processes_in(stack.clone) if pid != os.getpid()] == []
+    assert [url for url in stack.urls.values() if listening(url)] == []
