@@ -13,8 +13,8 @@ in production), every app answering `GET /login`.
    (`tasks.apps.wait_restarted`: new pm2 process, `GET /login` up, held for `HealthCheck.settle_seconds`),
    and `GET /user` with a made-up session answered with the session service's verdict (60012).
    Reported: each step from the run's own report. **Target: < 10 s** (rewrite + restart + verify of 100).
-2. The same task without the Prefect engine: `repoint.fn` on all 101 servers, one thread each (as
-   `repoint.map` runs them), pointing them at the session server's own address; then once more, back to
+2. The same task without the Prefect engine: `repoint_server.fn` on all 101 servers, one thread each (as
+   `repoint_server.map` runs them), pointing them at the session server's own address; then once more, back to
    the VIP, with `settle_seconds` 0 (what the settle window costs).
 
     uv run python -m bench.rewrite [--servers 100] [--ssh-port 3222] [--app-port 9281]
@@ -98,7 +98,7 @@ def flow_path(sandbox: Sandbox, seed: dict[str, Any]) -> dict[str, Any]:
 
 
 def direct_path(servers: list[Any], params: Any, url: str, run_key: str, sandbox_pid: int) -> dict[str, Any]:
-    """The product's `repoint.fn` on every server at once (one thread each, as `repoint.map`): rewrite
+    """The product's `repoint_server.fn` on every server at once (one thread each, as `repoint_server.map`): rewrite
     authServerUrl to `url`, restart the app, prove the restart (new process, up, held for the check's
     `settle_seconds`), and the app reaches the session service through the URL it loaded."""
     from tasks.business_server import repoint_server
@@ -166,10 +166,10 @@ def main() -> None:
              "s": through_flow["canary_s"]},
             {"path": "flow rest, in parallel: the same", "servers": count - 1, "s": through_flow["rest_s"]},
             {"path": "flow canary + rest", "servers": count, "s": through_flow["canary_s"] + through_flow["rest_s"]},
-            {"path": f"repoint.fn, one thread each (settle {settle:g} s)", "servers": count,
+            {"path": f"repoint_server.fn, one thread each (settle {settle:g} s)", "servers": count,
              "s": direct["rewrite_restart_verified_s"], "sandbox_cpu_s": direct["sandbox_cpu_s"],
              "bench_cpu_s": direct["bench_cpu_s"]},
-            {"path": "repoint.fn, one thread each (settle 0: no hold window)", "servers": count,
+            {"path": "repoint_server.fn, one thread each (settle 0: no hold window)", "servers": count,
              "s": unsettled["rewrite_restart_verified_s"], "sandbox_cpu_s": unsettled["sandbox_cpu_s"],
              "bench_cpu_s": unsettled["bench_cpu_s"]},
             {"path": "the whole flow run (1 new session server, CLB, 101 repointed)", "servers": count,
@@ -193,7 +193,7 @@ def main() -> None:
     )
     print(
         f"\nrewrite + restart + proof of {count - 1} servers (flow, after the canary): {rest:.2f} s; "
-        f"of {count} (repoint.fn): {direct['rewrite_restart_verified_s']:.2f} s, "
+        f"of {count} (repoint_server.fn): {direct['rewrite_restart_verified_s']:.2f} s, "
         f"{unsettled['rewrite_restart_verified_s']:.2f} s without the {settle:g} s settle window "
         f"(target < {TARGET_SECONDS:g} s)"
     )

@@ -9,8 +9,10 @@ written to the undo ledger first. Its report lists the difference applied (or, w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prefect import flow
 from prefect.variables import Variable
@@ -26,12 +28,13 @@ from tasks import autoscaling as asg
 from tasks import clb, cvm
 
 CONFIGURE_STEPS = 12
+Named = TypeVar("Named", asg.ScheduledAction, asg.AlarmPolicy)
 
 
 class Converge:
     """Each difference is recorded; applied unless a dry run."""
 
-    def __init__(self, run: TierRun) -> None:
+    def __init__(self, run: TierRun[AutoScalingTierParameters]) -> None:
         self.run = run
         self.differences: list[str] = []
 
@@ -49,15 +52,15 @@ def _request_lc(facts: TierFacts, image_id: str, tier: str) -> dict[str, Any]:
         "InstanceType": facts.instance_type,
         "ProjectId": source.project_id,
         "SecurityGroupIds": source.security_group_ids,
-        "InternetAccessible": cvm._internet_like(source),
+        "InternetAccessible": cvm.internet_like(source),
         "InstanceTags": [{"Key": cvm.TIER_TAG, "Value": tier}],
         "LoginSettings": {"KeyIds": source.key_ids} if source.key_ids else {"KeepImageLogin": "TRUE"},
     }
     return request
 
 
-def converge_tier(run: TierRun, facts: TierFacts, c: Converge) -> AutoScalingOutcome:
-    params: AutoScalingTierParameters = run.params  # type: ignore[assignment]
+def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: Converge) -> AutoScalingOutcome:
+    params = run.params
     region, scaling, timeouts = run.region, params.autoscaling, params.timeouts
     # 1. the image the group launches from
     image_id = scaling.image_id or (facts.image.image_id if facts.image else None)
@@ -186,8 +189,10 @@ def converge_tier(run: TierRun, facts: TierFacts, c: Converge) -> AutoScalingOut
     )
 
 
-def attach_and_protect(run: TierRun, facts: TierFacts, c: Converge, group: asg.Group) -> None:
-    region, timeout = run.region, run.params.autoscaling.activity_timeout  # type: ignore[attr-defined]
+def attach_and_protect(
+    run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: Converge, group: asg.Group
+) -> None:
+    region, timeout = run.region, run.params.autoscaling.activity_timeout
     membership = asg.membership_of(region, [s.instance_id for s in facts.attachable])
     outside = [s.instance_id for s in facts.attachable if s.instance_id not in membership]
     if outside:
@@ -216,9 +221,11 @@ def attach_and_protect(run: TierRun, facts: TierFacts, c: Converge, group: asg.G
         )
 
 
-def bounds_to(run: TierRun, facts: TierFacts, c: Converge, group: asg.Group, created: bool) -> None:
+def bounds_to(
+    run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: Converge, group: asg.Group, created: bool
+) -> None:
     region, cap = run.region, facts.capacity
-    scaling = run.params.autoscaling  # type: ignore[attr-defined]
+    scaling = run.params.autoscaling
     current = asg.describe_group(region, group.group_id) or group if not run.params.dry_run else group
     changes: dict[str, Any] = {}
     if current.min_size != cap.min_size:
@@ -244,71 +251,107 @@ def bounds_to(run: TierRun, facts: TierFacts, c: Converge, group: asg.Group, cre
 _FIELD = {"MinSize": "min_size", "MaxSize": "max_size", "DesiredCapacity": "desired"}
 
 
-def put_schedules(run: TierRun, c: Converge, group: asg.Group, wanted: list[asg.ScheduledAction]) -> None:
-    region, explicit_end = run.region, run.params.autoscaling.peak.end_time is not None  # type: ignore[attr-defined]
-    have = {a.name: a for a in asg.scheduled_actions(region, group.group_id)}
-    for action in wanted:
-        old = have.get(action.name)
-        if old is not None and plan.same_schedule(old, action, explicit_end):
+def put_schedules(
+    run: TierRun[AutoScalingTierParameters], c: Converge, group: asg.Group, wanted: list[asg.ScheduledAction]
+) -> None:
+    explicit_end = run.params.autoscaling.peak.end_time is not None
+    converge_named(
+        run,
+        c,
+        group,
+        NamedItems(
+            kind="scheduled action",
+            ours={f"tcscale-{run.tier}-peak-out", f"tcscale-{run.tier}-peak-in"},
+            gone_because="peak disabled",
+            listed=asg.scheduled_actions,
+            same=lambda old, new: plan.same_schedule(old, new, explicit_end),
+            shown=lambda a: (
+                f"desired {a.desired} (min {a.min_size}, max {a.max_size}) at cron '{a.recurrence}' "
+                f"Beijing time from {a.start_time} until {a.end_time}"
+            ),
+            put=asg.put_scheduled_action,
+            delete=asg.delete_scheduled_action,
+        ),
+        wanted,
+    )
+
+
+def put_policies(
+    run: TierRun[AutoScalingTierParameters], c: Converge, group: asg.Group, wanted: list[asg.AlarmPolicy]
+) -> None:
+    converge_named(
+        run,
+        c,
+        group,
+        NamedItems(
+            kind="alarm policy",
+            ours={f"tcscale-{run.tier}-cpu-high", f"tcscale-{run.tier}-cpu-low"},
+            gone_because="alarms disabled",
+            listed=asg.alarm_policies,
+            same=lambda old, new: old.same_as(new),
+            shown=lambda p: (
+                f"CPU {p.operator} {p.threshold} % for {p.period}s x {p.continuous_time} -> "
+                f"{p.adjustment:+d}, cooldown {p.cooldown}s"
+            ),
+            put=asg.put_alarm_policy,
+            delete=asg.delete_alarm_policy,
+        ),
+        wanted,
+    )
+
+
+@dataclass(frozen=True)
+class NamedItems(Generic[Named]):
+    """One kind of a group's named items that configure-autoscaling owns by name (scheduled actions, alarm
+    policies): how to list, compare, show, create-or-modify and delete them."""
+
+    kind: str
+    ours: set[str]  # the names this tier's runs use: only these are ever deleted
+    gone_because: str
+    listed: Callable[[str, str], list[Named]]
+    same: Callable[[Named, Named], bool]
+    shown: Callable[[Named], str]
+    put: Callable[[str, str, Named], Any]
+    delete: Callable[[str, str, str], Any]
+
+
+def converge_named(
+    run: TierRun[AutoScalingTierParameters],
+    c: Converge,
+    group: asg.Group,
+    items: NamedItems[Named],
+    wanted: list[Named],
+) -> None:
+    """Create or modify each wanted item whose cloud copy differs; delete ours that are no longer wanted. A creation
+    is written to the undo ledger before it is made; a modification is not undone (re-running restores it)."""
+    region, group_id = run.region, group.group_id
+    have = {item.name: item for item in items.listed(region, group_id)}
+    for item in wanted:
+        old = have.get(item.name)
+        if old is not None and items.same(old, item):
             continue
-        verb = "create" if old is None else "modify"
-        what = (
-            f"{verb} scheduled action {action.name}: desired {action.desired} (min {action.min_size}, max "
-            f"{action.max_size}) at cron '{action.recurrence}' Beijing time from {action.start_time} until "
-            f"{action.end_time}"
-        )
 
-        def put(action: asg.ScheduledAction = action, old: asg.ScheduledAction | None = old) -> None:
-            if old is None:
+        def put(item: Named = item, created: bool = old is None) -> None:
+            if created:
                 run.ledger.add(
-                    f"scheduled action {action.name}",
-                    lambda: asg.delete_scheduled_action(region, group.group_id, action.name),
-                    f"delete scheduled action {action.name} of {group.group_id}",
+                    f"{items.kind} {item.name}",
+                    lambda: items.delete(region, group_id, item.name),
+                    f"delete {items.kind} {item.name} of {group_id}",
                 )
-            asg.put_scheduled_action(region, group.group_id, action)
+            items.put(region, group_id, item)
 
-        c.change(what, put)
-    ours = {f"tcscale-{run.tier}-peak-out", f"tcscale-{run.tier}-peak-in"} - {a.name for a in wanted}
-    for name in sorted(ours & set(have)):
+        c.change(f"{'create' if old is None else 'modify'} {items.kind} {item.name}: {items.shown(item)}", put)
+    for name in sorted((items.ours - {item.name for item in wanted}) & set(have)):
         c.change(
-            f"delete scheduled action {name} (peak disabled)",
-            lambda name=name: asg.delete_scheduled_action(region, group.group_id, name),
+            f"delete {items.kind} {name} ({items.gone_because})",
+            lambda name=name: items.delete(region, group_id, name),
         )
 
 
-def put_policies(run: TierRun, c: Converge, group: asg.Group, wanted: list[asg.AlarmPolicy]) -> None:
-    region = run.region
-    have = {p.name: p for p in asg.alarm_policies(region, group.group_id)}
-    for policy in wanted:
-        old = have.get(policy.name)
-        if old is not None and old.same_as(policy):
-            continue
-        verb = "create" if old is None else "modify"
-        what = (
-            f"{verb} alarm policy {policy.name}: CPU {policy.operator} {policy.threshold} % for "
-            f"{policy.period}s x {policy.continuous_time} -> {policy.adjustment:+d}, cooldown {policy.cooldown}s"
-        )
-
-        def put(policy: asg.AlarmPolicy = policy, old: asg.AlarmPolicy | None = old) -> None:
-            if old is None:
-                run.ledger.add(
-                    f"alarm policy {policy.name}",
-                    lambda: asg.delete_alarm_policy(region, group.group_id, policy.name),
-                    f"delete scaling policy {policy.name}",
-                )
-            asg.put_alarm_policy(region, group.group_id, policy)
-
-        c.change(what, put)
-    ours = {f"tcscale-{run.tier}-cpu-high", f"tcscale-{run.tier}-cpu-low"} - {p.name for p in wanted}
-    for name in sorted(ours & set(have)):
-        c.change(
-            f"delete alarm policy {name} (alarms disabled)",
-            lambda name=name: asg.delete_alarm_policy(region, group.group_id, name),
-        )
-
-
-def planned_rest(run: TierRun, facts: TierFacts, c: Converge, image_id: str | None) -> AutoScalingOutcome:
-    scaling = run.params.autoscaling  # type: ignore[attr-defined]
+def planned_rest(
+    run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: Converge, image_id: str | None
+) -> AutoScalingOutcome:
+    scaling = run.params.autoscaling
     ids = ", ".join(s.instance_id for s in facts.attachable)
     c.change(f"attach the {run.tier} servers {ids} and protect them from scale-in")
     c.change(f"set min {facts.capacity.min_size}, desired {facts.capacity.desired}, max {facts.capacity.max_size}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow, unmapped
 
 from flows.declaration import declared
-from flows.parameters import BusinessTierParameters, ClusterParameters, SessionTierParameters
+from flows.parameters import BusinessTierParameters, ClusterParameters, SessionTierParameters, TierParameters
 from flows.scale_out_steps import balance, launch, verify
 from flows.scale_out_steps.preflight import (
     PreflightFailed,
@@ -107,10 +107,10 @@ def running(servers: list[Server]) -> list[Server]:
 
 
 def preflight_business_servers(
-    run: TierRun, plan: TierPlan, profile: RuntimeProfile
+    run: TierRun[SessionTierParameters], plan: TierPlan, profile: RuntimeProfile
 ) -> tuple[list[Server], list[Change]]:
     """Every business server: found, RUNNING, placed like the session server, sdk.config readable over SSH."""
-    params: SessionTierParameters = run.params  # type: ignore[assignment]
+    params = run.params
     problems: list[str] = []
     business = running(select_servers(params.region, params.business_servers))
     if not business:
@@ -135,7 +135,13 @@ def preflight_business_servers(
     return business, planned
 
 
-def planned_outcome(run: TierRun, plan: TierPlan, clb_type: str, port: int, business: list[Server]) -> TierOutcome:
+def planned_outcome(
+    run: TierRun[SessionTierParameters | BusinessTierParameters],
+    plan: TierPlan,
+    clb_type: str,
+    port: int,
+    business: list[Server],
+) -> TierOutcome:
     """The dry run's account of what the run would do, step by step."""
     source, lb, options, params = plan.source, plan.load_balancer, run.params.load_balancer, run.params
     kind = "internal" if clb_type == "INTERNAL" else "public"
@@ -154,13 +160,13 @@ def planned_outcome(run: TierRun, plan: TierPlan, clb_type: str, port: int, busi
     if business:
         run.record.plan.append(
             f"rewrite authServerUrl on {len(business)} business server(s) (canary {business[0].instance_id} first) "
-            f"once each reaches the VIP itself, restart with {params.runtime} and prove it"  # type: ignore[attr-defined]
+            f"once each reaches the VIP itself, restart with {params.runtime} and prove it"
         )
     return TierOutcome(tier=run.tier, run_key=run.key, dry_run=True, plan=run.record.plan, changes=run.record.changes)
 
 
 def outcome(
-    run: TierRun,
+    run: TierRun[TierParameters],
     plan: TierPlan,
     image: Image,
     new: list[Server],

@@ -61,15 +61,15 @@ def process_identity(conn: Connection, profile: RuntimeProfile, timeout: float =
     result = run(conn, profile.identity_command, timeout=timeout, check=False)
     command = profile.identity_command.lower()
     if "jlist" in command:
-        return _from_pm2(result.stdout, profile.app_name)
+        return from_pm2(result.stdout, profile.app_name)
     if "systemctl" in command:
-        return _from_systemd(result.stdout, profile.app_name)
+        return from_systemd(result.stdout, profile.app_name)
     if "get-process" in command:
-        return _from_w3wp(result.stdout)
+        return from_w3wp(result.stdout)
     raise ValueError(f"no reader for the identity command {profile.identity_command!r}")
 
 
-def _from_pm2(output: str, name: str) -> AppProcess:
+def from_pm2(output: str, name: str) -> AppProcess:
     start = output.find("[")
     try:
         apps = json.loads(output[start:]) if start >= 0 else None
@@ -96,7 +96,7 @@ def _from_pm2(output: str, name: str) -> AppProcess:
     )
 
 
-def _from_systemd(output: str, unit: str) -> AppProcess:
+def from_systemd(output: str, unit: str) -> AppProcess:
     values = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
     state, pid, since = (
         values.get("ActiveState", ""),
@@ -124,7 +124,7 @@ def _systemd_epoch(text: str) -> float | None:
         return None
 
 
-def _from_w3wp(output: str) -> AppProcess:
+def from_w3wp(output: str) -> AppProcess:
     text = output.strip()
     if not text:
         return AppProcess(running=False, identity="", state="no worker", detail="no w3wp process runs")

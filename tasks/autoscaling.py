@@ -9,7 +9,7 @@ is "not yet", never an index to take.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -162,6 +162,32 @@ def alarm_policies(region: str, group_id: str) -> list[AlarmPolicy]:
 
 # --- writes ---------------------------------------------------------------------------------------------------
 
+Named = TypeVar("Named", ScheduledAction, AlarmPolicy)
+
+
+def _named(items: list[Named], name: str) -> Named | None:
+    return next((i for i in items if i.name == name), None)
+
+
+def _put_by_name(
+    region: str,
+    group_id: str,
+    name: str,
+    body: dict[str, Any],
+    existing_id: str | None,
+    create: str,
+    modify: str,
+    id_field: str,
+    name_field: str,
+) -> str:
+    """A group's named item (scheduled action, alarm policy): modify the one of that name, else create it; its id.
+    Their creates take no ClientToken: the name is what a retry finds."""
+    client = clients_for(region).autoscaling
+    if existing_id is not None:
+        call_json(client, modify, {id_field: existing_id, **body})
+        return existing_id
+    return str(call_json(client, create, {"AutoScalingGroupId": group_id, name_field: name, **body})[id_field])
+
 
 @task(name="create-launch-configuration", cache_policy=NO_CACHE)
 @retrying()
@@ -285,21 +311,25 @@ def put_scheduled_action(region: str, group_id: str, action: ScheduledAction) ->
     }
     if action.recurrence:
         body |= {"Recurrence": action.recurrence, "EndTime": action.end_time}
-    existing = next((a for a in scheduled_actions(region, group_id) if a.name == action.name), None)
-    if existing is not None:
-        call_json(
-            clients_for(region).autoscaling, "ModifyScheduledAction", {"ScheduledActionId": existing.action_id, **body}
-        )
-        return action.model_copy(update={"action_id": existing.action_id})
-    request = {"AutoScalingGroupId": group_id, "ScheduledActionName": action.name, **body}
-    action_id = call_json(clients_for(region).autoscaling, "CreateScheduledAction", request)["ScheduledActionId"]
+    existing = _named(scheduled_actions(region, group_id), action.name)
+    action_id = _put_by_name(
+        region,
+        group_id,
+        action.name,
+        body,
+        existing_id=existing.action_id if existing else None,
+        create="CreateScheduledAction",
+        modify="ModifyScheduledAction",
+        id_field="ScheduledActionId",
+        name_field="ScheduledActionName",
+    )
     return action.model_copy(update={"action_id": action_id})
 
 
 @task(name="delete-scheduled-action", cache_policy=NO_CACHE)
 @retrying()
 def delete_scheduled_action(region: str, group_id: str, name: str) -> bool:
-    existing = next((a for a in scheduled_actions(region, group_id) if a.name == name), None)
+    existing = _named(scheduled_actions(region, group_id), name)
     if existing is None:
         return False
     call_json(clients_for(region).autoscaling, "DeleteScheduledAction", {"ScheduledActionId": existing.action_id})
@@ -310,23 +340,25 @@ def delete_scheduled_action(region: str, group_id: str, name: str) -> bool:
 @retrying()
 def put_alarm_policy(region: str, group_id: str, policy: AlarmPolicy) -> AlarmPolicy:
     """Create the named SIMPLE alarm policy, or modify the group's policy of that name."""
-    existing = next((p for p in alarm_policies(region, group_id) if p.name == policy.name), None)
-    if existing is not None:
-        call_json(
-            clients_for(region).autoscaling,
-            "ModifyScalingPolicy",
-            {"AutoScalingPolicyId": existing.policy_id, **policy.api()},
-        )
-        return policy.model_copy(update={"policy_id": existing.policy_id})
-    request = {"AutoScalingGroupId": group_id, "ScalingPolicyName": policy.name, **policy.api()}
-    policy_id = call_json(clients_for(region).autoscaling, "CreateScalingPolicy", request)["AutoScalingPolicyId"]
+    existing = _named(alarm_policies(region, group_id), policy.name)
+    policy_id = _put_by_name(
+        region,
+        group_id,
+        policy.name,
+        policy.api(),
+        existing_id=existing.policy_id if existing else None,
+        create="CreateScalingPolicy",
+        modify="ModifyScalingPolicy",
+        id_field="AutoScalingPolicyId",
+        name_field="ScalingPolicyName",
+    )
     return policy.model_copy(update={"policy_id": policy_id})
 
 
 @task(name="delete-alarm-policy", cache_policy=NO_CACHE)
 @retrying()
 def delete_alarm_policy(region: str, group_id: str, name: str) -> bool:
-    existing = next((p for p in alarm_policies(region, group_id) if p.name == name), None)
+    existing = _named(alarm_policies(region, group_id), name)
     if existing is None:
         return False
     call_json(clients_for(region).autoscaling, "DeleteScalingPolicy", {"AutoScalingPolicyId": existing.policy_id})

@@ -232,7 +232,7 @@ def launch_request(
         "InstanceName": name,
         "VirtualPrivateCloud": {"VpcId": source.vpc_id, "SubnetId": source.subnet_id},
         "SecurityGroupIds": source.security_group_ids,
-        "InternetAccessible": _internet_like(source),
+        "InternetAccessible": internet_like(source),
         "TagSpecification": [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
         "DryRun": dry_run,
     }
@@ -243,7 +243,7 @@ def launch_request(
     return request
 
 
-def _internet_like(source: Server) -> dict[str, Any]:
+def internet_like(source: Server) -> dict[str, Any]:
     """The source's InternetAccessible as RunInstances takes it (charge type, bandwidth, public IP or not)."""
     members = ("InternetChargeType", "InternetMaxBandwidthOut", "PublicIpAssigned", "BandwidthPackageId")
     copied = {k: source.internet_accessible[k] for k in members if source.internet_accessible.get(k) is not None}

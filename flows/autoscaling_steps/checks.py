@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from flows.autoscaling_steps import plan
+from flows.parameters import AutoScalingTierParameters
 from flows.scale_out_steps.verify import VerificationFailed, until_ok
 from flows.shared.tier_run import TierRun
 from tasks import autoscaling as asg
@@ -29,9 +30,11 @@ def forward_of(group: asg.Group) -> asg.ForwardLoadBalancer:
     return group.forward[0]
 
 
-def change_capacity(run: TierRun, group: asg.Group, target: int, why: str) -> list[asg.Activity]:
+def change_capacity(
+    run: TierRun[AutoScalingTierParameters], group: asg.Group, target: int, why: str
+) -> list[asg.Activity]:
     """ModifyDesiredCapacity to `target` and wait for every activity it starts to be SUCCESSFUL."""
-    timeout = run.params.autoscaling.activity_timeout  # type: ignore[attr-defined]
+    timeout = run.params.autoscaling.activity_timeout
     with run.step(f"{why}: desired capacity {group.desired} -> {target}, activities SUCCESSFUL"):
         known = {a.activity_id for a in asg.activities(run.region, group.group_id)}
         asg.modify_desired(run.region, group.group_id, target)
@@ -40,7 +43,9 @@ def change_capacity(run: TierRun, group: asg.Group, target: int, why: str) -> li
         return new
 
 
-def check_servers(run: TierRun, group: asg.Group, instance_ids: list[str], vip: str) -> list[Probe]:
+def check_servers(
+    run: TierRun[AutoScalingTierParameters], group: asg.Group, instance_ids: list[str], vip: str
+) -> list[Probe]:
     """IN_SERVICE, bound on the listener at the backend port, healthy for the CLB, the real apps answering."""
     fwd = forward_of(group)
     timeouts = run.params.timeouts
@@ -69,12 +74,12 @@ def check_servers(run: TierRun, group: asg.Group, instance_ids: list[str], vip: 
     return app_checks(run, instance_ids, vip)
 
 
-def app_checks(run: TierRun, instance_ids: list[str], vip: str) -> list[Probe]:
+def app_checks(run: TierRun[AutoScalingTierParameters], instance_ids: list[str], vip: str) -> list[Probe]:
     params = run.params
     check, listener_port = params.health, params.load_balancer.listener_port
     probes: dict[str, Callable[[], Probe]] = {}
     if run.tier == "business":
-        port = check.port_for(params.runtime_profile())  # type: ignore[attr-defined]
+        port = check.port_for(params.runtime_profile())
         for server in describe_servers(run.region, instance_ids) if instance_ids else []:
             host = server.private_ip
             probes[f"{server.instance_id} app up"] = lambda host=host: probe_app_up(host, port, check)
@@ -89,7 +94,7 @@ def app_checks(run: TierRun, instance_ids: list[str], vip: str) -> list[Probe]:
         return until_ok(run, probes, f"the {run.tier} apps")
 
 
-def vip_of(run: TierRun, group: asg.Group) -> str:
+def vip_of(run: TierRun[AutoScalingTierParameters], group: asg.Group) -> str:
     balancer = clb.describe_load_balancer(run.region, forward_of(group).load_balancer_id)
     if balancer is None or not balancer.vip:
         raise VerificationFailed(f"the CLB {forward_of(group).load_balancer_id} of {group.group_id} is gone")
@@ -104,8 +109,8 @@ class LaunchCheck:
         self.new_ids: list[str] = []
         self.activities: list[asg.Activity] = []
 
-    def run(self, run: TierRun, group: asg.Group) -> LaunchCheck:
-        timeout = run.params.autoscaling.activity_timeout  # type: ignore[attr-defined]
+    def run(self, run: TierRun[AutoScalingTierParameters], group: asg.Group) -> LaunchCheck:
+        timeout = run.params.autoscaling.activity_timeout
         group = asg.wait_settled(run.region, group.group_id, timeout, run.params.timeouts.poll)
         if group.desired + 1 > group.max_size:
             raise CapacityRefused(
@@ -138,7 +143,7 @@ def activity_table(items: list[asg.Activity]) -> list[str]:
     return lines
 
 
-def existing_group(run: TierRun) -> asg.Group:
+def existing_group(run: TierRun[AutoScalingTierParameters]) -> asg.Group:
     group = asg.find_group(run.region, plan.group_name(run.tier))
     if group is None:
         raise LookupError(f"no scaling group {plan.group_name(run.tier)} in {run.region}: run configure-autoscaling")

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from flows.autoscaling_steps import plan
 from flows.autoscaling_steps.outcome import launch_seconds_variable
+from flows.parameters import AutoScalingTierParameters
 from flows.scale_out_steps.preflight import (
     PreflightFailed,
     check_load_balancer,
@@ -52,9 +53,9 @@ def stored_launch_seconds(region: str, tier: str) -> float | None:
     return float(value) if isinstance(value, (int, float, str)) and str(value) else None
 
 
-def preflight(run: TierRun) -> TierFacts:
+def preflight(run: TierRun[AutoScalingTierParameters]) -> TierFacts:
     params = run.params
-    scaling = params.autoscaling  # type: ignore[attr-defined]
+    scaling = params.autoscaling
     region, tier = run.region, run.tier
     problems: list[str] = []
     lb_type = "INTERNAL" if tier == "session" else "OPEN"
@@ -75,7 +76,7 @@ def preflight(run: TierRun) -> TierFacts:
         {i for i, ok in clb.target_health_of(region, balancer.load_balancer_id).items() if ok} if balancer else set()
     )
     source = choose_source(attachable, healthy) or attachable[0]
-    port = params.backend_port()  # type: ignore[attr-defined]
+    port = params.backend_port()
     listener_id = ""
     if balancer is None:
         problems.append(f"the {tier} servers are behind no {lb_type} CLB: run scale-out-{tier}-tier first")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from flows.parameters import TierParameters
 from flows.scale_out_steps.preflight import TierPlan
 from flows.shared.ledger import Binding, remember_binding, unbind
 from flows.shared.tier_run import TierRun
@@ -23,7 +24,7 @@ class Balanced(BaseModel):
     skipped: dict[str, str] = Field(default_factory=dict, description="servers not bound, and why")
 
 
-def load_balancer(run: TierRun, plan: TierPlan, clb_type: str) -> clb.LoadBalancer:
+def load_balancer(run: TierRun[TierParameters], plan: TierPlan, clb_type: str) -> clb.LoadBalancer:
     """购买负载均衡: the tier's CLB when it has one (a repeat scale-out never makes a second), else a new one."""
     source, options = plan.source, run.params.load_balancer
     with run.step(f"{'use' if plan.load_balancer else 'create'} the {clb_type} load balancer"):
@@ -51,7 +52,9 @@ def load_balancer(run: TierRun, plan: TierPlan, clb_type: str) -> clb.LoadBalanc
         return balancer
 
 
-def tcp_listener(run: TierRun, balancer: clb.LoadBalancer, backend_port: int, health_path: str) -> clb.Listener:
+def tcp_listener(
+    run: TierRun[TierParameters], balancer: clb.LoadBalancer, backend_port: int, health_path: str
+) -> clb.Listener:
     """创建监听器: TCP, listener port as given, the app's port behind it; an existing one on that port is reused."""
     options, timeout = run.params.load_balancer, run.params.timeouts.clb
     lb_id, name = balancer.load_balancer_id, clb.listener_name(run.key, run.tier)
@@ -72,7 +75,9 @@ def tcp_listener(run: TierRun, balancer: clb.LoadBalancer, backend_port: int, he
         return listener
 
 
-def admit_vip(run: TierRun, balancer: clb.LoadBalancer, servers: list[cvm.Server], backend_port: int) -> None:
+def admit_vip(
+    run: TierRun[TierParameters], balancer: clb.LoadBalancer, servers: list[cvm.Server], backend_port: int
+) -> None:
     """放通安全组: the VIP through every bound server's security groups (the guide's warning).
 
     Before binding: the CLB's first health checks then pass at once instead of needing `healthy_threshold`
@@ -117,7 +122,11 @@ def bindable(servers: list[cvm.Server]) -> tuple[list[cvm.Server], dict[str, str
 
 
 def bind(
-    run: TierRun, balancer: clb.LoadBalancer, listener: clb.Listener, servers: list[cvm.Server], backend_port: int
+    run: TierRun[TierParameters],
+    balancer: clb.LoadBalancer,
+    listener: clb.Listener,
+    servers: list[cvm.Server],
+    backend_port: int,
 ) -> list[str]:
     """绑定云主机: bind the servers not bound yet; returns every bound server's id."""
     lb_id, timeout = balancer.load_balancer_id, run.params.timeouts.clb
@@ -139,7 +148,9 @@ def bind(
     return ids
 
 
-def wait_targets_healthy(run: TierRun, balancer: clb.LoadBalancer, listener: clb.Listener, ids: list[str]) -> None:
+def wait_targets_healthy(
+    run: TierRun[TierParameters], balancer: clb.LoadBalancer, listener: clb.Listener, ids: list[str]
+) -> None:
     """Every bound server healthy behind the listener, by name: the CLB's own health check of each backend."""
     timeouts, lb_id = run.params.timeouts, balancer.load_balancer_id
     with run.step(f"wait until each of the {len(ids)} bound server(s) is healthy behind {lb_id}"):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from flows.parameters import TierParameters
 from flows.scale_out_steps.preflight import TierPlan, server_name
 from flows.shared.tier_run import TierRun
 from tasks import cvm
 
 
-def image_name(run: TierRun) -> str:
+def image_name(run: TierRun[TierParameters]) -> str:
     return run.params.image.name or f"tcscale-{run.tier}-{run.key[:8]}"
 
 
-def image_server(run: TierRun, plan: TierPlan) -> cvm.Image:
+def image_server(run: TierRun[TierParameters], plan: TierPlan) -> cvm.Image:
     """制作镜像: image the source (or adopt this run's image from an earlier attempt, or reuse one by name)."""
     source, name, timeouts = plan.source, image_name(run), run.params.timeouts
     with run.step(f"image {source.instance_id} as {name!r}"):
@@ -25,7 +26,7 @@ def image_server(run: TierRun, plan: TierPlan) -> cvm.Image:
         return cvm.wait_image_normal(run.region, image, timeouts.image, timeouts.poll)
 
 
-def launch_servers(run: TierRun, plan: TierPlan, image: cvm.Image) -> list[cvm.Server]:
+def launch_servers(run: TierRun[TierParameters], plan: TierPlan, image: cvm.Image) -> list[cvm.Server]:
     """基于镜像创建服务器: `count` servers from the image, placed, networked and logged in like the source."""
     count, timeouts = run.params.count, run.params.timeouts
     with run.step(f"launch {count} x {plan.instance_type} from {image.image_id}"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prefect import unmapped
 
+from flows.parameters import TierParameters
 from flows.shared.tier_run import TierRun, settle_all
 from tasks import business_server
 from tasks.cvm import Server
@@ -19,7 +20,9 @@ class RepointFailed(Exception):
     pass
 
 
-def repoint_business_servers(run: TierRun, servers: list[Server], profile: RuntimeProfile, url: str) -> None:
+def repoint_business_servers(
+    run: TierRun[TierParameters], servers: list[Server], profile: RuntimeProfile, url: str
+) -> None:
     canary, rest = servers[0], servers[1:]
     with run.step(f"canary: repoint business server {canary.instance_id} to {url}, restart, prove it"):
         _repoint_all(run, [canary], profile, url)
@@ -28,7 +31,7 @@ def repoint_business_servers(run: TierRun, servers: list[Server], profile: Runti
             _repoint_all(run, rest, profile, url)
 
 
-def _repoint_all(run: TierRun, servers: list[Server], profile: RuntimeProfile, url: str) -> None:
+def _repoint_all(run: TierRun[TierParameters], servers: list[Server], profile: RuntimeProfile, url: str) -> None:
     params = run.params
     for server in servers:
         run.ledger.add(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from flows.parameters import TierParameters
 from flows.shared.tier_run import TierRun
 from tasks import business_server
 from tasks.cvm import Server
@@ -19,7 +20,7 @@ class VerificationFailed(Exception):
     pass
 
 
-def until_ok(run: TierRun, probes: dict[str, Callable[[], Probe]], what: str) -> list[Probe]:
+def until_ok(run: TierRun[TierParameters], probes: dict[str, Callable[[], Probe]], what: str) -> list[Probe]:
     """Probe until all are ok (a server that just booted needs a moment), recording the last result of each."""
     results: dict[str, Probe] = {}
     try:
@@ -29,7 +30,7 @@ def until_ok(run: TierRun, probes: dict[str, Callable[[], Probe]], what: str) ->
     return list(results.values())
 
 
-def session_service_through_vip(run: TierRun, url: str) -> None:
+def session_service_through_vip(run: TierRun[TierParameters], url: str) -> None:
     """The VIP answers the MA protocol (a `qcloud.cam.auth` probe with a made-up session)."""
     timeout = run.params.health.timeout_seconds
     with run.step(f"the session service answers through the VIP at {url}"):
@@ -37,7 +38,7 @@ def session_service_through_vip(run: TierRun, url: str) -> None:
         until_ok(run, probes, "the session service through the VIP")
 
 
-def business_apps(run: TierRun, servers: list[Server], profile: RuntimeProfile, what: str) -> None:
+def business_apps(run: TierRun[TierParameters], servers: list[Server], profile: RuntimeProfile, what: str) -> None:
     """Each business app answers its real login route and reaches the session service through the URL it loaded."""
     check = run.params.health
     port = check.port_for(profile)
@@ -51,13 +52,13 @@ def business_apps(run: TierRun, servers: list[Server], profile: RuntimeProfile, 
         until_ok(run, probes, f"{len(servers)} business app(s)")
 
 
-def business_app_through_vip(run: TierRun, vip: str) -> None:
+def business_app_through_vip(run: TierRun[TierParameters], vip: str) -> None:
     check, port = run.params.health, run.params.load_balancer.listener_port
     with run.step(f"the business app answers through the VIP {vip}:{port}"):
         until_ok(run, {f"{vip}:{port}": lambda: probe_app_up(vip, port, check)}, "the business app through the VIP")
 
 
-def servers_reach(run: TierRun, servers: list[Server], profile: RuntimeProfile, url: str) -> None:
+def servers_reach(run: TierRun[TierParameters], servers: list[Server], profile: RuntimeProfile, url: str) -> None:
     """Before any config changes: every business server reaches `url` itself (a security-group gap shows here),
     probed until each has or the health deadline passes, like every other check."""
     ssh, timeout = run.params.ssh, run.params.health.timeout_seconds

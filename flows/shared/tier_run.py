@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prefect import get_run_logger
 from prefect.concurrency.sync import concurrency
@@ -23,6 +23,11 @@ from flows.shared.report import RunRecord, StepRecord
 from tasks.models import Change
 
 LOCK_WAIT_SECONDS = 10.0
+
+# A run is typed by its flow's parameters, so a step sees the fields of its own flow (covariant: a step that needs
+# only the common fields takes any tier's run).
+P_co = TypeVar("P_co", bound=TierParameters, covariant=True)
+P = TypeVar("P", bound=TierParameters)
 
 
 class TierBusy(Exception):
@@ -92,10 +97,10 @@ def settle_all(futures: list[PrefectFuture[Any]]) -> None:
         raise
 
 
-class TierRun:
-    """The state of one tier's run that its steps share."""
+class TierRun(Generic[P_co]):
+    """The state of one tier's run that its steps share, typed by the flow's parameters."""
 
-    def __init__(self, flow: str, tier: str, params: TierParameters, steps: int) -> None:
+    def __init__(self, flow: str, tier: str, params: P_co, steps: int) -> None:
         self.params = params
         self.tier = tier
         self.region = params.region
@@ -133,7 +138,7 @@ class TierRun:
 
 
 @contextlib.contextmanager
-def tier_run(flow: str, tier: str, params: TierParameters, steps: int) -> Iterator[TierRun]:
+def tier_run(flow: str, tier: str, params: P, steps: int) -> Iterator[TierRun[P]]:
     """Lock (unless a dry run), run, undo on any failure under the lock, report whatever happens."""
     run = TierRun(flow, tier, params, steps)
     outcome = "failed"

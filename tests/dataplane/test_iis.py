@@ -17,7 +17,7 @@ from sandbox.dataplane.apps.powershell import is_web_request, script_of
 from sandbox.dataplane.guests import Guests
 from sandbox.dataplane.net import http_probe
 from sandbox.dataplane.ports import PortMap
-from tasks.apps import _from_w3wp, reach_command
+from tasks.apps import from_w3wp, reach_command
 from tasks.models import runtime_profile
 
 MAGIC = "F2C224D4-2BCE-4C64-AF9F-A6D872000D1A"
@@ -59,7 +59,7 @@ def test_iis_recycles_its_pool_and_starts_w3wp_at_the_next_request(tmp_path: Pat
             code, first = await guests.control(instance_id, powershell(GET_W3WP), "C:\\")
             worker = json.loads(first)
             assert code == 0 and set(worker) == {"Id", "StartTime"} and "\\/Date(" in first
-            assert _from_w3wp(first).running
+            assert from_w3wp(first).running
 
             recycle = powershell("Restart-WebAppPool -Name 'DefaultAppPool'")
             assert await guests.control(instance_id, recycle, "C:\\") == (0, "")
