@@ -158,7 +158,7 @@ def curve(sizes: list[int], seconds: float) -> list[dict[str, Any]]:
     for size in sizes:
         port = free_port()
         code = (
-            "from sandbox.core.cloud import SandboxConfig; from sandbox.server import serve; "
+            "from sandbox.core.emulated_cloud import SandboxConfig; from sandbox.server import serve; "
             f"serve(SandboxConfig(port={port}, rate_limit=0, dataplane=False))"
         )
         process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)

@@ -15,7 +15,7 @@ from tencentcloud.common import credential
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 
-from sandbox.core.cloud import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
+from sandbox.core.emulated_cloud import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -40,7 +40,7 @@ from prefect import flow, task
 
 from bench.common import APP_PORT, SSH_PORT, SandboxProcess, add_port_options, print_table, write_results
 from sandbox.core.clock import REALISTIC_SECONDS
-from sandbox.core.cloud import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
+from sandbox.core.emulated_cloud import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 
 SEED_NETWORK = {"vpc_cidr": "127.78.0.0/16", "subnet_cidr": "127.78.3.0/24"}  # clear of tests and bench.dataplane
 TARGET_RATIO, TARGET_GROWTH = 1.15, 1.5

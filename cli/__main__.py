@@ -1,5 +1,5 @@
 """`python -m cli ...`: the `tcscale` command line (what `tcscale up` starts its children with)."""
 
-from cli.app import app
+from cli.main import app
 
 app(prog_name="tcscale")

@@ -65,7 +65,7 @@ def concurrency_limit(value: int | dict[str, Any] | None) -> Any:
 def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[Any]:
     """prefect.yaml's deployments as RunnerDeployments; the lunch-peak ones with the declaration's schedules
     (none declared: the default peak, lead 15 min unless measured)."""
-    from deployments.schedules import lunch_peak_schedules
+    from deployments.lunch_peak import lunch_peak_schedules
     from flows.declaration import ClusterDeclaration, form_parameters, parameter_model
 
     made = []

@@ -39,7 +39,7 @@ def run_demo(count: int = 2, workdir: Path | None = None) -> bool:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="tcscale-demo-"))
     prepare_environment(workdir)
     # Imported late: the sandbox is the demo's stand-in for Tencent Cloud, never a dependency of the flows.
-    from sandbox.core.cloud import SandboxConfig
+    from sandbox.core.emulated_cloud import SandboxConfig
     from sandbox.server import EmbeddedSandbox
 
     echo = typer.echo

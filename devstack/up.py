@@ -287,7 +287,7 @@ def served(api_url: str, names: list[str], since: datetime) -> Callable[[], bool
 
 def has_command(name: str) -> bool:
     """Is `tcscale <name>` in this checkout? (The stack starts what there is.)"""
-    from cli.app import app
+    from cli.main import app
 
     return any((info.name or info.callback.__name__) == name for info in app.registered_commands if info.callback)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from sandbox.core.clock import ClockSettings, Profile
-from sandbox.core.cloud import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, SandboxConfig
+from sandbox.core.emulated_cloud import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, SandboxConfig
 
 app = typer.Typer(help="A local Tencent Cloud: the real SDK and tccli talk to it unmodified.", no_args_is_help=True)
 

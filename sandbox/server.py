@@ -7,7 +7,7 @@ from types import TracebackType
 import httpx
 import uvicorn
 
-from sandbox.core.cloud import Cloud, SandboxConfig
+from sandbox.core.emulated_cloud import Cloud, SandboxConfig
 from sandbox.wire.app import SandboxApp
 
 

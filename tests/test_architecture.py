@@ -125,8 +125,8 @@ def test_the_check_fails_on_violating_imports(tmp_path: Path) -> None:
         "flows/shared/__init__.py": "from ..parameters import Model\n",
         "flows/parameters.py": "from deployments.setup import run_setup\n",
         "sandbox/server.py": "def f():\n    import tasks.cloud\n",
-        "chatops/app.py": "from cli.app import app\n",
-        "cli/app.py": "from sandbox.cli import app\n\ndef up():\n    from devstack.up import run_up\n",
+        "chatops/app.py": "from cli.main import app\n",
+        "cli/main.py": "from sandbox.cli import app\n\ndef up():\n    from devstack.up import run_up\n",
         "cli/__init__.py": "from tasks.cvm import _internet_like\n",
         "devstack/up.py": "from sandbox.server import EmbeddedSandbox\nfrom flows import scale_out\n",
     }
@@ -140,12 +140,12 @@ def test_the_check_fails_on_violating_imports(tmp_path: Path) -> None:
         "flows/scale_out.py:3: uses another module's private cvm._secret",
         "flows/parameters.py:1: imports deployments.setup",
         "sandbox/server.py:2: imports tasks.cloud",
-        "chatops/app.py:1: imports cli.app:",
-        "cli/app.py:1: imports sandbox.cli: cli/ may import",
+        "chatops/app.py:1: imports cli.main:",
+        "cli/main.py:1: imports sandbox.cli: cli/ may import",
         "cli/__init__.py:1: uses another module's private from tasks.cvm import _internet_like",
     ):
         assert expected in found, f"{expected!r} not reported in:\n{found}"
-    assert "cli/app.py:4" not in found and "devstack/" not in found and "flows/shared" not in found
+    assert "cli/main.py:4" not in found and "devstack/" not in found and "flows/shared" not in found
     assert len(found.splitlines()) == 8
 
 
@@ -155,9 +155,9 @@ def test_the_operators_commands_load_no_module_of_the_sandbox_or_the_dev_stack()
     probe = textwrap.dedent(
         """
         import sys
-        from cli.app import app, flows
+        from cli.main import app, flows
         flows()
-        import chatops.app, chatops.settings, deployments.schedules, deployments.serve, deployments.setup
+        import chatops.app, chatops.settings, deployments.lunch_peak, deployments.serve, deployments.setup
         for args in (["--help"], ["run", "--help"], ["setup", "--help"], ["serve", "--help"], ["chatops", "--help"]):
             try:
                 app(args, prog_name="tcscale", standalone_mode=False)

@@ -12,7 +12,7 @@ from sandbox.autoscaling.models import Activity, AsState, AutoScalingGroup, Work
 from sandbox.core.ids import new_id
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
 
 DIFFERENCE = "Activity was launched in response to a difference between desired capacity and actual capacity."
 RETRY_INTERVALS = (60, 120, 240, 480, 960, 1920, 3600)  # INCREMENTAL_INTERVALS: seconds after each failure

@@ -7,7 +7,7 @@ from sandbox.core.metrics import METRICS
 from sandbox.wire.admin import AdminError, admin_route
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
 
 
 def _targets(cloud: "Cloud", body: dict[str, Any]) -> list[str]:

@@ -8,7 +8,7 @@ from sandbox.core.query import apply_filters
 
 if TYPE_CHECKING:
     from sandbox.clb.backend import ClbBackend
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
     from sandbox.cvm.backend import CvmBackend
     from sandbox.vpc.backend import VpcBackend
 

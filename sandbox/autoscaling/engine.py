@@ -27,7 +27,7 @@ from sandbox.core.ids import request_id
 from sandbox.cvm.launch import LaunchSpec
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
 
 Due = float | None
 NOT_COUNTED = ("TERMINATING", "DETACHING", "REMOVING")

@@ -10,7 +10,7 @@ from sandbox.core.ids import new_id
 from sandbox.cvm.passwords import check_password, hash_password
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
 
 CHARGE_TYPES = ("POSTPAID_BY_HOUR", "SPOTPAID", "PREPAID")
 NAME_BYTES = 60

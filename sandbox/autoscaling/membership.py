@@ -9,7 +9,7 @@ from sandbox.autoscaling.models import Activity, AsState, AutoScalingGroup, Grou
 from sandbox.core.errors import ApiError
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
 
 MAX_IDS = 100
 ATTACHABLE = ("RUNNING", "STOPPED")

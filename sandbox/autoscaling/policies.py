@@ -24,7 +24,7 @@ from sandbox.core.ids import new_id
 from sandbox.core.metrics import METRICS
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
 
 ADJUSTMENTS = ("CHANGE_IN_CAPACITY", "EXACT_CAPACITY", "PERCENT_CHANGE_IN_CAPACITY")
 OPERATORS = {

@@ -28,7 +28,7 @@ from sandbox.core.errors import ApiError
 from sandbox.core.ids import new_id
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud, Events
+    from sandbox.core.emulated_cloud import Cloud, Events
 
 __all__ = [
     "TRANSPORT",

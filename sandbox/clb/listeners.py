@@ -7,7 +7,7 @@ from sandbox.core.errors import ApiError
 from sandbox.core.ids import new_id
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
 
 
 class ListenerRules:

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 from sandbox.wire.admin import AdminError, admin_route
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
 
 
 @admin_route("POST", "cvm/restrict-state")

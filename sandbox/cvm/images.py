@@ -10,7 +10,7 @@ from sandbox.cvm.errors import dry_run_passed, state_refused
 from sandbox.cvm.models import CvmState, Image
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
     from sandbox.cvm.models import Instance
 
 IMAGE_ID = re.compile(r"^img-[a-z0-9]{8}$")

@@ -22,7 +22,7 @@ from sandbox.cvm.models import CvmState, Image, Instance
 from sandbox.cvm.passwords import check_password, hash_password
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
     from sandbox.cvm.models import KeyPair
     from sandbox.vpc.backend import Subnet, VpcBackend
 

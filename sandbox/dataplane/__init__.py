@@ -20,7 +20,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from sandbox.core.cloud import Cloud
+from sandbox.core.emulated_cloud import Cloud
 from sandbox.dataplane.disks import Disks, home_dir
 from sandbox.dataplane.ports import PortMap
 from sandbox.dataplane.shell import Guest, Shell

@@ -9,7 +9,7 @@ client can verify the host strictly (paramiko RejectPolicy + HostKeys).
 
 from typing import Any
 
-from sandbox.core.cloud import Cloud
+from sandbox.core.emulated_cloud import Cloud
 from sandbox.wire.admin import admin_route
 
 

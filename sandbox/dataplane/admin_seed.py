@@ -12,7 +12,7 @@ from sandbox.dataplane.seed import SeedRequest, seed
 from sandbox.wire.admin import admin_route
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
 
 
 @admin_route("POST", "seed")

@@ -23,7 +23,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.core.cloud import Cloud
+from sandbox.core.emulated_cloud import Cloud
 from sandbox.dataplane.net import Splice, connect_from, http_probe, reset
 from sandbox.dataplane.ports import PortMap
 from sandbox.wire.admin import admin_route

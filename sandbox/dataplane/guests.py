@@ -3,7 +3,7 @@
 The data plane calls `boot(instance, disk)` when a server reaches RUNNING (the apps whose units are
 enabled on its disk start: auto-start, see `apps/layout.py`), `halt(instance_id)` when it leaves
 RUNNING, and `control(instance_id, argv, cwd)` for the service managers' shims (`pm2`, `systemctl`,
-`powershell` / `iisreset`, see `apps/commands.py`).
+`powershell` / `iisreset`, see `apps/service_managers.py`).
 
 Each app listens on its REAL port (node demo 5757, tomcat 8080, IIS and mina_auth 80; `Unit.port`),
 bound at the port the sandbox's `PortMap` gives for it (ports.py), on the server's addresses, only
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandbox.core.cloud import Cloud
+from sandbox.core.emulated_cloud import Cloud
 from sandbox.dataplane.apps.front import Front, HttpRequest, HttpResponse, html_response
 from sandbox.dataplane.apps.layout import Unit, guest_path, read_units, write_file
 from sandbox.dataplane.apps.mina_auth import ConfigError, MinaAuth
@@ -153,7 +153,7 @@ class Guests:
 
     async def control(self, instance_id: str, argv: list[str], cwd: str) -> tuple[int, str]:
         """Run a service-manager command (pm2 / systemctl / powershell / iisreset) on a server."""
-        from sandbox.dataplane.apps.commands import needs_lock, run_command
+        from sandbox.dataplane.apps.service_managers import needs_lock, run_command
 
         server = self.servers.get(instance_id)
         if server is None:
@@ -192,7 +192,7 @@ class Guests:
             "apps": {name: run.describe() for name, run in server.apps.items()},
         }
 
-    # ---- app control, used by apps/commands.py and the seed -------------------------------------
+    # ---- app control, used by apps/service_managers.py and the seed -------------------------------------
     async def start_app(self, server: GuestServer, run: AppRun) -> AppRun:
         """(Re)start one app: its process reads its config from the disk now; a failure leaves it down, with why.
 

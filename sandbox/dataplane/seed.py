@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from sandbox.core.cloud import Cloud
+from sandbox.core.emulated_cloud import Cloud
 from sandbox.core.errors import ApiError
 from sandbox.core.ids import request_id
 from sandbox.core.pools import claim

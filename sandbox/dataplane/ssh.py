@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncssh
 
-from sandbox.core.cloud import Cloud
+from sandbox.core.emulated_cloud import Cloud
 from sandbox.cvm.passwords import verify_password
 from sandbox.dataplane.disks import guest_path, login_user, resolve_in_root
 from sandbox.dataplane.shell import Guest, Shell

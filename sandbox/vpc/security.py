@@ -17,7 +17,7 @@ from sandbox.vpc.policies import SecurityGroupPolicy
 from sandbox.vpc.validation import check_id, check_name
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
     from sandbox.vpc.backend import VpcState
 
 SECURITY_GROUP_QUOTA = 50  # per region and project

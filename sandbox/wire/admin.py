@@ -14,7 +14,7 @@ from sandbox.core.clock import ClockSettings
 from sandbox.core.faults import FaultRule
 
 if TYPE_CHECKING:
-    from sandbox.core.cloud import Cloud
+    from sandbox.core.emulated_cloud import Cloud
 
 AdminHandler = Callable[["Cloud", dict[str, Any]], Any]
 ADMIN_ROUTES: dict[tuple[str, str], AdminHandler] = {}

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from sandbox.core.catalog import REGIONS
-from sandbox.core.cloud import Cloud
+from sandbox.core.emulated_cloud import Cloud
 from sandbox.core.errors import ApiError
 from sandbox.core.ids import request_id
 from sandbox.core.registry import ACTIONS, VERSIONS, Request

@@ -107,7 +107,7 @@ def test_tcscale_chatops_refuses_to_start_and_says_why(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "TCSCALE_CHATOPS_"))}
     env["PREFECT_HOME"] = str(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-c", "from cli.app import app; app()", "chatops"],
+        [sys.executable, "-c", "from cli.main import app; app()", "chatops"],
         env=env,
         capture_output=True,
         text=True,

@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cli.app import app
+from cli.main import app
 from tests.flows.support import inventory, session_params
 
 runner = CliRunner()

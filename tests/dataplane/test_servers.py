@@ -293,7 +293,7 @@ def test_a_windows_password_survives_a_restart_and_an_image_keeps_it(sandbox: An
     import os
     import stat
 
-    from sandbox.core.cloud import SandboxConfig
+    from sandbox.core.emulated_cloud import SandboxConfig
     from sandbox.server import EmbeddedSandbox
     from tests.sdk import sdk_client
 
@@ -366,7 +366,7 @@ def test_stopped_and_terminated_servers_stop_answering(fleet: Fleet) -> None:
 
 
 def test_servers_come_back_with_their_disks_and_host_keys_after_a_sandbox_restart(sandbox: Any, tmp_path: Path) -> None:
-    from sandbox.core.cloud import SandboxConfig
+    from sandbox.core.emulated_cloud import SandboxConfig
     from sandbox.server import EmbeddedSandbox
     from tests.sdk import sdk_client
 

@@ -134,7 +134,7 @@ def test_concurrent_sandbox_processes_never_share_a_public_pool(sandbox: Any) ->
 
 
 def test_explicit_public_pool_is_used_as_given() -> None:
-    from sandbox.core.cloud import Cloud, SandboxConfig
+    from sandbox.core.emulated_cloud import Cloud, SandboxConfig
 
     cloud = Cloud(SandboxConfig(dataplane=False, public_pool="127.150.0.0/16"))
     cloud.vpc.ensure_defaults("ap-guangzhou")

@@ -8,7 +8,7 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.vpc.v20170312 import models, vpc_client
 
-from sandbox.core.cloud import Cloud, SandboxConfig
+from sandbox.core.emulated_cloud import Cloud, SandboxConfig
 from sandbox.vpc.backend import VpcBackend
 
 SPEC = json.loads((Path(__file__).parents[2] / "sandbox/specs/vpc-2017-03-12.json").read_text())

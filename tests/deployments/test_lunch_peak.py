@@ -4,7 +4,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
-from deployments.schedules import lead_minutes, lunch_peak_schedules, peak_crons
+from deployments.lunch_peak import lead_minutes, lunch_peak_schedules, peak_crons
 from deployments.serve import NoServer, require_server, runner_deployments
 from devstack.prefect_server import PrefectServer
 from flows.autoscaling_steps.outcome import launch_seconds_variable
