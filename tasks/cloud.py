@@ -307,6 +307,12 @@ def jittered(delay: float, rng: random.Random | None = None) -> float:
     return delay / 2 + (rng or random).uniform(0, delay / 2)
 
 
+# Every retry's pause is its scheduled delay times this. 1.0 (the schedule `retrying` documents) in the product;
+# the test suite lowers it (tests/conftest.py) so fault cases that succeed by retry do not wait real seconds.
+# Read at each pause, not when a function is decorated.
+BACKOFF_SCALE = 1.0
+
+
 def retrying(
     attempts: int = 6,
     first: float = 1.0,
@@ -330,7 +336,7 @@ def retrying(
                 except Exception as exc:
                     if number == attempts or not retry_if(exc):
                         raise
-                    delay = jittered(min(cap, first * 2 ** (number - 1)))
+                    delay = jittered(min(cap, first * 2 ** (number - 1))) * BACKOFF_SCALE
                     _retry_logger().warning(
                         "%s failed (%s), attempt %d/%d; retrying in %.1fs", fn.__name__, exc, number, attempts, delay
                     )

@@ -1,4 +1,12 @@
-"""Shared fixtures: one embedded sandbox per test session, reset before each test, and real SDK clients."""
+"""Shared fixtures: one embedded sandbox per test session, reset before each test, and real SDK clients.
+
+Each test is marked by what it costs, from the fixtures it uses (`pytest_collection_modifyitems` below):
+`unit` (no sandbox, no Prefect), `sandbox` (the shared sandbox), `flow` (the Prefect test harness: whole flows and
+tasks in a flow run), `stack` (real Prefect server processes, `tcscale up`, the browser). `make check` runs
+`unit or sandbox`; `make test` runs everything, in parallel (pytest-xdist), each worker with its own sandbox,
+ports and PREFECT_HOME. The tests of one expensive stack share one worker (`xdist_group`, `--dist loadgroup`),
+so the stack starts once per run.
+"""
 
 import functools
 import os
@@ -9,18 +17,81 @@ from typing import Any
 
 import pytest
 
-# Prefect must never touch the developer's own ~/.prefect, nor phone home.
+# pytest-xdist: this process is worker number WORKER (0 when not under xdist). Workers inherit the controller's
+# environment, so what must differ per worker is derived here, before anything reads it.
+WORKER_NAME = os.environ.get("PYTEST_XDIST_WORKER", "")
+WORKER = int(WORKER_NAME.removeprefix("gw")) if WORKER_NAME.startswith("gw") else 0
+
+# Prefect must never touch the developer's own ~/.prefect, nor phone home. Under xdist each worker gets its own
+# home inside the run's (its own profiles, result storage and logs).
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tcscale-prefect-"))
+if WORKER_NAME:
+    os.environ["PREFECT_HOME"] = str(Path(os.environ["PREFECT_HOME"]) / WORKER_NAME)
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
+# The sandbox's servers listen on this run's SSH port and, for real ports below 1024, from its app port up
+# (p -> app_port - 80 + p). Sandboxes side by side (two runs, xdist workers) need their own: each worker takes
+# the run's ports (TCSCALE_TEST_SSH_PORT / TCSCALE_TEST_APP_PORT, else 2300 / 12080) plus its own offset.
+# Everything else a sandbox holds (its public /16, the seed's private /16) it claims per process by itself.
+if WORKER_NAME:
+    ssh_base = int(os.environ.get("TCSCALE_TEST_SSH_PORT") or 2300)
+    app_base = int(os.environ.get("TCSCALE_TEST_APP_PORT") or 12080)
+    os.environ["TCSCALE_TEST_SSH_PORT"] = str(ssh_base + WORKER)
+    os.environ["TCSCALE_TEST_APP_PORT"] = str(app_base + 1100 * WORKER)  # p < 1024 spans ~1000 ports
 
-from prefect.testing.utilities import prefect_test_harness
+# Retries' pauses (tasks/cloud.py `retrying`) in the tests: a tenth of the product's schedule. Fault cases that
+# succeed by retry still retry (the fault fires, the next attempt succeeds); they just do not wait seconds.
+# tests/tasks/test_cloud.py checks the schedule itself at the product's scale.
+TEST_BACKOFF_SCALE = 0.1
 
-from devstack.prefect_server import PrefectServer
-from sandbox.core.cloud import SandboxConfig
-from sandbox.server import EmbeddedSandbox
-from tests.sdk import sdk_client
+# Cost markers (registered in pyproject.toml), from the fixtures a test uses, most expensive first.
+STACK_FIXTURES = {"prefect_server", "up_stack", "browser"}
+FLOW_FIXTURES = {"prefect_harness"}
+SANDBOX_FIXTURES = {"sandbox_server"}
+COST_MARKERS = ("unit", "sandbox", "flow", "stack")
+# Tests of one stack run on one worker (`--dist loadgroup`), which starts that stack once.
+STACK_GROUPS = {"up_stack": "up-stack", "browser": "up-stack", "prefect_server": "prefect-server"}
+
+
+def cost_of(item: pytest.Item) -> str:
+    explicit = [name for name in COST_MARKERS if item.get_closest_marker(name)]
+    if explicit:  # a test that builds its own sandbox or server says so itself
+        return max(explicit, key=COST_MARKERS.index)
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if fixtures & STACK_FIXTURES:
+        return "stack"
+    if fixtures & FLOW_FIXTURES:
+        return "flow"
+    if fixtures & SANDBOX_FIXTURES:
+        return "sandbox"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(cost_of(item))
+        fixtures = set(getattr(item, "fixturenames", ()))
+        group = next((STACK_GROUPS[name] for name in STACK_GROUPS if name in fixtures), None)
+        if group is not None and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+# (imported once the environment above is set: Prefect reads its settings at import)
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from devstack.prefect_server import PrefectServer  # noqa: E402
+from sandbox.core.emulated_cloud import SandboxConfig  # noqa: E402
+from sandbox.server import EmbeddedSandbox  # noqa: E402
+from tests.sdk import sdk_client  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def short_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import cloud
+
+    monkeypatch.setattr(cloud, "BACKOFF_SCALE", TEST_BACKOFF_SCALE)
 
 
 @pytest.fixture(scope="session")

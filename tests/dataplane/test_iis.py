@@ -10,7 +10,9 @@ import shlex
 import socket
 from pathlib import Path
 
-from sandbox.core.cloud import Cloud, SandboxConfig
+import pytest
+
+from sandbox.core.emulated_cloud import Cloud, SandboxConfig
 from sandbox.cvm.instances import LaunchSpec
 from sandbox.dataplane.apps.layout import guest_path, install_weapp, sdk_config
 from sandbox.dataplane.apps.powershell import is_web_request, script_of
@@ -36,6 +38,7 @@ def powershell(script: str) -> list[str]:
     return ["powershell", "-NoProfile", "-NonInteractive", "-Command", script]
 
 
+@pytest.mark.sandbox  # a cloud and its guests, in this process
 def test_iis_recycles_its_pool_and_starts_w3wp_at_the_next_request(tmp_path: Path) -> None:
     cloud = Cloud(SandboxConfig(dataplane=False))
     region = "ap-guangzhou"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.devstack.up_support import UpProcess, finished, shared_up, start_run
+from tests.devstack.up_support import UpProcess, finished, start_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -83,10 +83,8 @@ def open_report(page: Any, ui_url: str, api_url: str, run_id: str, tier: str, sc
 
 
 @pytest.mark.timeout(900)
-def test_ui_shows_our_run_form_and_a_finished_runs_report(
-    request: pytest.FixtureRequest, browser: Any, tmp_path: Path
-) -> None:
-    stack: UpProcess = shared_up(request)
+def test_ui_shows_our_run_form_and_a_finished_runs_report(browser: Any, up_stack: UpProcess, tmp_path: Path) -> None:
+    stack = up_stack
     # A real small run (the session tier of the seeded sandbox, parameters from the cluster declaration),
     # started first: it runs while the browser looks at the run form.
     run_id = start_run(stack, "scale-out-session-tier/session-tier", {"params": {}})

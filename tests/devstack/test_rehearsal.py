@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.stack
 @pytest.mark.timeout(1500)
 @pytest.mark.skipif(find_bindir() is None and os.geteuid() != 0, reason="PostgreSQL is not installed")
 def test_rehearsal_spreads_runs_serialises_tiers_and_loses_nothing(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.devstack.up_support import descendants, finished, listening, processes_in, shared_up
+from tests.devstack.up_support import UpProcess, descendants, finished, listening, processes_in
 
 
 def alive(pid: int) -> bool:
@@ -20,8 +20,8 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(600)
-def test_up_from_a_fresh_clone_is_ready_and_stops_cleanly_on_ctrl_c(request: pytest.FixtureRequest) -> None:
-    stack = shared_up(request)
+def test_up_from_a_fresh_clone_is_ready_and_stops_cleanly_on_ctrl_c(up_stack: UpProcess) -> None:
+    stack = up_stack
     assert {"Prefect UI", "Prefect API", "sandbox (cloud)", "chat bridge"} <= set(stack.urls), stack.output
     assert httpx.get(f"{stack.api_url}/health", timeout=10).status_code == 200
     assert httpx.get(f"{stack.urls['sandbox (cloud)']}/_sandbox/health", timeout=10).status_code == 200

@@ -30,6 +30,10 @@ from tests.sdk import sdk_client
 
 SDK_CONFIG = "etc/qcloud/sdk.config"
 SHORT = Timeouts(image=20, launch=20, clb=20, health=15, poll=0.3)
+# How long a restarted app must stay up in the flow tests (the product's default is 3 s). The sandbox's crash loop
+# restarts a failing app every 0.1 s (sandbox/dataplane/guests.py CRASH_DELAY), so 0.5 s still sees one; the rule
+# itself (a process that dies inside the window fails the restart) is proved in tests/tasks/test_apps.py with 1 s.
+SETTLE = 0.5
 BUSINESS_TAG = ServerSelector(tag_key="tcscale:tier", tag_value="business")
 
 
@@ -38,7 +42,7 @@ def cluster_params(guide: dict[str, Any], timeouts: Timeouts = SHORT, count: int
     ssh = {"connect_timeout": 5, "command_timeout": 20, "io_timeout": 10}
     cluster = seed_parameters(guide, count, timeouts, ssh)
     for tier in (cluster.session, cluster.business):
-        tier.health = tier.health.model_copy(update={"timeout_seconds": 2})
+        tier.health = tier.health.model_copy(update={"timeout_seconds": 2, "settle_seconds": SETTLE})
     return cluster
 
 

@@ -5,7 +5,7 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.cvm.v20170312 import cvm_client, models
 
-from sandbox.core.cloud import SandboxConfig
+from sandbox.core.emulated_cloud import SandboxConfig
 from sandbox.server import EmbeddedSandbox
 from tests.sdk import sdk_client
 
@@ -47,6 +47,7 @@ def test_bad_fault_rule_is_refused(sandbox):
     assert response.status_code == 400 and "probability" in response.json()["error"]
 
 
+@pytest.mark.sandbox  # its own embedded sandboxes
 def test_state_persists_across_restart(tmp_path):
     config = SandboxConfig(port=0, state_dir=tmp_path, dataplane=False)
     with EmbeddedSandbox(config) as first:

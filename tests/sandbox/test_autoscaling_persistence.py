@@ -3,7 +3,9 @@
 from datetime import timedelta
 from pathlib import Path
 
-from sandbox.core.cloud import SandboxConfig
+import pytest
+
+from sandbox.core.emulated_cloud import SandboxConfig
 from sandbox.server import EmbeddedSandbox
 from tests.sandbox.as_world import World
 from tests.sandbox.test_autoscaling_policies import ALARM
@@ -15,6 +17,7 @@ def world_of(server: EmbeddedSandbox) -> World:
     return World(lambda cls, **kw: sdk_client(server, cls, **kw), server)
 
 
+@pytest.mark.sandbox  # its own embedded sandboxes
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     config = SandboxConfig(port=0, rate_limit=0, state_dir=tmp_path, dataplane=False)
     with EmbeddedSandbox(config) as first:

@@ -16,7 +16,7 @@ import pytest
 
 from devstack.demo import WX_HEADERS
 from devstack.prefect_server import free_port
-from sandbox.core.cloud import SandboxConfig
+from sandbox.core.emulated_cloud import SandboxConfig
 from sandbox.server import EmbeddedSandbox
 from tests.sdk import poll, strict_ssh_client
 
@@ -107,6 +107,7 @@ def _up(remote: Remote) -> bool:
         return False
 
 
+@pytest.mark.sandbox  # sandbox processes of its own
 def test_two_serve_processes_seed_and_serve_at_once(two_served: list[tuple[Remote, subprocess.Popen[bytes]]]) -> None:
     (one, _), (two, _) = two_served
     first, second = one.admin("POST", "seed", {}), two.admin("POST", "seed", {})
@@ -116,6 +117,7 @@ def test_two_serve_processes_seed_and_serve_at_once(two_served: list[tuple[Remot
     works(two, second)
 
 
+@pytest.mark.sandbox  # sandbox processes of its own
 def test_serve_on_a_taken_port_says_why() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

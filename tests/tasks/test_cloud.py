@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
+from tasks import cloud
 from tasks.cloud import (
     Clients,
     CloudError,
@@ -130,7 +131,8 @@ def test_plain_network_exceptions_are_retryable_and_bugs_are_not():
     assert not is_retryable(ValueError("bug")) and not is_retryable(KeyError("x"))
 
 
-def test_retrying_reruns_retryable_errors_with_backoff_and_stops_at_others():
+def test_retrying_reruns_retryable_errors_with_backoff_and_stops_at_others(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(cloud, "BACKOFF_SCALE", 1.0)  # the product's schedule (the suite runs at a tenth of it)
     sleeps: list[float] = []
     attempts = iter([CloudError("ResourceBusy", "x"), CloudError("RequestLimitExceeded", "y"), "ok"])
 
@@ -151,6 +153,22 @@ def test_retrying_reruns_retryable_errors_with_backoff_and_stops_at_others():
     with pytest.raises(CloudError, match="InternalError"):
         broken()
     assert len(sleeps) == 2  # InternalError is not retried
+
+
+def test_the_backoff_scale_multiplies_every_pause_and_is_read_when_retrying(monkeypatch: pytest.MonkeyPatch):
+    sleeps: list[float] = []
+    attempts = iter([CloudError("ResourceBusy", "x"), CloudError("RequestLimitExceeded", "y"), "ok"])
+
+    @retrying(first=1, sleep=sleeps.append)  # decorated before the scale changes
+    def flaky() -> str:
+        result = next(attempts)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    monkeypatch.setattr(cloud, "BACKOFF_SCALE", 0.1)
+    assert flaky() == "ok"
+    assert 0.05 <= sleeps[0] <= 0.1 and 0.1 <= sleeps[1] <= 0.2
 
 
 # ---- the rate limit -----------------------------------------------------------------------------------
