@@ -4,7 +4,13 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 # --compile-bytecode: every Python process (Prefect server, workers, serve, the bridge) starts from compiled
 # modules even where PYTHONDONTWRITEBYTECODE is set (measured: ~11 s of CPU per process start without).
 
-.PHONY: demo test lint bench rehearse uv chromium up
+# pytest-xdist workers: the suite mostly waits on servers (load stays low), so more workers than cores pay.
+# Each worker runs its own sandbox; the tests of one expensive stack share a worker (--dist loadgroup).
+TEST_WORKERS ?= 4
+# The default run's selection (pyproject's addopts) narrowed to the cheap tests: no Prefect, no whole flows.
+CHECK_MARKERS := (unit or sandbox) and not slow and not tccli
+
+.PHONY: demo test check lint bench rehearse uv chromium up
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -31,7 +37,13 @@ test: uv
 	@$(MAKE) --no-print-directory chromium || echo "test: no chromium here: the browser test skips (CI=true fails it)" >&2
 	$(UV) sync --frozen --quiet --compile-bytecode
 	$(UV) run ruff check .
-	$(UV) run pytest
+	$(UV) run pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
+
+# The inner loop: ruff, then the unit and sandbox tests (no Prefect, no whole flows, no stacks).
+check: uv
+	$(UV) sync --frozen --quiet --compile-bytecode
+	$(UV) run ruff check .
+	$(UV) run pytest -n $(TEST_WORKERS) --dist loadgroup -m "$(CHECK_MARKERS)"
 
 bench: uv
 	$(UV) sync --frozen --quiet --compile-bytecode
