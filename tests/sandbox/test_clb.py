@@ -402,6 +402,31 @@ def test_register_describe_health_and_deregister_targets(cloud: Cloud, sandbox: 
 
 
 @needs_instances
+def test_one_instance_is_bound_on_two_ports_of_one_tcp_listener(cloud: Cloud) -> None:
+    """An application CLB's listener may send to several backend ports of one server (the console's "add port"):
+    a target is the pair (instance, port), registered, described, health-checked and deregistered as a pair."""
+    lb_id = cloud.create_lb()
+    listener_id = cloud.create_listener(lb_id, 80)
+    (server,) = cloud.run_instances(1)
+    both = [{"InstanceId": server, "Port": 80}, {"InstanceId": server, "Port": 8080}]
+    answer = cloud.lb_call("RegisterTargets", LoadBalancerId=lb_id, ListenerId=listener_id, Targets=both)
+    assert cloud.wait_task(TaskId=answer.RequestId) == 0
+    assert sorted((t.InstanceId, t.Port) for t in describe_targets(cloud, lb_id, listener_id)) == [
+        (server, 80),
+        (server, 8080),
+    ]
+    health = cloud.lb_call("DescribeTargetHealth", LoadBalancerIds=[lb_id]).LoadBalancers[0]
+    checked = [(t.TargetId, t.Port) for li in health.Listeners for rule in li.Rules for t in rule.Targets]
+    assert sorted(checked) == [(server, 80), (server, 8080)]
+
+    # Deregistering one pair leaves the other bound.
+    first = [{"InstanceId": server, "Port": 80}]
+    answer = cloud.lb_call("DeregisterTargets", LoadBalancerId=lb_id, ListenerId=listener_id, Targets=first)
+    assert cloud.wait_task(TaskId=answer.RequestId) == 0
+    assert [(t.InstanceId, t.Port) for t in describe_targets(cloud, lb_id, listener_id)] == [(server, 8080)]
+
+
+@needs_instances
 def test_only_running_unrestricted_instances_of_the_lb_vpc_can_be_bound(cloud: Cloud, sandbox: Any) -> None:
     lb_id = cloud.create_lb()
     listener_id = cloud.create_listener(lb_id, 80)
