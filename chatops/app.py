@@ -56,6 +56,22 @@ def _cdata(text: str) -> str:
     return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The body, at most `limit` bytes; `SignatureError(413)` as soon as it is known to be larger: from its
+    Content-Length before a byte is read, or while streaming, so an over-size body never sits in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:  # (the HTTP server refuses a malformed length itself)
+        raise SignatureError(413, "request too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise SignatureError(413, "request too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], float] = time.time) -> Starlette:
     """The bridge; `ChatopsConfigError` (nothing started) when a secret is unset or there is no Prefect server."""
     settings = settings or ChatopsSettings()
@@ -85,10 +101,8 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
         return JSONResponse({"error": error.reason}, status_code=error.status)
 
     async def generic(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "request too large"}, status_code=413)
         try:
+            body = await read_body(request)  # before any signature work
             assert secrets.signing_secret is not None
             verify_generic(secrets.signing_secret.get_secret_value(), body, request.headers.get(TIMESTAMP_HEADER),
                            request.headers.get(SIGNATURE_HEADER), settings.timestamp_window, clock())  # fmt: skip
@@ -121,10 +135,8 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
     async def wecom_message(request: Request) -> Response:
         assert crypto is not None and sender is not None
         query = request.query_params
-        body = await request.body()
         try:
-            if len(body) > MAX_BODY:
-                raise SignatureError(413, "request too large")
+            body = await read_body(request)  # before any signature work
             check_timestamp(query.get("timestamp"), settings.timestamp_window, clock())
             try:
                 envelope = ET.fromstring(body)

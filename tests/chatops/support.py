@@ -142,14 +142,22 @@ class Receiver:
 class Bridge:
     """The bridge app under uvicorn in a thread, with the Prefect server in its settings context."""
 
-    def __init__(self, server: PrefectServer, settings: ChatopsSettings, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        server: PrefectServer,
+        settings: ChatopsSettings,
+        clock: Callable[[], float] = time.time,
+        wrap: Callable[[Any], Any] | None = None,
+    ):
+        """`wrap`: an ASGI middleware around the app (a test that watches what the app reads)."""
         self.prefect_server = server
         self.settings = settings
         with prefect(server):
             self.app = create_app(settings, clock=clock)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        served = wrap(self.app) if wrap is not None else self.app
+        config = uvicorn.Config(served, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.uvicorn = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
