@@ -36,7 +36,7 @@ class Removed(BaseModel):
     run_key: str
     dry_run: bool
     configs_restored: list[str] = Field(default_factory=list, description="instance ids")
-    targets_unbound: list[str] = Field(default_factory=list, description="lb/listener: instance ids")
+    targets_unbound: list[str] = Field(default_factory=list, description="lb/listener: instance:port pairs")
     rules_revoked: list[str] = Field(default_factory=list, description="sg-id: rule")
     listeners: list[str] = Field(default_factory=list, description="lb/listener name")
     load_balancers: list[str] = Field(default_factory=list)
@@ -122,11 +122,12 @@ def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> N
         if gone or binding.load_balancer_id in removed.load_balancers:
             continue  # its bindings go with it
         bound = clb.registered_targets(region, binding.load_balancer_id, binding.listener_id)
-        still = [i for i in binding.instance_ids if i in bound]
+        still = ", ".join(str(t) for t in binding.targets if t in bound)  # instance:port, the run's pairs only
         if still:
-            removed.targets_unbound.append(f"{binding.load_balancer_id}/{binding.listener_id}: {', '.join(still)}")
+            removed.targets_unbound.append(f"{binding.load_balancer_id}/{binding.listener_id}: {still}")
             ledger.add(f"bindings to {binding.load_balancer_id}", lambda b=binding: unbind(b, timeout),
-                       f"unbind {', '.join(still)} from {binding.load_balancer_id} in the CLB console")  # fmt: skip
+                       f"unbind {still} (instance:port) from {binding.load_balancer_id} in the CLB "
+                       "console")  # fmt: skip
     if params.restore_configs:
         find_configs(params, removed, ledger)
     find_autoscaling(params, removed, ledger)  # made after the scale-out's resources: added last, undone first
@@ -154,7 +155,7 @@ def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger
         if attached:
             # the tier's servers were behind the group's CLB before the attach; detaching deregisters them
             fwd = group.forward[0] if group.forward else None
-            was_bound = {i: fwd.port for i in attached} if fwd else {}
+            was_bound = clb.targets_on(attached, fwd.port) if fwd else []
             removed.servers_detached.append(f"{gid}: {', '.join(attached)}")
             target = f"{fwd.load_balancer_id}/{fwd.listener_id} port {fwd.port}" if fwd else "their CLB"
             ledger.add(f"{', '.join(attached)} attached to {gid}",

@@ -200,13 +200,14 @@ def attach_and_protect(
 
             def attach() -> None:
                 fwd = facts.forward
+                # the pairs the group's detach would take away (it deregisters its own port only)
                 bound = clb.registered_targets(region, fwd.load_balancer_id, fwd.listener_id)
-                was_bound = {i: bound[i] for i in outside if i in bound}
+                was_bound = [t for t in clb.targets_on(outside, fwd.port) if t in bound]
                 run.ledger.add(
                     f"{', '.join(outside)} attached to {group.group_id}",
                     lambda: asg.detach(region, group.group_id, outside, fwd, was_bound, timeout),
                     f"remove {', '.join(outside)} from {group.group_id} (RemoveInstances only detaches), then bind "
-                    f"{', '.join(was_bound) or 'none'} to {fwd.load_balancer_id}/{fwd.listener_id} again",
+                    f"{', '.join(map(str, was_bound)) or 'none'} to {fwd.load_balancer_id}/{fwd.listener_id} again",
                 )
                 activity = asg.attach_instances(region, group.group_id, outside)
                 asg.wait_activity(region, activity, timeout, run.params.timeouts.poll)

@@ -54,7 +54,7 @@ def scale_out_session_tier(params: SessionTierParameters) -> TierOutcome:
         servers, skipped = balance.bindable([*running(plan.members), *new])
         balance.admit_vip(run, balancer, servers, port)
         bound = balance.bind(run, balancer, listener, servers, port)
-        balance.wait_targets_healthy(run, balancer, listener, bound)
+        balance.wait_targets_healthy(run, balancer, listener, bound, port)
         url = auth_url(balancer.vip or "", params.load_balancer.listener_port, params.health.auth_path)
         verify.session_service_through_vip(run, url)
         # 4. 修改业务服务器配置: each business server reaches the VIP itself, then is repointed and restarted
@@ -82,7 +82,7 @@ def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
         servers, skipped = balance.bindable([*running(plan.members), *new])
         balance.admit_vip(run, balancer, servers, port)
         bound = balance.bind(run, balancer, listener, servers, port)
-        balance.wait_targets_healthy(run, balancer, listener, bound)
+        balance.wait_targets_healthy(run, balancer, listener, bound, port)
         verify.business_app_through_vip(run, balancer.vip or "")
         return run.finish(outcome(run, plan, image, new, balancer, listener.listener_id, bound, skipped))
 

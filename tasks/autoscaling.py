@@ -370,11 +370,11 @@ def detach(
     group_id: str,
     instance_ids: list[str],
     fwd: ForwardLoadBalancer | None,
-    was_bound: dict[str, int],
+    was_bound: list[clb.Target],
     timeout: float,
 ) -> bool:
-    """Undo an attach: out of the group (detaching deregisters them from the group's listener), then bound again
-    to `fwd` as they were before ({instance id: port}; the tier's CLB served them)."""
+    """Undo an attach: out of the group (detaching deregisters them from the group's listener), then the (instance,
+    port) pairs of `fwd` they had before bound again (the tier's CLB served them)."""
     present = [m.instance_id for m in members(region, group_id) if m.instance_id in instance_ids]
     if present:
         set_protection.fn(region, group_id, present, False)
@@ -382,12 +382,7 @@ def detach(
         if group is not None and group.min_size > group.desired - len(present):
             modify_group.fn(region, group_id, {"MinSize": max(0, group.desired - len(present))})
         wait_activity.fn(region, remove_instances.fn(region, group_id, present), timeout)
-    rebound: list[str] = []
-    for port in sorted(set(was_bound.values())):
-        if fwd is None:
-            break
-        ids = [i for i, p in was_bound.items() if p == port]
-        rebound += clb.register_targets.fn(region, fwd.load_balancer_id, fwd.listener_id, ids, port, timeout)
+    rebound = clb.register_targets.fn(region, fwd.load_balancer_id, fwd.listener_id, was_bound, timeout) if fwd else []
     return bool(present or rebound)
 
 

@@ -218,70 +218,94 @@ def listener_on(region: str, load_balancer_id: str, port: int) -> Listener | Non
     return None
 
 
-def registered_targets(region: str, load_balancer_id: str, listener_id: str) -> dict[str, int]:
-    """{instance id: port} of the listener's targets."""
+class Target(BaseModel, frozen=True):
+    """One binding of a listener: a server on one backend port. A listener may send to several ports of one server
+    (an operator's own bindings, say), so a binding is always this pair, never the server alone."""
+
+    instance_id: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}:{self.port}"
+
+
+def targets_on(instance_ids: list[str], port: int) -> list[Target]:
+    return [Target(instance_id=i, port=port) for i in instance_ids]
+
+
+def registered_targets(region: str, load_balancer_id: str, listener_id: str) -> set[Target]:
+    """Every (instance, port) pair bound to the listener."""
     answer = call_json(
         clients_for(region).clb, "DescribeTargets", {"LoadBalancerId": load_balancer_id, "ListenerIds": [listener_id]}
     )
-    return {t["InstanceId"]: t["Port"] for item in answer["Listeners"] for t in item.get("Targets") or []}
+    return {
+        Target(instance_id=t["InstanceId"], port=t["Port"])
+        for item in answer["Listeners"]
+        for t in item.get("Targets") or []
+    }
 
 
 @task(name="register-targets", cache_policy=NO_CACHE)
 @retrying()
 def register_targets(
-    region: str, load_balancer_id: str, listener_id: str, instance_ids: list[str], port: int, timeout: float
-) -> list[str]:
-    """Bind servers to the listener; returns the ones this call bound (already-bound ones are skipped)."""
+    region: str, load_balancer_id: str, listener_id: str, targets: list[Target], timeout: float
+) -> list[Target]:
+    """Bind the pairs not bound yet; returns the ones this call bound."""
     bound = registered_targets(region, load_balancer_id, listener_id)
-    new = [i for i in instance_ids if bound.get(i) != port]
+    new = [t for t in dict.fromkeys(targets) if t not in bound]
     for start in range(0, len(new), 20):  # RegisterTargets takes at most 20 targets a call
-        targets = [{"InstanceId": i, "Port": port, "Weight": 10} for i in new[start : start + 20]]
-        _write(region, load_balancer_id, "RegisterTargets", {"ListenerId": listener_id, "Targets": targets}, timeout)
+        batch = [{"InstanceId": t.instance_id, "Port": t.port, "Weight": 10} for t in new[start : start + 20]]
+        _write(region, load_balancer_id, "RegisterTargets", {"ListenerId": listener_id, "Targets": batch}, timeout)
     return new
 
 
 @task(name="deregister-targets", cache_policy=NO_CACHE)
 @retrying()
 def deregister_targets(
-    region: str, load_balancer_id: str, listener_id: str, instance_ids: list[str], timeout: float
-) -> list[str]:
+    region: str, load_balancer_id: str, listener_id: str, targets: list[Target], timeout: float
+) -> list[Target]:
+    """Unbind exactly these pairs (those still bound); the server's other ports on the listener stay."""
     bound = registered_targets(region, load_balancer_id, listener_id)
-    gone = [i for i in instance_ids if i in bound]
+    gone = [t for t in dict.fromkeys(targets) if t in bound]
     for start in range(0, len(gone), 20):
-        targets = [{"InstanceId": i, "Port": bound[i]} for i in gone[start : start + 20]]
-        _write(region, load_balancer_id, "DeregisterTargets", {"ListenerId": listener_id, "Targets": targets}, timeout)
+        batch = [{"InstanceId": t.instance_id, "Port": t.port} for t in gone[start : start + 20]]
+        _write(region, load_balancer_id, "DeregisterTargets", {"ListenerId": listener_id, "Targets": batch}, timeout)
     return gone
 
 
 def target_health_of(region: str, load_balancer_id: str) -> dict[str, bool]:
-    """{instance id: healthy} over every listener of the load balancer (healthy on one is enough)."""
-    return target_health(region, load_balancer_id, None)
-
-
-def target_health(region: str, load_balancer_id: str, listener_id: str | None) -> dict[str, bool]:
-    """{instance id: healthy} as the CLB sees it, on one listener (None: any)."""
-    answer = call_json(clients_for(region).clb, "DescribeTargetHealth", {"LoadBalancerIds": [load_balancer_id]})
+    """{instance id: healthy} over every listener and port of the load balancer (healthy on one is enough)."""
     health: dict[str, bool] = {}
+    for target, ok in target_health(region, load_balancer_id, None).items():
+        health[target.instance_id] = health.get(target.instance_id, False) or ok
+    return health
+
+
+def target_health(region: str, load_balancer_id: str, listener_id: str | None) -> dict[Target, bool]:
+    """{(instance, port): healthy} as the CLB sees it, on one listener (None: any; healthy on one is enough)."""
+    answer = call_json(clients_for(region).clb, "DescribeTargetHealth", {"LoadBalancerIds": [load_balancer_id]})
+    health: dict[Target, bool] = {}
     for balancer in answer["LoadBalancers"]:
         for listener in balancer.get("Listeners") or []:
             if listener_id is not None and listener["ListenerId"] != listener_id:
                 continue
             for rule in listener.get("Rules") or []:
-                for target in rule.get("Targets") or []:
-                    health[target["TargetId"]] = health.get(target["TargetId"], False) or bool(target["HealthStatus"])
+                for item in rule.get("Targets") or []:
+                    target = Target(instance_id=item["TargetId"], port=item["Port"])
+                    health[target] = health.get(target, False) or bool(item["HealthStatus"])
     return health
 
 
 @task(name="wait-targets-healthy", cache_policy=NO_CACHE)
 def wait_targets_healthy(
-    region: str, load_balancer_id: str, listener_id: str, instance_ids: list[str], timeout: float, poll: float = 1.0
-) -> dict[str, bool]:
-    """One DescribeTargetHealth per poll until every server is healthy behind the listener."""
+    region: str, load_balancer_id: str, listener_id: str, targets: list[Target], timeout: float, poll: float = 1.0
+) -> dict[Target, bool]:
+    """One DescribeTargetHealth per poll until every (instance, port) pair is healthy behind the listener."""
     return wait_until(
         lambda: target_health(region, load_balancer_id, listener_id),
-        done=lambda health: all(health.get(i) for i in instance_ids),
+        done=lambda health: all(health.get(t) for t in targets),
         failed=lambda _: None,  # unhealthy is not terminal: health checks need a few intervals
-        what=f"{len(instance_ids)} target(s) of {load_balancer_id}/{listener_id} to be healthy",
+        what=f"{len(targets)} target(s) of {load_balancer_id}/{listener_id} to be healthy",
         timeout=timeout,
         first_delay=min(poll, 0.1),
         max_delay=poll,

@@ -60,12 +60,17 @@ def check_servers(
         problems += [
             f"{i} is not bound to {fwd.load_balancer_id}/{fwd.listener_id} on port {fwd.port}"
             for i in instance_ids
-            if targets.get(i) != fwd.port
+            if clb.Target(instance_id=i, port=fwd.port) not in targets
         ]
         if problems:
             raise VerificationFailed("; ".join(problems))
         clb.wait_targets_healthy(
-            run.region, fwd.load_balancer_id, fwd.listener_id, instance_ids, timeouts.health, timeouts.poll
+            run.region,
+            fwd.load_balancer_id,
+            fwd.listener_id,
+            clb.targets_on(instance_ids, fwd.port),
+            timeouts.health,
+            timeouts.poll,
         )
         run.record.probes += [
             Probe(target=f"{i} behind {fwd.load_balancer_id}/{fwd.listener_id}", ok=True, detail="CLB: healthy")

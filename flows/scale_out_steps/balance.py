@@ -128,44 +128,54 @@ def bind(
     servers: list[cvm.Server],
     backend_port: int,
 ) -> list[str]:
-    """绑定云主机: bind the servers not bound yet; returns every bound server's id."""
+    """绑定云主机: bind each server on the backend port unless that pair is bound already (the server may also be
+    bound on other ports of the listener: those are not the run's); returns every bound server's id."""
     lb_id, timeout = balancer.load_balancer_id, run.params.timeouts.clb
     ids = [s.instance_id for s in servers]
+    targets = clb.targets_on(ids, backend_port)
     with run.step(f"bind {len(ids)} server(s) to {lb_id}"):
         if listener.name != clb.listener_name(run.key, run.tier):  # not this run's listener: undo by unbinding
             bound = clb.registered_targets(run.region, lb_id, listener.listener_id)
-            new = [i for i in ids if bound.get(i) != backend_port]
+            new = [t for t in targets if t not in bound]
             if new:
                 binding = Binding(region=run.region, load_balancer_id=lb_id, listener_id=listener.listener_id,
-                                  instance_ids=new)  # fmt: skip
+                                  targets=new)  # fmt: skip
                 remember_binding(run.key, binding)
                 run.ledger.add(
                     f"{len(new)} server(s) bound to {lb_id}/{listener.listener_id}",
                     lambda: unbind(binding, timeout),
-                    f"unbind {', '.join(new)} from listener {listener.listener_id} of {lb_id} in the CLB console",
+                    f"unbind {binding.described()} (instance:port) from listener {listener.listener_id} of {lb_id} "
+                    "in the CLB console",
                 )
-        clb.register_targets(run.region, lb_id, listener.listener_id, ids, backend_port, timeout)
+        clb.register_targets(run.region, lb_id, listener.listener_id, targets, timeout)
     return ids
 
 
 def wait_targets_healthy(
-    run: TierRun[TierParameters], balancer: clb.LoadBalancer, listener: clb.Listener, ids: list[str]
+    run: TierRun[TierParameters],
+    balancer: clb.LoadBalancer,
+    listener: clb.Listener,
+    ids: list[str],
+    backend_port: int,
 ) -> None:
-    """Every bound server healthy behind the listener, by name: the CLB's own health check of each backend."""
+    """Every bound server healthy behind the listener on the backend port, by name: the CLB's own health check."""
     timeouts, lb_id = run.params.timeouts, balancer.load_balancer_id
+    targets = clb.targets_on(ids, backend_port)
     with run.step(f"wait until each of the {len(ids)} bound server(s) is healthy behind {lb_id}"):
-        health: dict[str, bool] = {}
+        health: dict[clb.Target, bool] = {}
         try:
             health = clb.wait_targets_healthy(
-                run.region, lb_id, listener.listener_id, ids, timeouts.health, min(timeouts.poll, 1.0)
+                run.region, lb_id, listener.listener_id, targets, timeouts.health, min(timeouts.poll, 1.0)
             )
         finally:
             health = health or clb.target_health(run.region, lb_id, listener.listener_id)  # the last word
             run.record.probes += [
                 Probe(
-                    target=f"{i} behind {lb_id}/{listener.listener_id}",
-                    ok=bool(health.get(i)),
-                    detail="healthy (DescribeTargetHealth)" if health.get(i) else "not healthy (DescribeTargetHealth)",
+                    target=f"{t.instance_id} behind {lb_id}/{listener.listener_id}",
+                    ok=bool(health.get(t)),
+                    detail=f"port {t.port} healthy (DescribeTargetHealth)"
+                    if health.get(t)
+                    else f"port {t.port} not healthy (DescribeTargetHealth)",
                 )
-                for i in ids
+                for t in targets
             ]

@@ -73,10 +73,15 @@ class Ledger:
 
 
 class Binding(BaseModel):
+    """The (instance, port) pairs a run bound to a listener it did not create: its undo unbinds exactly these."""
+
     region: str
     load_balancer_id: str
     listener_id: str
-    instance_ids: list[str]
+    targets: list[clb.Target]
+
+    def described(self) -> str:
+        return ", ".join(map(str, self.targets))
 
 
 def _bindings_variable(run_key: str) -> str:
@@ -84,7 +89,7 @@ def _bindings_variable(run_key: str) -> str:
 
 
 def remember_binding(run_key: str, binding: Binding) -> None:
-    """Keep, before binding, which servers a run binds to a listener it did not create (for `cleanup-run`)."""
+    """Keep, before binding, which pairs a run binds to a listener it did not create (for `cleanup-run`)."""
     name = _bindings_variable(run_key)
     known = [Binding.model_validate(b) for b in (Variable.get(name, default=None) or [])]
     Variable.set(name, [b.model_dump() for b in [*known, binding]], overwrite=True)
@@ -99,10 +104,11 @@ def forget_bindings(run_key: str) -> None:
     Variable.unset(_bindings_variable(run_key))
 
 
-def unbind(binding: Binding, timeout: float) -> list[str]:
-    """Deregister the binding's servers that are still bound (none when the load balancer is gone)."""
+def unbind(binding: Binding, timeout: float) -> list[clb.Target]:
+    """Deregister the binding's pairs that are still bound (none when the load balancer is gone); the servers'
+    other ports on the listener stay."""
     if clb.describe_load_balancer(binding.region, binding.load_balancer_id) is None:
         return []
     return clb.deregister_targets(
-        binding.region, binding.load_balancer_id, binding.listener_id, binding.instance_ids, timeout
+        binding.region, binding.load_balancer_id, binding.listener_id, binding.targets, timeout
     )

@@ -62,7 +62,7 @@ def leave_what_a_killed_run_leaves(guide: dict[str, Any], key: str) -> dict[str,
         region, balancer.load_balancer_id, port, clb.listener_name(key, "session"), HealthCheckSpec(), "/mina_auth/", 20
     )
     bound = [source.instance_id, *ids]
-    clb.register_targets.fn(region, balancer.load_balancer_id, listener.listener_id, bound, backend, 20)
+    clb.register_targets.fn(region, balancer.load_balancer_id, listener.listener_id, clb.targets_on(bound, backend), 20)
     rule = vpc.IngressRule(
         security_group_id=source.security_group_ids[0],
         cidr_block=f"{balancer.vip}/32",
@@ -175,15 +175,16 @@ def test_cleanup_finds_the_listener_and_bindings_on_a_clb_it_did_not_create(guid
     # what a killed run did to the operator's CLB: a listener of its own, and a binding on the operator's listener
     clb.ensure_tcp_listener.fn(region, lb_id, port, clb.listener_name(KILLED, "session"), HealthCheckSpec(),
                                "/mina_auth/", 20)  # fmt: skip
-    binding = Binding(region=region, load_balancer_id=lb_id, listener_id=operators.listener_id, instance_ids=[session])
+    pairs = clb.targets_on([session], 8443)
+    binding = Binding(region=region, load_balancer_id=lb_id, listener_id=operators.listener_id, targets=pairs)
     remember_binding(KILLED, binding)
-    clb.register_targets.fn(region, lb_id, operators.listener_id, [session], 8443, 20)
+    clb.register_targets.fn(region, lb_id, operators.listener_id, pairs, 20)
     assert inventory(cloud_env) != before
 
     removed = cleanup(guide)
 
     assert removed.listeners == [f"{lb_id}/{clb.listener_name(KILLED, 'session')}"]
-    assert removed.targets_unbound == [f"{lb_id}/{operators.listener_id}: {session}"]
+    assert removed.targets_unbound == [f"{lb_id}/{operators.listener_id}: {session}:8443"]
     assert inventory(cloud_env) == before
 
 

@@ -15,11 +15,14 @@ from typing import Any
 import pytest
 from prefect.artifacts import Artifact
 from prefect.settings import PREFECT_API_URL
+from tencentcloud.clb.v20180317.clb_client import ClbClient
 
 from flows.cleanup_run import cleanup_run
-from flows.parameters import CleanupParameters
+from flows.parameters import CleanupParameters, LoadBalancerOptions
 from flows.scale_out import scale_out_session_tier
 from sandbox.server import EmbeddedSandbox
+from tasks import clb
+from tasks.clb import HealthCheckSpec
 from tasks.waiters import wait_until
 from tests.flows.support import (
     BUSINESS_TAG,
@@ -33,6 +36,8 @@ from tests.flows.support import (
     session_params,
     ssh_settings,
 )
+from tests.flows.test_preflight import create_load_balancer
+from tests.sdk import sdk_client
 
 
 def report_of(run_key: str) -> str:
@@ -89,6 +94,38 @@ def test_an_undo_that_fails_is_reported_with_its_fix(guide: dict[str, Any], clou
     cleanup_run(CleanupParameters(run_key="undo-fails-1", region=guide["region"], business_servers=BUSINESS_TAG,
                                   ssh=ssh_settings(guide), timeout=20))  # fmt: skip
     assert inventory(sandbox) == before
+
+
+def test_an_undo_on_the_operators_clb_removes_only_the_pairs_its_run_bound(
+    guide: dict[str, Any], cloud_env: EmbeddedSandbox
+):
+    """The operator's CLB already sends to the session server on 80 (the backend port) and on 8080: the run binds
+    only the pairs it lacks (the new servers on 80) and, once its restart fails, unbinds exactly those."""
+    sandbox, region = cloud_env, guide["region"]
+    session, port = guide["session_server"]["instance_id"], guide["ports"]["session"]
+    lb_id = create_load_balancer(sandbox, guide, "INTERNAL", guide["vpc"]["vpc_id"], guide["subnet"]["subnet_id"])
+    listener_port = guide["ports"]["map"]["80"]
+    listener = clb.ensure_tcp_listener.fn(
+        region, lb_id, listener_port, "operator", HealthCheckSpec(), "/mina_auth/", 20
+    )
+    operators = [{"InstanceId": session, "Port": port}, {"InstanceId": session, "Port": 8080}]
+    request = {"LoadBalancerId": lb_id, "ListenerId": listener.listener_id, "Targets": operators}
+    answer = sdk_client(sandbox, ClbClient, region).call_json("RegisterTargets", request)["Response"]
+    clb.wait_clb_task(region, 20, task_id=answer["RequestId"])
+    before, configs = inventory(sandbox), business_configs(sandbox)
+    assert before["load_balancers"][lb_id][listener.listener_id] == [f"{session}:{port}", f"{session}:8080"]
+    sandbox.admin("POST", "faults", restart_fails(guide["business_server"]["instance_id"]))
+    options = LoadBalancerOptions(load_balancer_id=lb_id, listener_port=listener_port)
+
+    with pytest.raises(Exception) as failed:
+        scale_out_session_tier(session_params(guide, run_key="two-ports-1", load_balancer=options))
+
+    after = inventory(sandbox)
+    assert after["load_balancers"][lb_id] == before["load_balancers"][lb_id], "the undo unbound the operator's pairs"
+    assert after == before, "the undo left something behind (or took something away)"
+    assert "weapp did not restart" in str(failed.value), "the run failed before its fault (at binding)"
+    assert_business_untouched(sandbox, configs, guide["auth_server_url"])
+    assert f"2 server(s) bound to {lb_id}/{listener.listener_id} | undone" in report_of("two-ports-1")
 
 
 RUN_IN_A_PROCESS = """
