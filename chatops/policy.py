@@ -3,8 +3,8 @@
 The file (YAML or JSON; or the same as JSON in TCSCALE_CHATOPS_ALLOWLIST) is a list of rules:
 
     rules:
-      - users: [alice, "wecom:bob"]     # a user id, or platform:user id; "*" any user
-        chats: [ops-room]               # a chat id, or platform:chat id; "*" any chat
+      - users: [alice, "wecom:bob"]     # an id on any platform, or platform:id; "*" any, "wecom:*" any of WeCom
+        chats: [ops-room]               # the same for chats
         commands: [scale, set, plan, apply, status, help]   # "*" every command
       - users: ["*"]
         chats: [ops-room]
@@ -12,6 +12,9 @@ The file (YAML or JSON; or the same as JSON in TCSCALE_CHATOPS_ALLOWLIST) is a l
 
 A request may run a command when one rule names its user, its chat and the command. No rule: nothing.
 `plan X` needs `plan`; `apply` needs `apply` and the planned command (scale, set or cleanup).
+
+Identities are (platform, id) pairs: "wecom:bob" is WeCom's bob only, never a generic-webhook user whose id is
+the text "wecom:bob" (that one is "generic:wecom:bob"). An entry with ':' must start with a platform's name.
 """
 
 from __future__ import annotations
@@ -23,7 +26,20 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from chatops.commands import COMMANDS
-from chatops.settings import ChatopsConfigError, ChatopsSettings
+from chatops.settings import PLATFORMS, ChatopsConfigError, ChatopsSettings
+
+
+def identity(entry: str) -> tuple[str, str]:
+    """An allowlist entry as a (platform, id) pair; platform "*" for a bare id (the same id on every platform)."""
+    platform, sep, rest = entry.partition(":")
+    if not sep:
+        return "*", entry
+    if platform not in PLATFORMS:
+        raise ValueError(
+            f"allowlist entry {entry!r}: before ':' must be a platform ({', '.join(PLATFORMS)}); a generic-webhook "
+            f"id that contains ':' is written with its platform, 'generic:{entry}'"
+        )
+    return platform, rest
 
 
 class Rule(BaseModel):
@@ -32,8 +48,9 @@ class Rule(BaseModel):
     commands: list[str] = Field(min_length=1)
 
     def names(self, who: str, platform: str, value: str) -> bool:
+        """Whether an entry names (platform, value): the id is compared whole, never re-split at a ':'."""
         items = self.users if who == "user" else self.chats
-        return "*" in items or value in items or f"{platform}:{value}" in items
+        return any(p in ("*", platform) and i in ("*", value) for p, i in map(identity, items))
 
 
 class Allowlist(BaseModel):
@@ -69,6 +86,12 @@ def load_allowlist(settings: ChatopsSettings) -> Allowlist:
         allowlist = Allowlist.model_validate(raw or {})
     except ValidationError as error:
         raise ChatopsConfigError(f"the allowlist is not valid: {error}") from None
+    for rule in allowlist.rules:
+        for entry in rule.users + rule.chats:
+            try:
+                identity(entry)
+            except ValueError as error:
+                raise ChatopsConfigError(str(error)) from None
     unknown = {c for r in allowlist.rules for c in r.commands} - {*COMMANDS, "*"}
     if unknown:
         raise ChatopsConfigError(f"the allowlist names unknown commands: {', '.join(sorted(unknown))}")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Platform = Literal["generic", "wecom"]
+PLATFORMS: tuple[Platform, ...] = ("generic", "wecom")
 DEFAULT_STATE_DIR = Path.home() / ".tcscale" / "chatops"
 
 

@@ -119,6 +119,19 @@ def test_bad_input_gets_a_clear_answer_and_triggers_nothing(bridge: Bridge, serv
     assert SECRET not in audit and "rejected: wrong signature" in audit and "refused: scale not allowed" in audit
 
 
+def test_a_generic_id_with_a_platform_prefix_gets_no_rights_of_that_platforms_user(
+    bridge: Bridge, server: PrefectServer
+) -> None:
+    """Issue 14 defect 6(b): the allowlist names WeCom's mycreate and WeCom's chat 218 ("wecom:..."); a generic
+    webhook claiming those ids as its own user or chat id is someone else and may run nothing."""
+    before = chat_runs(server)
+    impostor = bridge.say("scale session 1", mid(), user="wecom:mycreate").json()
+    other_room = bridge.say("scale session 1", mid(), chat="wecom:218").json()
+    for reply in (impostor, other_room):
+        assert "may not run `scale`" in reply["text"] and "run_id" not in reply
+    assert chat_runs(server) == before
+
+
 def test_replayed_signed_request_triggers_nothing_new(bridge: Bridge, server: PrefectServer) -> None:
     import httpx
 
