@@ -15,9 +15,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from flows.declaration import declared
@@ -26,7 +25,7 @@ from flows.scale_out_steps.preflight import select_servers
 from flows.shared.ledger import Ledger, Undone, forget_bindings, remembered_bindings, unbind
 from flows.shared.tier_run import settle_all, tier_lock
 from tasks import autoscaling as asg
-from tasks import business_server, clb, cvm, remote, vpc
+from tasks import business_server, clb, cvm, vpc
 from tasks.cvm import RUN_TAG, Server
 
 TIERS = ("session", "business")
@@ -49,11 +48,15 @@ class Removed(BaseModel):
     servers_detached: list[str] = Field(default_factory=list, description="group id: instance ids, bound again")
     group_servers: list[str] = Field(default_factory=list, description="launched by a group, terminated with it")
     failed: list[Undone] = Field(default_factory=list, description="what could not be undone, with the fix")
+    configs_left: list[Undone] = Field(
+        default_factory=list, description="sdk.config whose authServerUrl was set since the run: left, with the fix"
+    )
 
     def markdown(self) -> str:
         verb = "would undo" if self.dry_run else "undid"
         rows = [
             ("sdk.config restored", self.configs_restored),
+            ("sdk.config left: authServerUrl set since the run", [u.what for u in self.configs_left]),
             ("servers unbound from a CLB it did not create", self.targets_unbound),
             ("security group rules revoked", self.rules_revoked),
             ("listeners deleted", self.listeners),
@@ -69,22 +72,13 @@ class Removed(BaseModel):
         ]
         lines = [f"# cleanup-run {self.run_key}: {verb}", "", "| what | ids |", "|---|---|"]
         lines += [f"| {what} | {', '.join(ids) or '-'} |" for what, ids in rows]
+        if self.configs_left:
+            lines += ["", "## Edited since the run: left as they are", "", "| server | now | fix |", "|---|---|---|"]
+            lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in self.configs_left]
         if self.failed:
             lines += ["", "## Could not be undone: fix by hand", "", "| what | error | fix |", "|---|---|---|"]
             lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in self.failed]
         return "\n".join(lines) + "\n"
-
-
-@task(name="find-run-backups", cache_policy=NO_CACHE)
-def touched_by_run(server: Server, params: CleanupParameters) -> bool:
-    """Does this business server's sdk.config differ from the run's backup of it (the run changed it)?"""
-    profile = params.runtime_profile()
-    with remote.session(server.private_ip, params.ssh, profile, server.instance_id) as conn:
-        found = remote.backups(conn, profile.config_path, params.run_key, params.ssh.io_timeout)
-        if not found:
-            return False
-        original = remote.read_file(conn, found[0], params.ssh.io_timeout)
-        return original != remote.read_file(conn, remote.sftp_path(profile.config_path), params.ssh.io_timeout)
 
 
 def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
@@ -183,20 +177,38 @@ def find_configs(params: CleanupParameters, removed: Removed, ledger: Ledger) ->
         for s in select_servers(params.region, params.business_servers)
         if s.state == "RUNNING" and s.tags.get(RUN_TAG) != params.run_key
     ]
-    futures = touched_by_run.map(business, unmapped(params))
+    futures = business_server.run_config.map(business, unmapped(params.ssh), unmapped(profile),
+                                             unmapped(params.run_key))  # fmt: skip
     settle_all(futures)
     for server, future in zip(business, futures, strict=True):
-        fix = (f"on {server.instance_id}, copy the oldest {profile.config_path}.tcscale-{params.run_key}-*.bak back "
-               f"and run `{profile.restart_command}`")  # fmt: skip
+        fix = (f"on {server.instance_id}, if authServerUrl still holds what the run wrote, copy the oldest "
+               f"{profile.config_path}.tcscale-{params.run_key}-*.bak back and run `{profile.restart_command}`; if it "
+               "was set since, keep it")  # fmt: skip
         try:
-            touched = future.result()
+            found = future.result()
         except Exception as error:  # unreachable: still remove the cloud resources; report it
             removed.failed.append(Undone(what=f"{server.instance_id} sdk.config", outcome="FAILED",
                                          detail=f"could not check: {error}", fix=fix))  # fmt: skip
             continue
-        if touched:
+        if found is None:
+            continue
+        if found.runs_own:
             removed.configs_restored.append(server.instance_id)
             ledger.add(f"{profile.config_path} of {server.instance_id}", _restorer(server, params), fix)
+        else:  # repointed by hand since the run: not the run's to undo (restore_run_backup would refuse it too)
+            removed.configs_left.append(left_as_edited(found, profile.restart_command))
+
+
+def left_as_edited(found: business_server.RunConfig, restart_command: str) -> Undone:
+    wrote = " or ".join(found.written) or "no record of it"
+    return Undone(
+        what=f"{found.instance_id} {found.path}",
+        outcome="left",
+        detail=f"authServerUrl is {found.value}, not what the run wrote ({wrote}); the file before the run: "
+        f"{found.backup}",
+        fix=f"to keep {found.value}: nothing to do (delete {found.backup} once sure); to go back to before the run: "
+        f"copy {found.backup} over {found.path} on {found.instance_id} and run `{restart_command}`",
+    )
 
 
 def _restorer(server: Server, params: CleanupParameters) -> Callable[[], bool]:

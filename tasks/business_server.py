@@ -3,7 +3,8 @@
 The rewrite is a byte-preserving in-place edit with a backup named after the run (`tasks.remote`). A
 restart counts only when the app's process is a new one (pm2 / systemd / IIS say so), the app answers
 its real routes, stays up, and reaches the session service through the URL it loaded. Undo is
-`restore_run_backup`: the file back from the run's own backup, the app restarted and verified again.
+`restore_run_backup`: the file back from the run's own backup, the app restarted and verified again; only while
+authServerUrl holds the value the run wrote (recorded beside the backup), never over a later edit.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks import apps, remote
+from tasks import apps, remote, sdkconfig
 from tasks.cloud import retrying
 from tasks.cvm import Server
 from tasks.health import HealthCheck, Probe, probe_session_reach
@@ -109,18 +110,59 @@ def repoint_server(
     )
 
 
+class RunConfig(BaseModel):
+    """A business server's sdk.config against run `run_key`'s backups of it (the file differs from the oldest)."""
+
+    instance_id: str
+    path: str
+    backup: str = Field(description="the run's oldest backup: the file as it was before the run")
+    value: str = Field(description="authServerUrl now")
+    written: list[str] = Field(description="the values the run wrote to authServerUrl")
+
+    @property
+    def runs_own(self) -> bool:
+        """authServerUrl still holds what the run wrote: the run's to undo (a later edit of it is not)."""
+        return self.value in self.written
+
+
+@task(name="find-run-config", cache_policy=NO_CACHE)
+def run_config(server: Server, ssh: SshSettings, profile: RuntimeProfile, run_key: str) -> RunConfig | None:
+    """How run `run_key` left this server's sdk.config; None when the run has no backup of it or the file is as
+    the backup holds it (nothing to undo)."""
+    with remote.session(_host(server), ssh, profile, server.instance_id) as conn:
+        found = remote.backups(conn, profile.config_path, run_key, ssh.io_timeout)
+        if not found:
+            return None
+        path = remote.sftp_path(profile.config_path)
+        current = remote.read_file(conn, path, ssh.io_timeout)
+        if current == remote.read_file(conn, found[0], ssh.io_timeout):
+            return None
+        return RunConfig(
+            instance_id=server.instance_id,
+            path=path,
+            backup=found[0],
+            value=sdkconfig.get_string(current, AUTH_KEY, f"{server.instance_id}:{path}", profile.config_encoding),
+            written=remote.written_values(conn, found, AUTH_KEY, ssh.io_timeout),
+        )
+
+
 @task(name="restore-run-backup", cache_policy=NO_CACHE)
 @retrying(attempts=3, first=2.0, retry_if=remote.connection_trouble)
 def restore_run_backup(
     server: Server, ssh: SshSettings, profile: RuntimeProfile, check: HealthCheck, run_key: str, timeout: float
 ) -> bool:
     """Put sdk.config back as it was before run `run_key` (its oldest backup of the file), restart the app and
-    verify the restart; False when the file already is as it was (nothing to undo)."""
+    verify the restart; False when the file already is as it was (nothing to undo). Only over the run's own edit:
+    `remote.EditedSinceRun` when authServerUrl holds a value the run did not write (set by hand since)."""
     host = _host(server)
     with remote.session(host, ssh, profile, server.instance_id) as conn:
         found = remote.backups(conn, profile.config_path, run_key, ssh.io_timeout)
-        if not found or not remote.restore_from_backup(
-            conn, profile.config_path, found[0], ssh.io_timeout, AUTH_KEY, profile.config_encoding
+        if not found:
+            return False
+        written = remote.written_values(conn, found, AUTH_KEY, ssh.io_timeout)
+        only = (AUTH_KEY, written)
+        if not remote.restore_from_backup(
+            conn, profile.config_path, found[0], ssh.io_timeout, only, profile.config_encoding
         ):
             return False
         before = apps.process_identity(conn, profile)

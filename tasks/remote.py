@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import re
 import socket
@@ -51,6 +52,22 @@ class RemoteError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (RemoteError, (self.host, self.message))
+
+
+class EditedSinceRun(RemoteError):
+    """A config key no longer holds the value tcscale wrote: someone set it since; their value is not ours to undo."""
+
+    def __init__(self, host: str, path: str, key: str, value: str, written: list[str], backup_path: str) -> None:
+        self.path, self.key, self.value, self.written, self.backup_path = path, key, value, written, backup_path
+        wrote = " or ".join(repr(w) for w in written) or "(no record of it)"
+        super().__init__(
+            host,
+            f"{path}: {key} is {value!r}, not the value tcscale wrote ({wrote}): changed since tcscale rewrote it; "
+            f"not restoring over it (the file before tcscale: {backup_path})",
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (EditedSinceRun, (self.host, self.path, self.key, self.value, self.written, self.backup_path))
 
 
 class RemoteCommandFailed(RemoteError):
@@ -259,6 +276,27 @@ def backups(conn: Connection, path: str, tag: str, timeout: float = 30.0) -> lis
     return [f"{folder}/{e}" for e in sorted(ours)]
 
 
+def _written_path(backup_path: str) -> str:
+    """Beside each backup, the value its rewrite wrote: what an undo may restore over, and nothing else."""
+    return backup_path.removesuffix(".bak") + ".written"
+
+
+def written_values(conn: Connection, backup_paths: list[str], key: str, timeout: float = 30.0) -> list[str]:
+    """The values of `key` the rewrites that left these backups wrote (a backup without its record adds none)."""
+    values = []
+    for backup in backup_paths:
+        try:
+            with _sftp(conn, timeout).open(_written_path(backup), "rb") as file:
+                record = json.loads(file.read())
+        except FileNotFoundError:
+            continue
+        except (OSError, paramiko.SSHException, ValueError) as exc:
+            raise RemoteError(_where(conn), f"cannot read {_written_path(backup)}: {exc}") from None
+        if record.get("key") == key and isinstance(record.get("value"), str) and record["value"] not in values:
+            values.append(record["value"])
+    return values
+
+
 def _replace(conn: Connection, path: str, data: bytes, mode: int | None, timeout: float) -> None:
     """Atomically make `path` hold `data`: a temp file beside it, then posix_rename over it, then read back."""
     sftp = _sftp(conn, timeout)
@@ -319,6 +357,7 @@ def rewrite_sdk_config(
         mode = sftp.stat(remote_path).st_mode
         backup = _unique(remote_path, "bak", backup_tag)
         _write_new(sftp, backup, original, mode)
+        _write_new(sftp, _written_path(backup), json.dumps({"key": key, "value": value}).encode(), None)
     except (OSError, paramiko.SSHException) as exc:
         raise RemoteError(_where(conn), f"cannot back up {path}: {exc}") from None
     _replace(conn, remote_path, edit.data, mode, timeout)
@@ -329,12 +368,13 @@ def rewrite_sdk_config(
 def restore(conn: Connection, change: Change, force: bool = False, timeout: float = 30.0) -> bool:
     """Put back the file `change` replaced, from its backup. Returns whether anything was written.
 
-    Refuses (unless `force`) when the file differs from the original by more than the changed key: someone
-    changed it since, and their change is not ours to undo.
+    Refuses (unless `force`) when the key no longer holds the value `change` wrote, or the file differs from the
+    original by more than that key: someone changed it since, and their change is not ours to undo.
     """
     if not (change.changed and change.applied and change.backup_path):
         return False
-    return restore_from_backup(conn, change.path, change.backup_path, timeout, None if force else change.key)
+    only = None if force else (change.key, [change.after])
+    return restore_from_backup(conn, change.path, change.backup_path, timeout, only)
 
 
 def restore_from_backup(
@@ -342,25 +382,29 @@ def restore_from_backup(
     path: str,
     backup_path: str,
     timeout: float = 30.0,
-    only_key: str | None = None,
+    only: tuple[str, list[str]] | None = None,
     encoding: str | None = None,
 ) -> bool:
     """Put `path` back as `backup_path` holds it (for a run killed before its undo); False if already so.
 
-    With `only_key`, refuse when the file differs from the backup by more than that key's value: someone
-    changed it since tcscale rewrote it, and their change is not ours to undo.
+    With `only` = (key, the values tcscale wrote to it), restore only over tcscale's own edit: refuse when the key
+    holds another value (`EditedSinceRun`: someone repointed it since) or the file differs from the backup by more
+    than that key's value. Their change is not ours to undo.
     """
     remote_path = sftp_path(path)
     original = read_file(conn, backup_path, timeout)
     current = read_file(conn, remote_path, timeout)
     if current == original:
         return False
-    if only_key is not None:
+    if only is not None:
+        key, written = only
         where = f"{_where(conn)}:{path}"
-        value = sdkconfig.get_string(current, only_key, where, encoding)
-        if sdkconfig.set_string(original, only_key, value, where, encoding).data != current:
+        value = sdkconfig.get_string(current, key, where, encoding)
+        if value not in written:
+            raise EditedSinceRun(_where(conn), path, key, value, written, backup_path)
+        if sdkconfig.set_string(original, key, value, where, encoding).data != current:
             raise RemoteError(
-                _where(conn), f"{path} changed since tcscale rewrote it (beyond {only_key}); not restoring over it"
+                _where(conn), f"{path} changed since tcscale rewrote it (beyond {key}); not restoring over it"
             )
     try:
         mode = _sftp(conn, timeout).stat(remote_path).st_mode

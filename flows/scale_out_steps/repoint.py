@@ -2,7 +2,8 @@
 
 One canary first, proven (new process, app up and staying up, session service reached through the URL it
 loaded); then the rest in parallel. Every server's undo is written down before it is touched, and nothing
-is undone until every parallel repoint has finished: the flow's undo then restores them all.
+is undone until every parallel repoint has finished: the flow's undo then restores them all, each only while its
+authServerUrl still holds the URL the run wrote (`restore_run_backup`).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ def _repoint_all(run: TierRun[TierParameters], servers: list[Server], profile: R
             lambda server=server: business_server.restore_run_backup(
                 server, params.ssh, profile, params.health, run.key, params.timeouts.health
             ),
-            f"on {server.instance_id}, copy back the oldest {profile.config_path}.tcscale-{run.key}-*.bak over "
-            f"{profile.config_path} and run `{profile.restart_command}`",
+            f"on {server.instance_id}, if authServerUrl still is {url} (this run's), copy back the oldest "
+            f"{profile.config_path}.tcscale-{run.key}-*.bak over {profile.config_path} and run "
+            f"`{profile.restart_command}`; if someone set it since, keep theirs",
         )
     futures = business_server.repoint_server.map(
         servers,

@@ -25,7 +25,7 @@ from tasks import clb
 
 log = logging.getLogger("tcscale.undo")
 
-Outcome = Literal["undone", "nothing to undo", "FAILED"]
+Outcome = Literal["undone", "nothing to undo", "left", "FAILED"]  # left: changed since by someone else, kept
 
 
 class Undone(BaseModel):

@@ -20,8 +20,8 @@ from flows.scale_out_steps.preflight import select_servers
 from flows.shared.ledger import Binding, remember_binding
 from flows.shared.tier_run import client_token, ownership_tags
 from sandbox.server import EmbeddedSandbox
-from tasks import clb, cvm, vpc
-from tasks.business_server import repoint_server
+from tasks import clb, cvm, remote, sdkconfig, vpc
+from tasks.business_server import AUTH_KEY, repoint_server, restore_run_backup
 from tasks.clb import HealthCheckSpec
 from tasks.cvm import Server
 from tasks.health import HealthCheck, auth_url
@@ -213,3 +213,57 @@ def test_cleanup_never_overwrites_a_later_edit_of_sdk_config(guide, cloud_env: E
 
     assert path.read_bytes() == edited
     assert left["load_balancer"] not in inventory(cloud_env)["load_balancers"]
+
+
+HAND_EDITED = "http://10.0.9.9/mina_auth/"  # where an operator repointed the business server after the killed run
+
+
+def edit_auth_server_url_by_hand(guide: dict[str, Any], value: str) -> tuple[Server, bytes, str]:
+    """What an operator does over SSH: authServerUrl set to `value` in sdk.config, nothing else touched.
+    Returns the server, the file as edited, and the killed run's backup of it."""
+    (server,) = select_servers(guide["region"], BUSINESS_TAG)
+    profile = runtime_profile("node-pm2")
+    with remote.session(server.private_ip, ssh_settings(guide), profile, server.instance_id) as conn:
+        path = remote.sftp_path(profile.config_path)
+        data = remote.read_file(conn, path)
+        current = sdkconfig.get_string(data, AUTH_KEY, path)
+        edited = data.replace(f'"{current}"'.encode(), f'"{value}"'.encode())
+        assert edited != data
+        with conn.sftp().open(path, "wb") as file:
+            file.write(edited)
+        (backup,) = remote.backups(conn, profile.config_path, KILLED)
+    return server, edited, backup
+
+
+def test_cleanup_leaves_a_later_hand_edit_of_auth_server_url_and_reports_it(guide, cloud_env: EmbeddedSandbox):
+    """authServerUrl repointed by hand after the killed run: not the value the run wrote, so not the run's to undo;
+    the report names the server, the value it holds and the run's backup, with the fix."""
+    left = leave_what_a_killed_run_leaves(guide, KILLED)
+    server, edited, backup = edit_auth_server_url_by_hand(guide, HAND_EDITED)
+    path = Path(servers(cloud_env)[left["business"]]["disk"]) / SDK_CONFIG
+
+    removed = cleanup(guide)
+
+    assert path.read_bytes() == edited, "cleanup-run put the run's backup over the operator's edit"
+    assert not removed.configs_restored
+    (kept,) = removed.configs_left
+    assert server.instance_id in kept.what and HAND_EDITED in kept.detail and backup in kept.detail
+    assert backup in kept.fix
+    report = removed.markdown()
+    assert server.instance_id in report and HAND_EDITED in report and backup in report
+    assert left["load_balancer"] not in inventory(cloud_env)["load_balancers"]  # the rest was still undone
+
+
+def test_the_runs_own_undo_leaves_a_later_hand_edit_of_auth_server_url(guide, cloud_env: EmbeddedSandbox):
+    """The flow's undo of a repoint (`restore_run_backup`) follows the same rule: it restores only over the value
+    its run wrote, and otherwise fails naming the server, the value and the backup."""
+    leave_what_a_killed_run_leaves(guide, KILLED)
+    server, edited, backup = edit_auth_server_url_by_hand(guide, HAND_EDITED)
+    path = Path(servers(cloud_env)[server.instance_id]["disk"]) / SDK_CONFIG
+    profile, ssh = runtime_profile("node-pm2"), ssh_settings(guide)
+
+    with pytest.raises(remote.RemoteError) as refused:
+        restore_run_backup.fn(server, ssh, profile, health_check(guide), KILLED, 20)
+
+    assert HAND_EDITED in str(refused.value) and backup in str(refused.value)
+    assert path.read_bytes() == edited

@@ -150,6 +150,23 @@ def test_restore_refuses_to_undo_someone_elses_later_change(seeded, ssh):
         assert sha(remote.read_file(conn, SDK_CONFIG)) == change.before_sha256
 
 
+def test_restore_refuses_over_a_later_value_of_the_key(seeded, ssh):
+    """Only authServerUrl differs from the backup, but it holds a value set by hand since: not ours to undo."""
+    host, instance_id = business(seeded)
+    with remote.session(host, ssh, instance_id=instance_id) as conn:
+        change = remote.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL, backup_tag="run-1")
+        assert remote.written_values(conn, remote.backups(conn, SDK_CONFIG, "run-1"), "authServerUrl") == [NEW_URL]
+        by_hand = remote.read_file(conn, SDK_CONFIG).replace(NEW_URL.encode(), b"http://by-hand/mina_auth/")
+        with conn.sftp().open(SDK_CONFIG, "wb") as file:
+            file.write(by_hand)
+        with pytest.raises(remote.EditedSinceRun, match="by-hand") as refused:
+            remote.restore(conn, change)
+        assert refused.value.backup_path == change.backup_path and change.backup_path in str(refused.value)
+        assert remote.read_file(conn, SDK_CONFIG) == by_hand
+        assert remote.restore(conn, change, force=True) is True
+        assert sha(remote.read_file(conn, SDK_CONFIG)) == change.before_sha256
+
+
 def test_bom_and_crlf_survive_the_rewrite_over_sftp(seeded, ssh):
     host, instance_id = business(seeded)
     text = '{\r\n\t"authServerUrl": "http://old/mina_auth/", // the VIP\r\n\t"networkTimeout": 30000\r\n}'
