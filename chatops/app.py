@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from chatops import runs
-from chatops.bridge import Bridge, ChatMessage, Reply
+from chatops.bridge import MAX_TEXT, Bridge, ChatMessage, Reply
 from chatops.policy import load_allowlist
 from chatops.replies import ReplyError, WeComSender
 from chatops.results import ResultPoster, log
@@ -48,7 +48,7 @@ class GenericRequest(BaseModel):
     message_id: str = Field(min_length=1, max_length=128)
     user: str = Field(min_length=1, max_length=128)
     chat: str = Field(min_length=1, max_length=128)
-    text: str = Field(max_length=2000)
+    text: str = Field(max_length=MAX_TEXT)
     response_url: str | None = Field(None, pattern=r"^https?://")
 
 
@@ -154,12 +154,17 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
             return refused(request, "wecom", SignatureError(400, "the decrypted message is not XML"))
         if inner.findtext("MsgType") != "text":
             return PlainTextResponse("success")  # events and media: acknowledged, nothing to do
-        user = inner.findtext("FromUserName") or ""
-        message = ChatMessage(
-            platform="wecom", message_id=inner.findtext("MsgId") or "", user=user,
-            chat=inner.findtext("AgentID") or "app", text=inner.findtext("Content") or "", reply_to=user,
-            client=request.client.host if request.client else None,
-        )  # fmt: skip
+        user, msg_id, content = (inner.findtext(name) for name in ("FromUserName", "MsgId", "Content"))
+        user, content, agent = user or "", content or "", inner.findtext("AgentID")
+        client = request.client.host if request.client else None
+        try:
+            message = ChatMessage(platform="wecom", message_id=msg_id or "", user=user, chat=agent or "app",
+                                  text=content, reply_to=user, client=client)  # fmt: skip
+        except ValidationError as error:  # authentic but unusable: a reply saying why (WeCom retries a non-answer)
+            decision, text = _unusable(error, content)
+            audit.write(platform="wecom", chat=agent, user=user, client=client,
+                        message_id=msg_id, text=content[:200], decision=f"refused: {decision}")  # fmt: skip
+            return passive(user, text, query.get("nonce") or "") if user else PlainTextResponse("success")
         task = asyncio.ensure_future(bridge.handle(message))
         done, _ = await asyncio.wait({task}, timeout=settings.wecom_reply_seconds)
         if task in done:
@@ -167,11 +172,15 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
         else:  # past WeCom's deadline: acknowledge now, send the answer through the API when it is there
             task.add_done_callback(lambda t: asyncio.ensure_future(_send_late(sender, user, t)))
             text = "received; the answer follows in a moment"
+        return passive(user, text, query.get("nonce") or "")
+
+    def passive(user: str, text: str, nonce: str) -> Response:
+        """WeCom's passive reply: a text message to the user, encrypted in its XML envelope."""
+        assert crypto is not None
         now = str(int(clock()))
         plain = (f"<xml><ToUserName>{_cdata(user)}</ToUserName><FromUserName>{_cdata(crypto.corp_id)}</FromUserName>"
                  f"<CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content>{_cdata(text)}</Content>"
                  "</xml>")  # fmt: skip
-        nonce = query.get("nonce") or ""
         return Response(crypto.encrypted_xml(plain, now, nonce), media_type="application/xml")
 
     async def health(_: Request) -> Response:
@@ -197,6 +206,18 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.bridge, app.state.poster, app.state.store = bridge, poster, store
     return app
+
+
+def _unusable(error: ValidationError, content: str) -> tuple[str, str]:
+    """The audit decision and the chat reply for a decrypted WeCom message the bridge cannot take."""
+    problems = {(str(e["loc"][0]), e["type"]) for e in error.errors() if e["loc"]}
+    if ("message_id", "string_too_short") in problems:
+        return "no MsgId", "this message has no MsgId, so a redelivery could not be told apart: nothing was run"
+    if any(field == "text" for field, _ in problems):
+        reply = f"your message is {len(content)} characters; a command is at most {MAX_TEXT}: nothing was run"
+        return f"text over {MAX_TEXT} characters", reply
+    fields = ", ".join(sorted(field for field, _ in problems))
+    return f"unusable {fields}", f"this message's {fields} is not usable (empty or too long): nothing was run"
 
 
 async def _send_late(sender: WeComSender, user: str, task: asyncio.Future[Reply]) -> None:

@@ -27,6 +27,7 @@ from chatops.settings import ChatopsSettings
 from chatops.store import PENDING, Audit, PlanRow, RunRow, Store
 
 RunCommand = Scale | SetCapacity | Cleanup
+MAX_TEXT = 2000  # characters of a chat message; a command is a few words
 
 
 class ChatMessage(BaseModel):
@@ -36,7 +37,7 @@ class ChatMessage(BaseModel):
     message_id: str = Field(min_length=1, max_length=128)
     user: str = Field(min_length=1, max_length=128)
     chat: str = Field(min_length=1, max_length=128)
-    text: str = Field(max_length=2000)
+    text: str = Field(max_length=MAX_TEXT)
     reply_to: str | None = Field(None, description="generic: response_url; WeCom: the user id")
     client: str | None = Field(None, description="the caller's address, for the audit")
 

@@ -3,6 +3,7 @@ replies, refusals (signature, CorpID, stale) that trigger nothing, and the resul
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -59,11 +60,13 @@ def wecom(server: PrefectServer, tmp_path: Path) -> Iterator[tuple[Bridge, Recei
             yield bridge, api, clock
 
 
-def text_message(text: str, msg_id: str, user: str = "mycreate", corp: str = CORP) -> str:
+def text_message(text: str, msg_id: str | None, user: str = "mycreate", corp: str = CORP) -> str:
+    """A decrypted text message (msg_id None: without its MsgId element)."""
+    msg = f"<MsgId>{msg_id}</MsgId>" if msg_id is not None else ""
     return (
         f"<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
         f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-        f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId><AgentID>218</AgentID></xml>"
+        f"<Content><![CDATA[{text}]]></Content>{msg}<AgentID>218</AgentID></xml>"
     )
 
 
@@ -147,6 +150,28 @@ def test_wecom_refusals_trigger_nothing(wecom: tuple[Bridge, Receiver, Clock], s
     audit = bridge.settings.audit_path().read_text()
     for secret in (TOKEN, AES_KEY, CORP_SECRET, SECRET, ACCESS_TOKEN):
         assert secret not in audit
+
+
+def test_a_message_without_msgid_or_over_2000_characters_gets_a_polite_audited_reply_and_runs_nothing(
+    wecom: tuple[Bridge, Receiver, Clock], server: PrefectServer
+) -> None:
+    """Issue 14 defect 6(c): these ended in an unaudited HTTP 500 (and WeCom retries a non-answer three times).
+    Now: HTTP 200 with an encrypted passive reply saying why (so WeCom does not retry), an audit line, no run."""
+    bridge, _, _ = wecom
+    before = len(flow_runs(server, tags=["chat"]))
+    no_id = post(bridge, text_message("scale session 1", None))
+    assert no_id.status_code == 200, no_id.text
+    assert "no MsgId" in reply_text(no_id) and "nothing was run" in reply_text(no_id)
+    long_text = "scale session 1" + " " * 2000  # a valid command once stripped: the length alone must refuse it
+    too_long = post(bridge, text_message(long_text, "5550001"))
+    assert too_long.status_code == 200, too_long.text
+    assert "2015 characters" in reply_text(too_long) and "at most 2000" in reply_text(too_long)
+    assert len(flow_runs(server, tags=["chat"])) == before
+    audit = [json.loads(line) for line in bridge.settings.audit_path().read_text().splitlines()]
+    assert [(a["user"], a["decision"]) for a in audit] == [
+        ("mycreate", "refused: no MsgId"), ("mycreate", "refused: text over 2000 characters"),
+    ]  # fmt: skip
+    assert audit[1]["message_id"] == "5550001" and len(audit[1]["text"]) <= 200
 
 
 def _decrypt_any(response: httpx.Response) -> str:
