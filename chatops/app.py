@@ -234,7 +234,10 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     try:
         settings = ChatopsSettings()
     except ValidationError as error:  # the messages without the input values
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_input=False))
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]  # a rule over several settings
+            for e in error.errors(include_input=False)
+        )
         raise ChatopsConfigError(f"TCSCALE_CHATOPS_* settings: {problems}") from None
     app = create_app(settings)
     uvicorn.run(app, host=host or settings.host, port=port if port is not None else settings.port)

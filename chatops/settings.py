@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Platform = Literal["generic", "wecom"]
@@ -65,6 +65,19 @@ class ChatopsSettings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _dedupe_outlives_the_window(self) -> ChatopsSettings:
+        # A request stamped up to `timestamp_window` s ahead is accepted until 2 x window after it first arrives;
+        # its message id must be remembered that long, or a replay then runs again.
+        if self.message_ttl <= 2 * self.timestamp_window:
+            raise ValueError(
+                f"TCSCALE_CHATOPS_MESSAGE_TTL ({self.message_ttl} s) must be more than twice "
+                f"TCSCALE_CHATOPS_TIMESTAMP_WINDOW ({self.timestamp_window} s): a signed request stays acceptable "
+                f"for up to 2 x the window after it arrives, and a replay after its id is forgotten would run again; "
+                f"raise MESSAGE_TTL above {2 * self.timestamp_window} or lower TIMESTAMP_WINDOW"
+            )
+        return self
 
     def database_path(self) -> Path:
         return self.database or self.state_dir / "chatops.sqlite"
