@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from flows.autoscaling_steps import plan
 from flows.declaration import declared
 from flows.parameters import CleanupParameters
 from flows.scale_out_steps.preflight import select_servers
@@ -26,7 +27,7 @@ from flows.shared.ledger import Ledger, Undone, forget_bindings, remembered_bind
 from flows.shared.tier_run import settle_all, tier_lock
 from tasks import autoscaling as asg
 from tasks import business_server, clb, cvm, vpc
-from tasks.cvm import RUN_TAG, Server
+from tasks.cvm import RUN_TAG, TIER_TAG, Server
 
 TIERS = ("session", "business")
 
@@ -42,7 +43,7 @@ class Removed(BaseModel):
     instances: list[str] = Field(default_factory=list)
     images: list[str] = Field(default_factory=list)
     scaling_groups: list[str] = Field(default_factory=list, description="group id (name)")
-    launch_configurations: list[str] = Field(default_factory=list, description="used by no other group")
+    launch_configurations: list[str] = Field(default_factory=list, description="tagged with the run")
     scheduled_actions: list[str] = Field(default_factory=list, description="group id/name")
     alarm_policies: list[str] = Field(default_factory=list, description="group id/name")
     servers_detached: list[str] = Field(default_factory=list, description="group id: instance ids, bound again")
@@ -128,16 +129,19 @@ def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> N
 
 
 def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
-    """The run's scaling groups and what `configure-autoscaling` made with each, in the order it makes them."""
-    region, timeout = params.region, params.timeout
-    groups = asg.tagged_groups(region, {RUN_TAG: params.run_key})
-    ours = {g.group_id for g in groups}
-    for group in groups:
-        gid, lc_id = group.group_id, group.launch_configuration_id
-        if not [g for g in asg.groups_using(region, lc_id) if g.group_id not in ours]:
-            removed.launch_configurations.append(lc_id)
-            ledger.add(f"launch configuration {lc_id}", lambda lc_id=lc_id: asg.delete_unused_launch_configuration(
-                region, lc_id), f"delete launch configuration {lc_id} once no scaling group uses it")  # fmt: skip
+    """The run's launch configurations and scaling groups (by its tag) and what `configure-autoscaling` made in
+    each of its groups, in the order it makes them. Nothing without the run's tag: an operator's launch
+    configuration stays, whether a group of the run used it or none does."""
+    region, timeout, tags = params.region, params.timeout, {RUN_TAG: params.run_key}
+    removed.launch_configurations = [
+        lc.launch_configuration_id for lc in asg.tagged_launch_configurations(region, tags)
+    ]
+    if removed.launch_configurations:  # added before the groups: deleted after them, once no group of the run uses it
+        ledger.add("launch configurations", lambda: asg.delete_tagged_launch_configurations(region, tags),
+                   f"delete the launch configurations tagged tcscale:run={params.run_key} once no scaling group "
+                   "uses them")  # fmt: skip
+    for group in asg.tagged_groups(region, tags):
+        gid = group.group_id
         removed.scaling_groups.append(f"{gid} ({group.name})")
         members = asg.members(region, gid)
         launched = [m.instance_id for m in members if m.creation_type != "MANUAL_ATTACHING"]
@@ -157,12 +161,14 @@ def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger
                                                                                         timeout),
                        f"unprotect and remove {', '.join(attached)} from {gid}, then bind them to {target} "
                        "again")  # fmt: skip
-        for action in asg.scheduled_actions(region, gid):
+        # scheduled actions and alarm policies carry no tag: the run's are its names, in a group of the run
+        tier = group.tags.get(TIER_TAG, "")
+        for action in [a for a in asg.scheduled_actions(region, gid) if a.name in plan.schedule_names(tier)]:
             removed.scheduled_actions.append(f"{gid}/{action.name}")
             ledger.add(f"scheduled action {action.name}",
                        lambda gid=gid, name=action.name: asg.delete_scheduled_action(region, gid, name),
                        f"delete scheduled action {action.name} of {gid}")  # fmt: skip
-        for policy in asg.alarm_policies(region, gid):
+        for policy in [p for p in asg.alarm_policies(region, gid) if p.name in plan.policy_names(tier)]:
             removed.alarm_policies.append(f"{gid}/{policy.name}")
             ledger.add(f"alarm policy {policy.name}",
                        lambda gid=gid, name=policy.name: asg.delete_alarm_policy(region, gid, name),

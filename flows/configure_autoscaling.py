@@ -87,14 +87,15 @@ def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: 
         with run.step(f"launch configuration {lc_name}"):
 
             def make_lc() -> asg.LaunchConfiguration:
-                made, created = asg.create_launch_configuration(region, lc_name, _request_lc(facts, image_id, run.tier))
-                if created:
-                    run.ledger.add(
-                        f"launch configuration {made.launch_configuration_id}",
-                        lambda: asg.delete_launch_configuration(region, made.launch_configuration_id),
-                        f"delete launch configuration {made.launch_configuration_id}",
-                    )
-                run.record.add("launch-configuration", made.launch_configuration_id, created=created, detail=lc_name)
+                run.ledger.add(  # written before: one whose answer was lost is found by the run's tags
+                    f"launch configuration {lc_name} of this run",
+                    lambda: asg.delete_tagged_launch_configurations(region, run.tags),
+                    f"delete the launch configurations tagged {_marks(run)} once no scaling group uses them",
+                )
+                request = _request_lc(facts, image_id, run.tier)
+                made, _ = asg.create_launch_configuration(region, lc_name, request, run.tags)
+                ours = made.carries(run.tags)  # also when an earlier attempt made it and its answer was lost
+                run.record.add("launch-configuration", made.launch_configuration_id, created=ours, detail=lc_name)
                 return made
 
             lc = c.change(f"create launch configuration {lc_name} ({facts.instance_type} from {image_id})", make_lc)
@@ -118,14 +119,14 @@ def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: 
                     "TerminationPolicies": [scaling.termination_policy],
                     "RetryPolicy": "INCREMENTAL_INTERVALS",
                 }
-                made, created = asg.create_group(region, plan.group_name(run.tier), request, run.tags)
-                if created:
-                    run.ledger.add(
-                        f"scaling group {made.group_id}",
-                        lambda: asg.delete_group(region, made.group_id, scaling.activity_timeout),
-                        f"set min/desired to 0 and delete scaling group {made.group_id}",
-                    )
-                run.record.add("scaling-group", made.group_id, created=created, detail=plan.group_name(run.tier))
+                run.ledger.add(  # written before: one whose answer was lost is found by the run's tags
+                    f"scaling group {plan.group_name(run.tier)} of this run",
+                    lambda: asg.delete_tagged_groups(region, run.tags, scaling.activity_timeout),
+                    f"set min/desired to 0 and delete the scaling groups tagged {_marks(run)}",
+                )
+                made, _ = asg.create_group(region, plan.group_name(run.tier), request, run.tags)
+                ours = made.carries(run.tags)
+                run.record.add("scaling-group", made.group_id, created=ours, detail=plan.group_name(run.tier))
                 return made
 
             group = c.change(
@@ -147,10 +148,7 @@ def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: 
             changes["TerminationPolicies"] = [scaling.termination_policy]
         if changes:
             with run.step(f"modify scaling group {group.group_id}"):
-                c.change(
-                    f"modify scaling group {group.group_id}: {changes}",
-                    lambda: asg.modify_group(region, group.group_id, changes),
-                )
+                c.change(f"modify scaling group {group.group_id}: {changes}", lambda: modify(run, group, changes))
     if group is None:  # dry run: the rest is all new
         return planned_rest(run, facts, c, image_id)
     # 4. the tier's servers attached and protected from scale-in
@@ -187,6 +185,22 @@ def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: 
         activities=check.activities if check else [],
         cost=plan.monthly_cost(cap, scaling.peak, lead, scaling.cost),
     )
+
+
+def _marks(run: TierRun[AutoScalingTierParameters]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in run.tags.items())
+
+
+def modify(run: TierRun[AutoScalingTierParameters], group: asg.Group, changes: dict[str, Any]) -> None:
+    """ModifyAutoScalingGroup on a group the run did not create, written to the ledger first: the undo puts back
+    each field that still holds the run's value."""
+    previous = {k: v for k, v in asg.group_fields(group).items() if k in changes}
+    run.ledger.add(
+        f"{', '.join(changes)} of {group.group_id}",
+        lambda: asg.restore_group(run.region, group.group_id, changes, previous),
+        f"set {group.group_id} back to {previous} (unless changed since the run)",
+    )
+    asg.modify_group(run.region, group.group_id, changes)
 
 
 def attach_and_protect(
@@ -242,7 +256,10 @@ def bounds_to(
 
         def apply() -> None:
             known = {a.activity_id for a in asg.activities(region, group.group_id)}
-            asg.modify_group(region, group.group_id, changes)
+            if created:  # the group's own undo deletes it
+                asg.modify_group(region, group.group_id, changes)
+            else:
+                modify(run, current, changes)
             asg.wait_new_activities(region, group.group_id, known, scaling.activity_timeout, run.params.timeouts.poll)
 
         shown = ", ".join(f"{k} {getattr(current, _FIELD[k])} -> {v}" for k, v in changes.items())
@@ -262,7 +279,7 @@ def put_schedules(
         group,
         NamedItems(
             kind="scheduled action",
-            ours={f"tcscale-{run.tier}-peak-out", f"tcscale-{run.tier}-peak-in"},
+            ours=set(plan.schedule_names(run.tier)),
             gone_because="peak disabled",
             listed=asg.scheduled_actions,
             same=lambda old, new: plan.same_schedule(old, new, explicit_end),
@@ -286,7 +303,7 @@ def put_policies(
         group,
         NamedItems(
             kind="alarm policy",
-            ours={f"tcscale-{run.tier}-cpu-high", f"tcscale-{run.tier}-cpu-low"},
+            ours=set(plan.policy_names(run.tier)),
             gone_because="alarms disabled",
             listed=asg.alarm_policies,
             same=lambda old, new: old.same_as(new),

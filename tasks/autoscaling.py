@@ -80,12 +80,21 @@ def find_group(region: str, name: str) -> Group | None:
     return next((Group.from_api(i) for i in found if i["AutoScalingGroupName"] == name), None)
 
 
+def _tag_filters(tags: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+
+
 def tagged_groups(region: str, tags: dict[str, str]) -> list[Group]:
     """The scaling groups carrying every one of `tags`, each value matching exactly."""
-    filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
-    found = _paged(region, "DescribeAutoScalingGroups", {"Filters": filters}, "AutoScalingGroupSet")
-    groups = [Group.from_api(i) for i in found]
-    return [g for g in groups if all(g.tags.get(k) == v for k, v in tags.items())]
+    found = _paged(region, "DescribeAutoScalingGroups", {"Filters": _tag_filters(tags)}, "AutoScalingGroupSet")
+    return [g for g in (Group.from_api(i) for i in found) if g.carries(tags)]
+
+
+def tagged_launch_configurations(region: str, tags: dict[str, str]) -> list[LaunchConfiguration]:
+    """The launch configurations carrying every one of `tags` (a run's marks), each value matching exactly."""
+    request = {"Filters": _tag_filters(tags)}
+    found = _paged(region, "DescribeLaunchConfigurations", request, "LaunchConfigurationSet")
+    return [lc for lc in (LaunchConfiguration.from_api(i) for i in found) if lc.carries(tags)]
 
 
 def groups_using(region: str, lc_id: str) -> list[Group]:
@@ -191,17 +200,23 @@ def _put_by_name(
 
 @task(name="create-launch-configuration", cache_policy=NO_CACHE)
 @retrying()
-def create_launch_configuration(region: str, name: str, request: dict[str, Any]) -> tuple[LaunchConfiguration, bool]:
-    """Find by name, else create: (the launch configuration, created now)."""
+def create_launch_configuration(
+    region: str, name: str, request: dict[str, Any], tags: dict[str, str]
+) -> tuple[LaunchConfiguration, bool]:
+    """Find by name, else create it carrying `tags`: (the launch configuration, created now). Whose it is, is in
+    its tags: a lost answer's retry finds the run's own by name."""
     found = find_launch_configuration(region, name)
     if found is not None:
         return found, False
-    lc_id = call_json(
-        clients_for(region).autoscaling, "CreateLaunchConfiguration", {**request, "LaunchConfigurationName": name}
-    )["LaunchConfigurationId"]
+    body = {**request, "LaunchConfigurationName": name, "Tags": _tags(tags)}
+    lc_id = call_json(clients_for(region).autoscaling, "CreateLaunchConfiguration", body)["LaunchConfigurationId"]
     created = describe_launch_configuration(region, lc_id)
     return created or LaunchConfiguration(
-        launch_configuration_id=lc_id, name=name, image_id=request["ImageId"], instance_type=request["InstanceType"]
+        launch_configuration_id=lc_id,
+        name=name,
+        image_id=request["ImageId"],
+        instance_type=request["InstanceType"],
+        tags=tags,
     ), True
 
 
@@ -214,12 +229,23 @@ def delete_launch_configuration(region: str, lc_id: str) -> bool:
     return True
 
 
-@task(name="delete-unused-launch-configuration", cache_policy=NO_CACHE)
-def delete_unused_launch_configuration(region: str, lc_id: str) -> bool:
-    """Delete the launch configuration unless a scaling group still uses it."""
-    if groups_using(region, lc_id):
-        return False
-    return delete_launch_configuration.fn(region, lc_id)
+@task(name="delete-tagged-launch-configurations", cache_policy=NO_CACHE)
+def delete_tagged_launch_configurations(region: str, tags: dict[str, str]) -> list[str]:
+    """Delete the launch configurations carrying `tags` (a run's own, whatever became of its create's answer);
+    one a scaling group still uses is left, and named in the error after the others are deleted."""
+    deleted, in_use = [], []
+    for lc in tagged_launch_configurations(region, tags):
+        users = groups_using(region, lc.launch_configuration_id)
+        if users:
+            in_use.append(f"{lc.launch_configuration_id} ({lc.name}) is used by {', '.join(g.group_id for g in users)}")
+        elif delete_launch_configuration.fn(region, lc.launch_configuration_id):
+            deleted.append(lc.launch_configuration_id)
+    if in_use:
+        raise RuntimeError(
+            f"launch configuration(s) {'; '.join(in_use)}: point the scaling group(s) at another launch "
+            "configuration, then delete it"
+        )
+    return deleted
 
 
 @task(name="create-scaling-group", cache_policy=NO_CACHE)
@@ -266,6 +292,12 @@ def delete_group(region: str, group_id: str, timeout: float) -> bool:
     return True
 
 
+@task(name="delete-tagged-scaling-groups", cache_policy=NO_CACHE)
+def delete_tagged_groups(region: str, tags: dict[str, str], timeout: float) -> list[str]:
+    """Empty and delete the scaling groups carrying `tags` (a run's own, whatever became of its create's answer)."""
+    return [g.group_id for g in tagged_groups(region, tags) if delete_group.fn(region, g.group_id, timeout)]
+
+
 @task(name="remove-instances", cache_policy=NO_CACHE)
 @retrying()
 def remove_instances(region: str, group_id: str, instance_ids: list[str]) -> str:
@@ -297,6 +329,49 @@ def set_protection(region: str, group_id: str, instance_ids: list[str], protecte
 def modify_desired(region: str, group_id: str, desired: int) -> None:
     request = {"AutoScalingGroupId": group_id, "DesiredCapacity": desired}
     call_json(clients_for(region).autoscaling, "ModifyDesiredCapacity", request)
+
+
+@task(name="restore-desired-capacity", cache_policy=NO_CACHE)
+def restore_desired(region: str, group_id: str, written: int, previous: int, timeout: float, poll: float = 2.0) -> bool:
+    """Undo a ModifyDesiredCapacity: back to `previous` only while the group still desires `written` (the value the
+    run set), never over someone else's later change; waits for the activities it starts."""
+    group = describe_group(region, group_id)
+    if group is None or group.desired != written:
+        return False
+    known = {a.activity_id for a in activities(region, group_id)}
+    modify_desired.fn(region, group_id, previous)
+    wait_new_activities.fn(region, group_id, known, timeout, poll)
+    return True
+
+
+@task(name="restore-scaling-group", cache_policy=NO_CACHE)
+def restore_group(region: str, group_id: str, written: dict[str, Any], previous: dict[str, Any]) -> bool:
+    """Undo a ModifyAutoScalingGroup: each field back to `previous` only while it still holds the value the run
+    `written` (a later change of that field by anyone else stays)."""
+    group = describe_group(region, group_id)
+    if group is None:
+        return False
+    now = group_fields(group)
+    back = {k: previous[k] for k, v in written.items() if _same(now.get(k), v)}
+    if back:
+        modify_group.fn(region, group_id, back)
+    return bool(back)
+
+
+def group_fields(group: Group) -> dict[str, Any]:
+    """The group's values under the names ModifyAutoScalingGroup takes."""
+    return {
+        "LaunchConfigurationId": group.launch_configuration_id,
+        "MinSize": group.min_size,
+        "MaxSize": group.max_size,
+        "DesiredCapacity": group.desired,
+        "SubnetIds": group.subnet_ids,
+        "TerminationPolicies": group.termination_policies,
+    }
+
+
+def _same(a: Any, b: Any) -> bool:
+    return sorted(a) == sorted(b) if isinstance(a, list) and isinstance(b, list) else a == b
 
 
 @task(name="put-scheduled-action", cache_policy=NO_CACHE)

@@ -18,6 +18,7 @@ class LaunchConfiguration(BaseModel):
     status: str = "NORMAL"
     project_id: int = 0
     security_group_ids: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def from_api(cls, item: dict[str, Any]) -> LaunchConfiguration:
@@ -29,7 +30,11 @@ class LaunchConfiguration(BaseModel):
             status=item.get("LaunchConfigurationStatus") or "NORMAL",
             project_id=int(item.get("ProjectId") or 0),
             security_group_ids=item.get("SecurityGroupIds") or [],
+            tags={t["Key"]: t["Value"] for t in item.get("Tags") or []},
         )
+
+    def carries(self, tags: dict[str, str]) -> bool:
+        return all(self.tags.get(k) == v for k, v in tags.items())
 
 
 class ForwardLoadBalancer(BaseModel):
@@ -97,6 +102,9 @@ class Group(BaseModel):
             created_time=item.get("CreatedTime") or "",
             tags={t["Key"]: t["Value"] for t in item.get("Tags") or []},
         )
+
+    def carries(self, tags: dict[str, str]) -> bool:
+        return all(self.tags.get(k) == v for k, v in tags.items())
 
     @property
     def settled(self) -> bool:

@@ -125,12 +125,19 @@ class LaunchCheck:
         before = {m.instance_id for m in listed}
         protected = {m.instance_id for m in listed if m.protected}
         vip = vip_of(run, group)
+        grown = group.model_copy(update={"desired": group.desired + 1})
+        run.ledger.add(  # written before: a failed check (or a lost answer) leaves the group no larger
+            f"desired capacity of {group.group_id} {group.desired} -> {grown.desired}",
+            lambda: asg.restore_desired(
+                run.region, group.group_id, grown.desired, group.desired, timeout, run.params.timeouts.poll
+            ),
+            f"set the desired capacity of {group.group_id} back to {group.desired} if it is still {grown.desired}",
+        )
         started = time.monotonic()
-        self.activities += change_capacity(run, group, group.desired + 1, "launch one server from the image")
+        self.activities += change_capacity(run, group, grown.desired, "launch one server from the image")
         self.new_ids = sorted({m.instance_id for m in asg.members(run.region, group.group_id)} - before)
         check_servers(run, group, self.new_ids, vip)
         self.seconds = time.monotonic() - started
-        grown = group.model_copy(update={"desired": group.desired + 1})
         self.activities += change_capacity(run, grown, group.desired, "restore the desired capacity")
         after = {m.instance_id for m in asg.members(run.region, group.group_id)}
         if not protected <= after:

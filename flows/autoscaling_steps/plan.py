@@ -32,6 +32,16 @@ def launch_configuration_name(tier: str, image_id: str) -> str:
     return f"tcscale-{tier}-{image_id}"[:60]
 
 
+def schedule_names(tier: str) -> tuple[str, str]:
+    """The names of the tier's lunch-peak scheduled actions (out, in): they carry no tag, their name is the mark."""
+    return f"tcscale-{tier}-peak-out", f"tcscale-{tier}-peak-in"
+
+
+def policy_names(tier: str) -> tuple[str, str]:
+    """The names of the tier's CPU alarm policies (high, low)."""
+    return f"tcscale-{tier}-cpu-high", f"tcscale-{tier}-cpu-low"
+
+
 def capacity(params: AutoScalingParameters, existing: int) -> tuple[Capacity, list[str]]:
     """The group's bounds; `existing` servers are attached (and protected), so never fewer by default."""
     extra = params.peak.extra if params.peak.enabled else 0
@@ -113,7 +123,7 @@ def peak_actions(
     dow = peak.days_of_week
     extra = peak.extra
     out = ScheduledAction(
-        name=f"tcscale-{tier}-peak-out",
+        name=schedule_names(tier)[0],
         min_size=cap.min_size + extra,
         max_size=cap.max_size,
         desired=cap.desired + extra,
@@ -122,7 +132,7 @@ def peak_actions(
         recurrence=f"{out_at.minute} {out_at.hour} * * {dow}",
     )
     back = ScheduledAction(
-        name=f"tcscale-{tier}-peak-in",
+        name=schedule_names(tier)[1],
         min_size=cap.min_size,
         max_size=cap.max_size,
         desired=cap.desired,
@@ -142,14 +152,15 @@ def same_schedule(have: ScheduledAction, want: ScheduledAction, explicit_end: bo
 
 def alarm_policies(tier: str, params: AutoScalingParameters) -> list[AlarmPolicy]:
     policies = []
+    high, low = policy_names(tier)
     for name, alarm, operator in (
-        ("cpu-high", params.alarms.high, "GREATER_THAN"),
-        ("cpu-low", params.alarms.low, "LESS_THAN"),
+        (high, params.alarms.high, "GREATER_THAN"),
+        (low, params.alarms.low, "LESS_THAN"),
     ):
         period, count = alarm.period_and_count()
         policies.append(
             AlarmPolicy(
-                name=f"tcscale-{tier}-{name}",
+                name=name,
                 adjustment=alarm.adjustment,
                 operator=operator,
                 threshold=alarm.threshold,

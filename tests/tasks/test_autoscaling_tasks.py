@@ -17,9 +17,14 @@ BEIJING = timezone(timedelta(hours=8))
 
 
 def group(retry: str = "NO_RETRY") -> asg.Group:
-    lc, created = asg.create_launch_configuration.fn(REGION, "t-lc", {"ImageId": IMAGE, "InstanceType": "S5.SMALL1"})
-    again, created_again = asg.create_launch_configuration.fn(REGION, "t-lc", {"ImageId": IMAGE, "InstanceType": "x"})
+    marks = {"tcscale:run": "t", "tcscale:tier": "business"}
+    request = {"ImageId": IMAGE, "InstanceType": "S5.SMALL1"}
+    lc, created = asg.create_launch_configuration.fn(REGION, "t-lc", request, marks)
+    again, created_again = asg.create_launch_configuration.fn(REGION, "t-lc", {**request, "InstanceType": "x"}, {})
     assert created and not created_again and again.launch_configuration_id == lc.launch_configuration_id
+    assert lc.tags == marks and [
+        c.launch_configuration_id for c in asg.tagged_launch_configurations(REGION, marks)
+    ] == [lc.launch_configuration_id]
     subnets = call_json(clients_for(REGION).vpc, "DescribeSubnets", {})["SubnetSet"]
     subnet = next(s for s in subnets if s["IsDefault"])
     request = {
@@ -30,7 +35,7 @@ def group(retry: str = "NO_RETRY") -> asg.Group:
         "SubnetIds": [subnet["SubnetId"]],
         "RetryPolicy": retry,
     }
-    made, created = asg.create_group.fn(REGION, "t-asg", request, {"tcscale:run": "t", "tcscale:tier": "business"})
+    made, created = asg.create_group.fn(REGION, "t-asg", request, marks)
     same, created_again = asg.create_group.fn(REGION, "t-asg", request, {})
     assert created and not created_again and same.group_id == made.group_id and made.tags["tcscale:run"] == "t"
     return made
@@ -92,3 +97,27 @@ def test_delete_group_empties_it_first(cloud_env):
     assert asg.describe_group(REGION, g.group_id) is None
     assert asg.delete_group.fn(REGION, g.group_id, 60) is False
     assert asg.delete_launch_configuration.fn(REGION, g.launch_configuration_id) is True
+
+
+def test_delete_tagged_launch_configurations_deletes_only_the_runs_unused_ones(cloud_env):
+    g = group()
+    request = {"ImageId": IMAGE, "InstanceType": "S5.SMALL1"}
+    operators, _ = asg.create_launch_configuration.fn(REGION, "operators", request, {})
+    with pytest.raises(RuntimeError, match=rf"{g.launch_configuration_id} \(t-lc\) is used by {g.group_id}"):
+        asg.delete_tagged_launch_configurations.fn(REGION, {"tcscale:run": "t"})
+    assert asg.delete_group.fn(REGION, g.group_id, 60)
+    assert asg.delete_tagged_launch_configurations.fn(REGION, {"tcscale:run": "t"}) == [g.launch_configuration_id]
+    assert asg.delete_tagged_launch_configurations.fn(REGION, {"tcscale:run": "t"}) == []
+    assert asg.describe_launch_configuration(REGION, operators.launch_configuration_id) is not None
+
+
+def test_restore_group_puts_back_only_what_still_holds_the_runs_value(cloud_env):
+    g = group()
+    asg.modify_group.fn(REGION, g.group_id, {"MaxSize": 5, "TerminationPolicies": ["NEWEST_INSTANCE"]})
+    asg.modify_group.fn(REGION, g.group_id, {"MaxSize": 4})  # someone else's later change
+    written = {"MaxSize": 5, "TerminationPolicies": ["NEWEST_INSTANCE"]}
+    previous = {"MaxSize": 3, "TerminationPolicies": g.termination_policies}
+    assert asg.restore_group.fn(REGION, g.group_id, written, previous)
+    restored = asg.describe_group(REGION, g.group_id) or pytest.fail("gone")
+    assert restored.max_size == 4 and restored.termination_policies == g.termination_policies
+    assert not asg.restore_group.fn(REGION, g.group_id, written, previous)

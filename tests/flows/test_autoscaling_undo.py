@@ -1,0 +1,142 @@
+"""Auto Scaling changes are undone by the run's marks, never anyone else's (issue 14, defects 4 and 5).
+
+A launch configuration or scaling group whose create answer was lost is still undone (found by the run's tags);
+`cleanup-run` deletes only launch configurations carrying the run's tag; a failed launch check puts the desired
+capacity back, but never over someone else's later change.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from tencentcloud.autoscaling.v20180419 import models as as_models
+from tencentcloud.autoscaling.v20180419.autoscaling_client import AutoscalingClient
+
+from flows.autoscaling_steps import plan
+from flows.cleanup_run import cleanup_run
+from flows.configure_autoscaling import configure_autoscaling
+from flows.parameters import CleanupParameters
+from flows.scale_out import scale_out_business_tier
+from flows.verify_autoscaling import verify_autoscaling
+from sandbox.server import EmbeddedSandbox
+from tasks import autoscaling as asg
+from tasks.cvm import RUN_TAG
+from tests.flows.autoscaling_support import autoscaling_params
+from tests.flows.support import BUSINESS_TAG, business_params, inventory, session_params, ssh_settings
+from tests.sdk import sdk_client
+
+KEY = "as-undo-1"
+QUIET = {"peak": {"enabled": False}, "alarms": {"enabled": False}}  # fewer steps: the tests stay short
+
+
+def business_only(guide: dict[str, Any], **scaling: Any) -> Any:
+    params = autoscaling_params(guide, **{**QUIET, **scaling})
+    params.tiers = ["business"]
+    params.run_key = KEY
+    return params
+
+
+def as_state(sandbox: EmbeddedSandbox) -> dict[str, Any]:
+    return sandbox.admin("GET", "state")["services"]["as"]
+
+
+def create_lc(sandbox: EmbeddedSandbox, guide: dict[str, Any], name: str, image_id: str, tags: dict[str, str]) -> str:
+    """A launch configuration made outside the flows (by the operator, or left by a killed run), through the SDK."""
+    client = sdk_client(sandbox, AutoscalingClient, guide["region"])
+    request = as_models.CreateLaunchConfigurationRequest()
+    body: dict[str, Any] = {"LaunchConfigurationName": name, "ImageId": image_id, "InstanceType": "S5.SMALL1"}
+    if tags:
+        body["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+    request.from_json_string(json.dumps(body))
+    return str(client.CreateLaunchConfiguration(request).LaunchConfigurationId)
+
+
+def cleanup(guide: dict[str, Any]) -> Any:
+    params = CleanupParameters(
+        run_key=KEY,
+        region=guide["region"],
+        business_servers=BUSINESS_TAG,
+        ssh=ssh_settings(guide),
+        health=session_params(guide).health,
+        timeout=60,
+        restore_configs=False,
+    )
+    return cleanup_run(params)
+
+
+def test_creations_whose_answers_were_lost_are_undone(guide, cloud_env):
+    """Defect 4: CreateLaunchConfiguration and CreateAutoScalingGroup take effect but their answers are lost; the
+    retry finds them by name. A later AttachInstances failure must still remove both, then the image."""
+    scale_out_business_tier(business_params(guide, count=1))
+    before = inventory(cloud_env)
+    for action in ("CreateLaunchConfiguration", "CreateAutoScalingGroup"):
+        cloud_env.admin("POST", "faults", {"service": "as", "action": action, "lose_answer": True, "count": 1})
+    fault = {"service": "as", "action": "AttachInstances", "error_code": "InternalError", "count": 10}
+    cloud_env.admin("POST", "faults", fault)
+    with pytest.raises(Exception, match="InternalError"):
+        configure_autoscaling(business_only(guide))
+    state = as_state(cloud_env)
+    assert not state["groups"], "the scaling group whose answer was lost was left behind"
+    assert not state["launch_configurations"], "the launch configuration whose answer was lost was left behind"
+    assert inventory(cloud_env) == before
+
+
+def test_launch_configurations_carry_the_run_tags(guide, cloud_env):
+    scale_out_business_tier(business_params(guide, count=1))
+    (outcome,) = configure_autoscaling(business_only(guide))
+    lc_id = outcome.launch_configuration_id or ""
+    (lc,) = [
+        lc for lc in as_state(cloud_env)["launch_configurations"].values() if lc["launch_configuration_id"] == lc_id
+    ]
+    assert lc["tags"] == {RUN_TAG: KEY, "tcscale:tier": "business"}
+
+
+def test_cleanup_deletes_only_the_runs_launch_configurations(guide, cloud_env):
+    """Defect 4: an operator's launch configuration (adopted by name by the run's group) stays; one the killed run
+    made before its group (tagged, used by no group) is found by its tag and deleted."""
+    region = guide["region"]
+    scaled = scale_out_business_tier(business_params(guide, count=1))
+    image = scaled.image_id or ""
+    operators = create_lc(cloud_env, guide, plan.launch_configuration_name("business", image), image, {})
+    (outcome,) = configure_autoscaling(business_only(guide, image_id=image))
+    assert outcome.launch_configuration_id == operators  # adopted by name: not the run's
+    leftover = create_lc(cloud_env, guide, "tcscale-business-killed", image, {RUN_TAG: KEY, "tcscale:tier": "business"})
+    unrelated = create_lc(cloud_env, guide, "operators-own", image, {})
+
+    removed = cleanup(guide)
+    assert not removed.failed, removed.failed
+    assert removed.launch_configurations == [leftover]
+    assert asg.describe_group(region, outcome.group_id or "") is None
+    assert asg.describe_launch_configuration(region, leftover) is None
+    assert asg.describe_launch_configuration(region, operators) is not None, "the operator's was deleted"
+    assert asg.describe_launch_configuration(region, unrelated) is not None
+
+
+def test_a_failed_verify_restores_the_desired_capacity(guide, cloud_env):
+    """Defect 5: ModifyDesiredCapacity takes effect but every answer is lost: the run fails, desired is back."""
+    region = guide["region"]
+    scale_out_business_tier(business_params(guide, count=1))
+    (outcome,) = configure_autoscaling(business_only(guide))
+    group_id = outcome.group_id or ""
+    desired = (asg.describe_group(region, group_id) or pytest.fail("no group")).desired
+    fault = {"service": "as", "action": "ModifyDesiredCapacity", "lose_answer": True, "count": 6}
+    cloud_env.admin("POST", "faults", fault)
+    with pytest.raises(Exception):  # noqa: B017 - a lost answer: whatever the SDK raises
+        verify_autoscaling(business_only(guide))
+    group = asg.wait_settled.fn(region, group_id, 60, 0.2)
+    assert group.desired == desired, f"the failed verify left {group_id} at {group.desired}, was {desired}"
+
+
+def test_restoring_the_desired_capacity_never_overwrites_a_later_change(cloud_env):
+    """Defect 5: the undo restores only while the desired capacity is still the value the run set."""
+    from tests.tasks.test_autoscaling_tasks import REGION, group
+
+    g = group()
+    asg.modify_desired.fn(REGION, g.group_id, 2)
+    asg.wait_settled.fn(REGION, g.group_id, 60, 0.2)
+    assert not asg.restore_desired.fn(REGION, g.group_id, written=1, previous=0, timeout=60)  # 2: someone else's
+    assert (asg.describe_group(REGION, g.group_id) or pytest.fail("gone")).desired == 2
+    assert asg.restore_desired.fn(REGION, g.group_id, written=2, previous=0, timeout=60)
+    assert asg.wait_settled.fn(REGION, g.group_id, 60, 0.2).desired == 0
