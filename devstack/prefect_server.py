@@ -18,6 +18,9 @@ import httpx
 
 from tasks.waiters import wait_until
 
+FILESYSTEM_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
+MEMORY_LEASES = "prefect.server.concurrency.lease_storage.memory"  # Prefect's default
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
@@ -30,6 +33,8 @@ class PrefectServer:
 
     `database_url` (postgresql+asyncpg://...) selects PostgreSQL; None keeps SQLite in `home`.
     `auth_string` ("user:password") turns on the server's basic auth; clients get it in `client_env()`.
+    `lease_storage` keeps the concurrency leases (the tier locks): on disk under `home` by default, so a restarted
+    server still knows who holds a tier and frees it when its holder is gone (Prefect's default, memory, forgets).
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class PrefectServer:
         database_url: str | None = None,
         auth_string: str | None = None,
         startup_timeout: float = 180.0,
+        lease_storage: str = FILESYSTEM_LEASES,
     ) -> None:
         self.home = home
         self.host = host
@@ -47,6 +53,7 @@ class PrefectServer:
         self.database_url = database_url
         self.auth_string = auth_string
         self.startup_timeout = startup_timeout
+        self.lease_storage = lease_storage
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = home / "server.log"
 
@@ -83,6 +90,7 @@ class PrefectServer:
             PREFECT_UI_API_URL=self.api_url,
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_LOGGING_LEVEL="WARNING",
+            PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=self.lease_storage,
         )
         if self.database_url:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url

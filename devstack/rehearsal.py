@@ -43,7 +43,7 @@ CHAT_USER, CHAT_ROOM = "rehearsal-ops", "rehearsal-room"
 def commands() -> list[Command]:
     """Ten commands over both tiers (chatops/commands.py's grammar): dry runs (`plan`: no lock), and
     quick real scale-outs against the sandbox, two per tier sent back to back so that the tier's lock is
-    contended: the second waits for the first (serialised), or gives up after flows.shared.tier_run.LOCK_WAIT_SECONDS
+    contended: the second waits for the first (serialised), or gives up after flows.shared.tier_lock.LOCK_WAIT_SECONDS
     (TierBusy: refused as designed)."""
     return [
         Command("plan scale session 1", "session"),

@@ -24,7 +24,8 @@ from flows.declaration import declared
 from flows.parameters import CleanupParameters
 from flows.scale_out_steps.preflight import select_servers
 from flows.shared.ledger import Ledger, Undone, forget_bindings, remembered_bindings, unbind
-from flows.shared.tier_run import settle_all, tier_lock
+from flows.shared.tier_lock import tier_lock
+from flows.shared.tier_run import settle_all
 from tasks import autoscaling as asg
 from tasks import business_server, clb, cvm, vpc
 from tasks.cvm import RUN_TAG, TIER_TAG, Server

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 from prefect import get_run_logger
-from prefect.concurrency.sync import concurrency
 from prefect.context import get_run_context
 from prefect.futures import PrefectFuture, wait
 from pydantic import BaseModel, Field
@@ -20,18 +19,13 @@ from pydantic import BaseModel, Field
 from flows.parameters import TierParameters
 from flows.shared.ledger import Ledger
 from flows.shared.report import RunRecord, StepRecord
+from flows.shared.tier_lock import tier_lock
 from tasks.models import Change
-
-LOCK_WAIT_SECONDS = 10.0
 
 # A run is typed by its flow's parameters, so a step sees the fields of its own flow (covariant: a step that needs
 # only the common fields takes any tier's run).
 P_co = TypeVar("P_co", bound=TierParameters, covariant=True)
 P = TypeVar("P", bound=TierParameters)
-
-
-class TierBusy(Exception):
-    pass
 
 
 class TierOutcome(BaseModel):
@@ -67,24 +61,6 @@ def ownership_tags(key: str, tier: str) -> dict[str, str]:
 
 def client_token(key: str, tier: str, what: str) -> str:
     return f"tcscale-{key}-{tier}-{what}"[:64]
-
-
-@contextlib.contextmanager
-def tier_lock(tier: str) -> Iterator[None]:
-    """One scale operation per tier at a time, across every process that shares the Prefect server."""
-    from prefect.client.orchestration import get_client
-
-    name = f"tcscale-scale-{tier}"
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, 1)
-    try:
-        with concurrency(name, occupy=1, timeout_seconds=LOCK_WAIT_SECONDS, strict=True):
-            yield
-    except TimeoutError:
-        raise TierBusy(
-            f"another scale operation on the {tier} tier is running (concurrency limit {name!r} is taken): "
-            "wait for it to finish, or cancel it in the Prefect UI"
-        ) from None
 
 
 def settle_all(futures: list[PrefectFuture[Any]]) -> None:
@@ -138,8 +114,11 @@ class TierRun(Generic[P_co]):
 
 
 @contextlib.contextmanager
-def tier_run(flow: str, tier: str, params: P, steps: int) -> Iterator[TierRun[P]]:
-    """Lock (unless a dry run), run, undo on any failure under the lock, report whatever happens."""
+def tier_run(
+    flow: str, tier: str, params: P, steps: int, lock_wait_seconds: float | None = None
+) -> Iterator[TierRun[P]]:
+    """Lock (unless a dry run; waiting `lock_wait_seconds` for a busy tier, default the short wait), run, undo on
+    any failure under the lock, report whatever happens."""
     run = TierRun(flow, tier, params, steps)
     outcome = "failed"
     try:
@@ -147,7 +126,7 @@ def tier_run(flow: str, tier: str, params: P, steps: int) -> Iterator[TierRun[P]
             yield run
             outcome = "planned"
         else:
-            with tier_lock(tier):
+            with tier_lock(tier, lock_wait_seconds):
                 try:
                     yield run
                 except BaseException as error:  # a cancellation or SIGTERM too: undo while the process lives

@@ -12,20 +12,20 @@ from collections.abc import Iterator
 import pytest
 
 from flows.scale_out import scale_out_business_tier, scale_out_session_tier
-from flows.shared import tier_run as run
+from flows.shared import tier_lock as lock
 from tests.flows.support import business_configs, business_params, inventory, session_params
 
 
 @pytest.fixture
 def session_tier_held(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The session tier's lock, taken by another thread until the test ends."""
-    monkeypatch.setattr(run, "LOCK_WAIT_SECONDS", 1.0)  # how long a second operation waits before "busy"
+    monkeypatch.setattr(lock, "LOCK_WAIT_SECONDS", 1.0)  # how long a second operation waits before "busy"
     taken, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
     def hold() -> None:
         try:
-            with run.tier_lock("session"):
+            with lock.tier_lock("session"):
                 taken.set()
                 release.wait(60)
         except BaseException as error:  # surfaced below, not lost in the thread
@@ -45,7 +45,7 @@ def session_tier_held(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) ->
 def test_second_operation_on_a_tier_is_busy(guide, cloud_env, session_tier_held):
     before, configs = inventory(cloud_env), business_configs(cloud_env)
 
-    with pytest.raises(run.TierBusy) as busy:
+    with pytest.raises(lock.TierBusy) as busy:
         scale_out_session_tier(session_params(guide))
 
     message = str(busy.value)
@@ -59,10 +59,10 @@ def test_second_operation_on_a_tier_is_busy(guide, cloud_env, session_tier_held)
 
 
 def test_tier_lock_is_released_after_use(prefect_harness, monkeypatch):
-    monkeypatch.setattr(run, "LOCK_WAIT_SECONDS", 1.0)
-    with run.tier_lock("session"), pytest.raises(run.TierBusy), run.tier_lock("session"):
+    monkeypatch.setattr(lock, "LOCK_WAIT_SECONDS", 1.0)
+    with lock.tier_lock("session"), pytest.raises(lock.TierBusy), lock.tier_lock("session"):
         pass  # held: busy for anyone else
-    with run.tier_lock("session"):  # released: free again
+    with lock.tier_lock("session"):  # released: free again
         pass
 
 
@@ -73,5 +73,5 @@ def test_cleanup_takes_the_tier_lock(guide, cloud_env, session_tier_held):
 
     params = CleanupParameters(run_key="any-run", region=guide["region"], business_servers=BUSINESS_TAG,
                                ssh=ssh_settings(guide), timeout=20)  # fmt: skip
-    with pytest.raises(run.TierBusy, match="session tier"):
+    with pytest.raises(lock.TierBusy, match="session tier"):
         cleanup_run(params)
