@@ -103,7 +103,7 @@ class Bridge:
             if isinstance(command, Status):
                 return await self._status()
             if isinstance(command, Plan):
-                return await self._start(msg, command.command, dry_run=True)
+                return await self._plan(msg, command.command)
             if isinstance(command, Apply):
                 return await self._apply(msg, command, allowed)
             danger = await self._danger(command)
@@ -115,11 +115,14 @@ class Bridge:
         except runs.RunError as error:
             return Reply(text=str(error), decision="failed: run not created")
 
+    async def _desired(self, tier: str) -> int | None:
+        return await anyio.to_thread.run_sync(status.current_desired, tier, self.settings.region)
+
     async def _danger(self, command: RunCommand) -> str | None:
         if isinstance(command, Cleanup):
             return "cleanup removes what the run made"
         if isinstance(command, SetCapacity):
-            desired = await anyio.to_thread.run_sync(status.current_desired, command.tier, self.settings.region)
+            desired = await self._desired(command.tier)
             if desired is None:
                 if command.capacity[0] != "+":
                     return "the tier's current capacity cannot be read, so it may be lowered"
@@ -135,7 +138,27 @@ class Bridge:
             lines.append(f"  {run.name} {state} {runs.run_url(run.id, self.settings.ui_url)}")
         return Reply(text="\n".join(lines), decision="status")
 
-    async def _start(self, msg: ChatMessage, command: RunCommand, dry_run: bool, plan: PlanRow | None = None) -> Reply:
+    async def _plan(self, msg: ChatMessage, command: RunCommand) -> Reply:
+        """A dry run. A `set` remembers the tier's capacity now (apply refuses if it changes), and a relative one is
+        pinned to the absolute target it means now: the dry run, its report and the apply all carry that number."""
+        if not isinstance(command, SetCapacity):
+            return await self._start(msg, command, dry_run=True)
+        desired = await self._desired(command.tier)
+        if command.capacity[0] not in "+-":
+            return await self._start(msg, command, dry_run=True, desired=desired)
+        if desired is None:
+            return Reply(text=f"cannot plan `{command.text()}`: the {command.tier} tier's desired capacity cannot be "
+                         f"read, so what it would change is unknown; plan an absolute `set {command.tier} <n>`",
+                         decision="refused: capacity unknown")  # fmt: skip
+        target = max(0, command.target(desired))
+        pinned = SetCapacity(tier=command.tier, capacity=str(target))
+        note = f" (`{command.text()}` from today's {desired}: {desired} -> {target})"
+        return await self._start(msg, pinned, dry_run=True, desired=desired, plan_note=note)
+
+    async def _start(
+        self, msg: ChatMessage, command: RunCommand, dry_run: bool, plan: PlanRow | None = None,
+        desired: int | None = None, plan_note: str = "",
+    ) -> Reply:  # fmt: skip
         note = ""
         if not dry_run and command.tier is not None:
             reason = await runs.busy(command.tier)
@@ -159,10 +182,10 @@ class Bridge:
             self.store.add_plan(PlanRow(
                 plan_id=plan_id or "", run_id=run_id, platform=msg.platform, user=msg.user, chat=msg.chat,
                 command=command.model_dump(), deployment=command.deployment(), parameters=parameters,
-                created=time.time(),
+                created=time.time(), desired=desired,
             ))  # fmt: skip
-            text = f"plan {plan_id}: dry run of `{command.text()}` is {run.name} {url}; when it completes, " \
-                   f"`apply {plan_id}` runs exactly this"  # fmt: skip
+            text = f"plan {plan_id}: dry run of `{command.text()}`{plan_note} is {run.name} {url}; when it " \
+                   f"completes, `apply {plan_id}` runs exactly this"  # fmt: skip
             return Reply(text=text, run_id=run_id, run_url=url, plan_id=plan_id, decision="planned")
         what = f"apply {plan.plan_id}: " if plan is not None else ""
         return Reply(text=f"{what}`{command.text()}` started: {run.name} {url}{note}", run_id=run_id, run_url=url,
@@ -189,6 +212,13 @@ class Bridge:
         if state is None or state.type != runs.StateType.COMPLETED:
             return Reply(text=f"plan {plan.plan_id}'s dry run is {state.name if state else 'gone'}, not Completed: "
                          "only a completed plan can be applied", decision="refused: plan not completed")  # fmt: skip
+        if isinstance(planned, SetCapacity):
+            now = await self._desired(planned.tier)
+            if now != plan.desired:  # the plan's report showed a change from plan.desired: not this one
+                was, is_ = ("unknown" if v is None else v for v in (plan.desired, now))
+                return Reply(text=f"plan {plan.plan_id} is not applied: the {planned.tier} tier's desired capacity "
+                             f"was {was} when it was planned and is {is_} now; plan again",
+                             decision="refused: capacity changed since the plan")  # fmt: skip
         claim = f"pending-{uuid.uuid4()}"
         if not self.store.mark_applied(plan.plan_id, claim):
             return Reply(text=f"plan {plan.plan_id} was applied already", decision="refused: applied already")

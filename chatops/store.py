@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS plans (
     plan_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, platform TEXT NOT NULL, user TEXT NOT NULL,
     chat TEXT NOT NULL, command TEXT NOT NULL, deployment TEXT NOT NULL, parameters TEXT NOT NULL,
-    created REAL NOT NULL, applied_run_id TEXT);
+    created REAL NOT NULL, applied_run_id TEXT, desired INTEGER);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, platform TEXT NOT NULL, user TEXT NOT NULL, chat TEXT NOT NULL,
     reply_to TEXT, command TEXT NOT NULL, plan_id TEXT, created REAL NOT NULL,
@@ -40,6 +40,7 @@ class PlanRow(BaseModel):
     parameters: dict[str, Any]
     created: float
     applied_run_id: str | None = None
+    desired: int | None = None  # a `set` plan: the tier's desired capacity when planned (apply refuses a change)
 
 
 class RunRow(BaseModel):
@@ -64,6 +65,8 @@ class Store:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.executescript(SCHEMA)
+        if "desired" not in {row["name"] for row in self._db.execute("PRAGMA table_info(plans)")}:
+            self._db.execute("ALTER TABLE plans ADD COLUMN desired INTEGER")  # a store made before the column
 
     def close(self) -> None:
         with self._lock:
@@ -107,9 +110,10 @@ class Store:
     def add_plan(self, plan: PlanRow) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO plans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT OR IGNORE INTO plans (plan_id, run_id, platform, user, chat, command, deployment, parameters,"
+                " created, desired) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (plan.plan_id, plan.run_id, plan.platform, plan.user, plan.chat, json.dumps(plan.command),
-                 plan.deployment, json.dumps(plan.parameters), plan.created),
+                 plan.deployment, json.dumps(plan.parameters), plan.created, plan.desired),
             )  # fmt: skip
 
     def plan(self, plan_id: str) -> PlanRow | None:

@@ -157,28 +157,31 @@ def test_dangerous_commands_need_plan_then_apply(bridge: Bridge, server: Prefect
     for text in ("set session -1", "set session 1", "cleanup some-run"):  # no group to read: lowering is possible
         reply = bridge.say(text, mid()).json()
         assert "dangerous" in reply["text"] and f"plan {text}" in reply["text"] and "run_id" not in reply
+    # a relative set is planned as the absolute target it means now (test_apply_set.py): unknown here, so no plan
+    unknown = bridge.say("plan set session -1", mid()).json()
+    assert "cannot plan" in unknown["text"] and "desired capacity cannot be read" in unknown["text"]
     assert chat_runs(server) == before
     with receiver() as posted:
-        planned = bridge.say("plan set session -1", mid(), response_url=f"{posted.url}/reply").json()
+        planned = bridge.say("plan cleanup some-run", mid(), response_url=f"{posted.url}/reply").json()
         plan_id, plan_run = planned["plan_id"], planned["run_id"]
         (run,) = flow_runs(server, key=f"chat:generic:{planned_key(bridge, plan_run)}")
-        assert run.parameters == {"params": {"tier": "session", "capacity": "-1", "dry_run": True}}
+        assert run.parameters == {"params": {"run_key": "some-run", "dry_run": True}}
         assert "dry-run" in run.tags
         early = bridge.say(f"apply {plan_id}", mid()).json()
         assert "not Completed" in early["text"] and "run_id" not in early
         assert bridge.say(f"apply {plan_id}", mid(), user="viewer").json()["text"].startswith("you may not run")
         # the dry run completes, with its report: the result is posted back once, with the report's link
-        report = "# set-capacity: session tier\n\n## Plan\n\n- asg-1: desired 3 -> 2\n"
+        report = "# cleanup-run some-run\n\n## Plan\n\n- would delete clb-1 (made by some-run)\n"
         with prefect(server):
-            run_async(create_report(plan_run, f"set-capacity-session-{plan_run}", report))
+            run_async(create_report(plan_run, f"cleanup-run-{plan_run}", report))
         set_state(server, plan_run, Completed())
         post = posted.wait_for(lambda p: p["json"].get("run_id") == plan_run)
         assert post["path"] == "/reply" and post["json"]["state"] == "Completed"
-        assert "desired 3 -> 2" in post["json"]["text"] and f"apply {plan_id}" in post["json"]["text"]
+        assert "would delete clb-1" in post["json"]["text"] and f"apply {plan_id}" in post["json"]["text"]
         assert post["json"]["report_url"].startswith(f"{server.ui_url}/artifacts/artifact/")
         applied = bridge.say(f"apply {plan_id}", mid()).json()
         (apply_run,) = [r for r in flow_runs(server, tags=["chat"]) if str(r.id) == applied["run_id"]]
-        assert apply_run.parameters == {"params": {"tier": "session", "capacity": "-1", "dry_run": False}}
+        assert apply_run.parameters == {"params": {"run_key": "some-run", "dry_run": False}}
         again = bridge.say(f"apply {plan_id}", mid()).json()
         assert "applied already" in again["text"]
         time.sleep(1.0)  # a few poll rounds: the plan's result is not posted twice
