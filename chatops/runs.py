@@ -28,6 +28,8 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
+from flows.shared.tier_lock import limit_name
+
 FINAL = (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)
 ACTIVE = (StateType.PENDING, StateType.RUNNING)
 FLOWS = (
@@ -114,12 +116,13 @@ async def busy(tier: str) -> str | None:
             if "dry-run" not in run.tags:  # a dry run takes no lock and changes nothing
                 state = run.state.name if run.state else "active"
                 return f"run {run.name} ({run.id}) on the {tier} tier is {state}"
+        name = limit_name(tier)
         try:
-            limit = await client.read_global_concurrency_limit_by_name(f"tcscale-scale-{tier}")
+            limit = await client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             return None
-        if limit.active and limit.active_slots >= limit.limit:
-            return f"the {tier} tier's lock (concurrency limit tcscale-scale-{tier}) is taken"
+        if limit.active_slots >= 1:  # held, whatever the UI made of the limit (tier_lock switches it back on)
+            return f"the {tier} tier's lock (concurrency limit {name}) is taken"
     return None
 
 

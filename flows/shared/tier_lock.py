@@ -146,6 +146,7 @@ class LeaseKeeper:
 
 
 def release(client: SyncPrefectClient, name: str, keeper: LeaseKeeper, held_since: float) -> None:
+    ensure_limit(client, name)  # the server decrements only active limits: one switched off meanwhile kept the slot
     if not (keeper.forgotten or keeper.lost):
         with contextlib.suppress(Exception):
             keeper.renew(client)  # does the server still know it? (a restart on memory storage forgets it)
