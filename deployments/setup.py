@@ -24,9 +24,10 @@ from flows.declaration import (
     read_declaration_file,
     variable_size_problem,
 )
+from flows.shared.tier_lock import ensure_limit, limit_name
 
 WORK_POOL = "tcscale"
-TIER_LIMITS = ("tcscale-scale-session", "tcscale-scale-business")  # flows/shared/tier_run.py tier_lock's names
+TIER_LIMITS = tuple(limit_name(tier) for tier in ("session", "business"))  # the tier locks' limits
 # Secret block -> the env variable holding its value (or, with _FILE, naming a file holding it).
 SECRET_BLOCKS = {
     "tcscale-secret-id": "TCSCALE_SECRET_ID",
@@ -98,23 +99,7 @@ def setup_work_pool(client: Any) -> str:
 
 
 def setup_limits(client: Any) -> list[str]:
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-    from prefect.exceptions import ObjectNotFound
-
-    lines = []
-    for name in TIER_LIMITS:
-        try:
-            limit = client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            lines.append(f"global concurrency limit {name} (1): created")
-            continue
-        if limit.limit == 1 and limit.active:
-            lines.append(f"global concurrency limit {name} (1): exists")
-        else:
-            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
-            lines.append(f"global concurrency limit {name} (1): updated (was {limit.limit}, active {limit.active})")
-    return lines
+    return [f"global concurrency limit {name} (1): {ensure_limit(client, name)}" for name in TIER_LIMITS]
 
 
 def setup_cluster_variable(cluster_file: Path) -> str:

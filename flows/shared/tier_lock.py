@@ -48,23 +48,26 @@ def limit_name(tier: str) -> str:
     return f"tcscale-scale-{tier}"
 
 
-def ensure_limit(client: SyncPrefectClient, name: str) -> None:
-    """The tier's limit exists, is active and allows one holder (a limit switched off would be no lock at all)."""
+def ensure_limit(client: SyncPrefectClient, name: str) -> str:
+    """The tier's limit exists, is active and allows one holder (a limit switched off would be no lock at all);
+    says what it found."""
     try:
         limit = client.read_global_concurrency_limit_by_name(name)
     except ObjectNotFound:
         with contextlib.suppress(httpx.HTTPStatusError):  # another run created it first: fine
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        return
-    if not limit.active or limit.limit != 1:
-        log.warning(
-            "concurrency limit %r was %s with limit %d: tcscale set it active with limit 1 again (it is what keeps two "
-            "changes of one tier apart)",
-            name,
-            "active" if limit.active else "switched off",
-            limit.limit,
-        )
-        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active=True, limit=1))
+        return "created"
+    if limit.active and limit.limit == 1:
+        return "exists"
+    log.warning(
+        "concurrency limit %r was %s with limit %d: tcscale set it active with limit 1 again (it is what keeps two "
+        "changes of one tier apart)",
+        name,
+        "active" if limit.active else "switched off",
+        limit.limit,
+    )
+    client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active=True, limit=1))
+    return f"updated (was {limit.limit}, active {limit.active})"
 
 
 def _try_acquire(client: SyncPrefectClient, name: str) -> ConcurrencyLimitWithLeaseResponse | None:
