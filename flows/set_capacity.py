@@ -33,7 +33,8 @@ def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
     if reason:
         return lateness.skip("set-capacity", params.tier, this_flow_run_id(), params.dry_run, reason)
     tp = params.tier_params()
-    with tier_run("set-capacity", params.tier, tp, 6) as run:
+    wait = lateness.lock_wait_seconds(params.late_after_minutes)  # the lunch peak waits out a busy tier
+    with tier_run("set-capacity", params.tier, tp, 6, wait) as run:
         group = existing_group(run)
         target, message = clamp(params.target(group.desired), group)
         result = AutoScalingOutcome(

@@ -14,6 +14,7 @@ from prefect import get_run_logger
 from prefect.context import FlowRunContext
 
 from flows.autoscaling_steps.outcome import AutoScalingOutcome, publish
+from flows.shared import tier_lock
 
 
 def expected_start() -> datetime | None:
@@ -44,6 +45,18 @@ def late_reason(late_after_minutes: int | None, now: datetime | None = None) -> 
         f"late_after_minutes={late_after_minutes}: nothing was changed (a worker was probably down; run it again "
         "by hand if the change is still wanted)"
     )
+
+
+def lock_wait_seconds(late_after_minutes: int | None, now: datetime | None = None) -> float | None:
+    """How long a run waits for its busy tier: a run Prefect's scheduler made (the lunch peak) until its lateness
+    limit (never shorter than a person's wait), as a real scale-out holds a tier for many minutes and the peak must
+    still come; None (`LOCK_WAIT_SECONDS`: "busy" at once) for a run made by a person, from the UI or chat, or one
+    that is never too late."""
+    expected = expected_start()
+    if late_after_minutes is None or expected is None or not auto_scheduled():
+        return None
+    deadline = expected + timedelta(minutes=late_after_minutes)
+    return max((deadline - (now or datetime.now(UTC))).total_seconds(), tier_lock.LOCK_WAIT_SECONDS)
 
 
 def peak_elsewhere_reason(tier: str, lunch_peak_by: str | None) -> str | None:
