@@ -27,6 +27,7 @@ from flows.shared.ledger import Ledger, Undone, forget_bindings, remembered_bind
 from flows.shared.tier_lock import tier_lock
 from flows.shared.tier_run import settle_all
 from tasks import autoscaling as asg
+from tasks import autoscaling_policies as policies
 from tasks import business_server, clb, cvm, vpc
 from tasks.cvm import RUN_TAG, TIER_TAG, Server
 
@@ -164,15 +165,15 @@ def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger
                        "again")  # fmt: skip
         # scheduled actions and alarm policies carry no tag: the run's are its names, in a group of the run
         tier = group.tags.get(TIER_TAG, "")
-        for action in [a for a in asg.scheduled_actions(region, gid) if a.name in plan.schedule_names(tier)]:
+        for action in [a for a in policies.scheduled_actions(region, gid) if a.name in plan.schedule_names(tier)]:
             removed.scheduled_actions.append(f"{gid}/{action.name}")
             ledger.add(f"scheduled action {action.name}",
-                       lambda gid=gid, name=action.name: asg.delete_scheduled_action(region, gid, name),
+                       lambda gid=gid, name=action.name: policies.delete_scheduled_action(region, gid, name),
                        f"delete scheduled action {action.name} of {gid}")  # fmt: skip
-        for policy in [p for p in asg.alarm_policies(region, gid) if p.name in plan.policy_names(tier)]:
+        for policy in [p for p in policies.alarm_policies(region, gid) if p.name in plan.policy_names(tier)]:
             removed.alarm_policies.append(f"{gid}/{policy.name}")
             ledger.add(f"alarm policy {policy.name}",
-                       lambda gid=gid, name=policy.name: asg.delete_alarm_policy(region, gid, name),
+                       lambda gid=gid, name=policy.name: policies.delete_alarm_policy(region, gid, name),
                        f"delete scaling policy {policy.name} of {gid}")  # fmt: skip
 
 

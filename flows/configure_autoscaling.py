@@ -9,40 +9,25 @@ written to the undo ledger first. Its report lists the difference applied (or, w
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from prefect import flow
 from prefect.variables import Variable
 
 from flows.autoscaling_steps import plan
 from flows.autoscaling_steps.checks import LaunchCheck
+from flows.autoscaling_steps.converge import Converge, NamedItems, converge_named
 from flows.autoscaling_steps.outcome import AutoScalingOutcome, launch_seconds_variable, publish, tier_params
 from flows.autoscaling_steps.preflight import TierFacts, preflight
 from flows.declaration import declared
 from flows.parameters import AutoScalingClusterParameters, AutoScalingTierParameters
 from flows.shared.tier_run import TierRun, this_flow_run_id, tier_run
 from tasks import autoscaling as asg
+from tasks import autoscaling_policies as policies
 from tasks import clb, cvm
 
 CONFIGURE_STEPS = 12
-Named = TypeVar("Named", asg.ScheduledAction, asg.AlarmPolicy)
-
-
-class Converge:
-    """Each difference is recorded; applied unless a dry run."""
-
-    def __init__(self, run: TierRun[AutoScalingTierParameters]) -> None:
-        self.run = run
-        self.differences: list[str] = []
-
-    def change(self, what: str, apply: Any = None) -> Any:
-        self.differences.append(what)
-        if self.run.params.dry_run or apply is None:
-            return None
-        return apply()
 
 
 def _request_lc(facts: TierFacts, image_id: str, tier: str) -> dict[str, Any]:
@@ -281,14 +266,14 @@ def put_schedules(
             kind="scheduled action",
             ours=set(plan.schedule_names(run.tier)),
             gone_because="peak disabled",
-            listed=asg.scheduled_actions,
+            listed=policies.scheduled_actions,
             same=lambda old, new: plan.same_schedule(old, new, explicit_end),
             shown=lambda a: (
                 f"desired {a.desired} (min {a.min_size}, max {a.max_size}) at cron '{a.recurrence}' "
                 f"Beijing time from {a.start_time} until {a.end_time}"
             ),
-            put=asg.put_scheduled_action,
-            delete=asg.delete_scheduled_action,
+            put=policies.put_scheduled_action,
+            delete=policies.delete_scheduled_action,
         ),
         wanted,
     )
@@ -305,65 +290,17 @@ def put_policies(
             kind="alarm policy",
             ours=set(plan.policy_names(run.tier)),
             gone_because="alarms disabled",
-            listed=asg.alarm_policies,
+            listed=policies.alarm_policies,
             same=lambda old, new: old.same_as(new),
             shown=lambda p: (
                 f"CPU {p.operator} {p.threshold} % for {p.period}s x {p.continuous_time} -> "
                 f"{p.adjustment:+d}, cooldown {p.cooldown}s"
             ),
-            put=asg.put_alarm_policy,
-            delete=asg.delete_alarm_policy,
+            put=policies.put_alarm_policy,
+            delete=policies.delete_alarm_policy,
         ),
         wanted,
     )
-
-
-@dataclass(frozen=True)
-class NamedItems(Generic[Named]):
-    """One kind of a group's named items that configure-autoscaling owns by name (scheduled actions, alarm
-    policies): how to list, compare, show, create-or-modify and delete them."""
-
-    kind: str
-    ours: set[str]  # the names this tier's runs use: only these are ever deleted
-    gone_because: str
-    listed: Callable[[str, str], list[Named]]
-    same: Callable[[Named, Named], bool]
-    shown: Callable[[Named], str]
-    put: Callable[[str, str, Named], Any]
-    delete: Callable[[str, str, str], Any]
-
-
-def converge_named(
-    run: TierRun[AutoScalingTierParameters],
-    c: Converge,
-    group: asg.Group,
-    items: NamedItems[Named],
-    wanted: list[Named],
-) -> None:
-    """Create or modify each wanted item whose cloud copy differs; delete ours that are no longer wanted. A creation
-    is written to the undo ledger before it is made; a modification is not undone (re-running restores it)."""
-    region, group_id = run.region, group.group_id
-    have = {item.name: item for item in items.listed(region, group_id)}
-    for item in wanted:
-        old = have.get(item.name)
-        if old is not None and items.same(old, item):
-            continue
-
-        def put(item: Named = item, created: bool = old is None) -> None:
-            if created:
-                run.ledger.add(
-                    f"{items.kind} {item.name}",
-                    lambda: items.delete(region, group_id, item.name),
-                    f"delete {items.kind} {item.name} of {group_id}",
-                )
-            items.put(region, group_id, item)
-
-        c.change(f"{'create' if old is None else 'modify'} {items.kind} {item.name}: {items.shown(item)}", put)
-    for name in sorted((items.ours - {item.name for item in wanted}) & set(have)):
-        c.change(
-            f"delete {items.kind} {name} ({items.gone_because})",
-            lambda name=name: items.delete(region, group_id, name),
-        )
 
 
 def planned_rest(

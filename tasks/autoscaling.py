@@ -9,7 +9,7 @@ is "not yet", never an index to take.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -45,7 +45,7 @@ def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-def _paged(region: str, action: str, request: dict[str, Any], key: str) -> list[dict[str, Any]]:
+def paged(region: str, action: str, request: dict[str, Any], key: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     offset = 0
     while True:
@@ -62,7 +62,7 @@ def _paged(region: str, action: str, request: dict[str, Any], key: str) -> list[
 
 def find_launch_configuration(region: str, name: str) -> LaunchConfiguration | None:
     filters = [{"Name": "launch-configuration-name", "Values": [name]}]
-    found = _paged(region, "DescribeLaunchConfigurations", {"Filters": filters}, "LaunchConfigurationSet")
+    found = paged(region, "DescribeLaunchConfigurations", {"Filters": filters}, "LaunchConfigurationSet")
     return next((LaunchConfiguration.from_api(i) for i in found if i["LaunchConfigurationName"] == name), None)
 
 
@@ -76,7 +76,7 @@ def describe_launch_configuration(region: str, lc_id: str) -> LaunchConfiguratio
 
 def find_group(region: str, name: str) -> Group | None:
     filters = [{"Name": "auto-scaling-group-name", "Values": [name]}]
-    found = _paged(region, "DescribeAutoScalingGroups", {"Filters": filters}, "AutoScalingGroupSet")
+    found = paged(region, "DescribeAutoScalingGroups", {"Filters": filters}, "AutoScalingGroupSet")
     return next((Group.from_api(i) for i in found if i["AutoScalingGroupName"] == name), None)
 
 
@@ -86,20 +86,20 @@ def _tag_filters(tags: dict[str, str]) -> list[dict[str, Any]]:
 
 def tagged_groups(region: str, tags: dict[str, str]) -> list[Group]:
     """The scaling groups carrying every one of `tags`, each value matching exactly."""
-    found = _paged(region, "DescribeAutoScalingGroups", {"Filters": _tag_filters(tags)}, "AutoScalingGroupSet")
+    found = paged(region, "DescribeAutoScalingGroups", {"Filters": _tag_filters(tags)}, "AutoScalingGroupSet")
     return [g for g in (Group.from_api(i) for i in found) if g.carries(tags)]
 
 
 def tagged_launch_configurations(region: str, tags: dict[str, str]) -> list[LaunchConfiguration]:
     """The launch configurations carrying every one of `tags` (a run's marks), each value matching exactly."""
     request = {"Filters": _tag_filters(tags)}
-    found = _paged(region, "DescribeLaunchConfigurations", request, "LaunchConfigurationSet")
+    found = paged(region, "DescribeLaunchConfigurations", request, "LaunchConfigurationSet")
     return [lc for lc in (LaunchConfiguration.from_api(i) for i in found) if lc.carries(tags)]
 
 
 def groups_using(region: str, lc_id: str) -> list[Group]:
     filters = [{"Name": "launch-configuration-id", "Values": [lc_id]}]
-    found = _paged(region, "DescribeAutoScalingGroups", {"Filters": filters}, "AutoScalingGroupSet")
+    found = paged(region, "DescribeAutoScalingGroups", {"Filters": filters}, "AutoScalingGroupSet")
     return [g for g in (Group.from_api(i) for i in found) if g.launch_configuration_id == lc_id]
 
 
@@ -113,7 +113,7 @@ def describe_group(region: str, group_id: str) -> Group | None:
 
 def members(region: str, group_id: str) -> list[Member]:
     filters = [{"Name": "auto-scaling-group-id", "Values": [group_id]}]
-    found = _paged(region, "DescribeAutoScalingInstances", {"Filters": filters}, "AutoScalingInstanceSet")
+    found = paged(region, "DescribeAutoScalingInstances", {"Filters": filters}, "AutoScalingInstanceSet")
     return [Member.from_api(i) for i in found]
 
 
@@ -121,7 +121,7 @@ def membership_of(region: str, instance_ids: list[str]) -> dict[str, Member]:
     """{instance id: its membership} for those of `instance_ids` in any scaling group."""
     if not instance_ids:
         return {}
-    found = _paged(region, "DescribeAutoScalingInstances", {"InstanceIds": instance_ids}, "AutoScalingInstanceSet")
+    found = paged(region, "DescribeAutoScalingInstances", {"InstanceIds": instance_ids}, "AutoScalingInstanceSet")
     return {i["InstanceId"]: Member.from_api(i) for i in found}
 
 
@@ -157,45 +157,7 @@ def _parse(stamp: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def scheduled_actions(region: str, group_id: str) -> list[ScheduledAction]:
-    filters = [{"Name": "auto-scaling-group-id", "Values": [group_id]}]
-    found = _paged(region, "DescribeScheduledActions", {"Filters": filters}, "ScheduledActionSet")
-    return [ScheduledAction.from_api(i) for i in found]
-
-
-def alarm_policies(region: str, group_id: str) -> list[AlarmPolicy]:
-    filters = [{"Name": "auto-scaling-group-id", "Values": [group_id]}]
-    found = _paged(region, "DescribeScalingPolicies", {"Filters": filters}, "ScalingPolicySet")
-    return [AlarmPolicy.from_api(i) for i in found if i.get("ScalingPolicyType", "SIMPLE") == "SIMPLE"]
-
-
 # --- writes ---------------------------------------------------------------------------------------------------
-
-Named = TypeVar("Named", ScheduledAction, AlarmPolicy)
-
-
-def _named(items: list[Named], name: str) -> Named | None:
-    return next((i for i in items if i.name == name), None)
-
-
-def _put_by_name(
-    region: str,
-    group_id: str,
-    name: str,
-    body: dict[str, Any],
-    existing_id: str | None,
-    create: str,
-    modify: str,
-    id_field: str,
-    name_field: str,
-) -> str:
-    """A group's named item (scheduled action, alarm policy): modify the one of that name, else create it; its id.
-    Their creates take no ClientToken: the name is what a retry finds."""
-    client = clients_for(region).autoscaling
-    if existing_id is not None:
-        call_json(client, modify, {id_field: existing_id, **body})
-        return existing_id
-    return str(call_json(client, create, {"AutoScalingGroupId": group_id, name_field: name, **body})[id_field])
 
 
 @task(name="create-launch-configuration", cache_policy=NO_CACHE)
@@ -372,72 +334,6 @@ def group_fields(group: Group) -> dict[str, Any]:
 
 def _same(a: Any, b: Any) -> bool:
     return sorted(a) == sorted(b) if isinstance(a, list) and isinstance(b, list) else a == b
-
-
-@task(name="put-scheduled-action", cache_policy=NO_CACHE)
-@retrying()
-def put_scheduled_action(region: str, group_id: str, action: ScheduledAction) -> ScheduledAction:
-    """Create the named scheduled action, or modify the one of that name in the group."""
-    body: dict[str, Any] = {
-        "MinSize": action.min_size,
-        "MaxSize": action.max_size,
-        "DesiredCapacity": action.desired,
-        "StartTime": action.start_time,
-    }
-    if action.recurrence:
-        body |= {"Recurrence": action.recurrence, "EndTime": action.end_time}
-    existing = _named(scheduled_actions(region, group_id), action.name)
-    action_id = _put_by_name(
-        region,
-        group_id,
-        action.name,
-        body,
-        existing_id=existing.action_id if existing else None,
-        create="CreateScheduledAction",
-        modify="ModifyScheduledAction",
-        id_field="ScheduledActionId",
-        name_field="ScheduledActionName",
-    )
-    return action.model_copy(update={"action_id": action_id})
-
-
-@task(name="delete-scheduled-action", cache_policy=NO_CACHE)
-@retrying()
-def delete_scheduled_action(region: str, group_id: str, name: str) -> bool:
-    existing = _named(scheduled_actions(region, group_id), name)
-    if existing is None:
-        return False
-    call_json(clients_for(region).autoscaling, "DeleteScheduledAction", {"ScheduledActionId": existing.action_id})
-    return True
-
-
-@task(name="put-alarm-policy", cache_policy=NO_CACHE)
-@retrying()
-def put_alarm_policy(region: str, group_id: str, policy: AlarmPolicy) -> AlarmPolicy:
-    """Create the named SIMPLE alarm policy, or modify the group's policy of that name."""
-    existing = _named(alarm_policies(region, group_id), policy.name)
-    policy_id = _put_by_name(
-        region,
-        group_id,
-        policy.name,
-        policy.api(),
-        existing_id=existing.policy_id if existing else None,
-        create="CreateScalingPolicy",
-        modify="ModifyScalingPolicy",
-        id_field="AutoScalingPolicyId",
-        name_field="ScalingPolicyName",
-    )
-    return policy.model_copy(update={"policy_id": policy_id})
-
-
-@task(name="delete-alarm-policy", cache_policy=NO_CACHE)
-@retrying()
-def delete_alarm_policy(region: str, group_id: str, name: str) -> bool:
-    existing = _named(alarm_policies(region, group_id), name)
-    if existing is None:
-        return False
-    call_json(clients_for(region).autoscaling, "DeleteScalingPolicy", {"AutoScalingPolicyId": existing.policy_id})
-    return True
 
 
 def detach(

@@ -19,7 +19,7 @@ from flows.set_capacity import set_capacity
 from flows.verify_autoscaling import verify_autoscaling
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
-from tasks import clb
+from tasks import autoscaling_policies, clb
 from tasks.cvm import describe_servers
 from tasks.health import auth_url, probe_app_up, probe_auth, probe_session_reach
 from tests.flows.autoscaling_support import advance_to, autoscaling_params, minutes, sandbox_now
@@ -116,7 +116,7 @@ def test_alarms_verify_and_set_capacity(guide, cloud_env, scaled):
     (outcome,) = configure_autoscaling(params)
     group_id = outcome.group_id or ""
     assert not any("scheduled action" in d for d in outcome.differences)
-    assert [p.name for p in asg.alarm_policies(region, group_id)] == [
+    assert [p.name for p in autoscaling_policies.alarm_policies(region, group_id)] == [
         "tcscale-business-cpu-high",
         "tcscale-business-cpu-low",
     ]

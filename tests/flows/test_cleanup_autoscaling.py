@@ -13,7 +13,7 @@ from flows.parameters import CleanupParameters
 from flows.scale_out import scale_out_cluster
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
-from tasks import cvm
+from tasks import autoscaling_policies, cvm
 from tasks.cvm import RUN_TAG
 from tests.flows.autoscaling_support import autoscaling_params
 from tests.flows.support import BUSINESS_TAG, cluster_params, inventory, session_params, ssh_settings
@@ -64,8 +64,10 @@ def test_cleanup_undoes_configure_autoscaling(guide: dict[str, Any], cloud_env: 
     )
     launched = [m.instance_id for m in asg.members(region, gid) if m.creation_type != "MANUAL_ATTACHING"]
     assert len(launched) == 1
-    schedules = sorted(f"{g}/{a.name}" for g in groups.values() for a in asg.scheduled_actions(region, g))
-    policies = sorted(f"{g}/{p.name}" for g in groups.values() for p in asg.alarm_policies(region, g))
+    schedules = sorted(
+        f"{g}/{a.name}" for g in groups.values() for a in autoscaling_policies.scheduled_actions(region, g)
+    )
+    policies = sorted(f"{g}/{p.name}" for g in groups.values() for p in autoscaling_policies.alarm_policies(region, g))
     assert schedules and policies
     configured = inventory(cloud_env)
     assert configured != before
@@ -85,7 +87,10 @@ def test_cleanup_undoes_configure_autoscaling(guide: dict[str, Any], cloud_env: 
     assert removed.model_dump(exclude={"dry_run"}) == planned.model_dump(exclude={"dry_run"})
     for g in groups.values():
         assert asg.describe_group(region, g) is None
-        assert asg.scheduled_actions(region, g) == [] and asg.alarm_policies(region, g) == []
+        assert (
+            autoscaling_policies.scheduled_actions(region, g) == []
+            and autoscaling_policies.alarm_policies(region, g) == []
+        )
     assert all(asg.describe_launch_configuration(region, lc) is None for lc in lcs)
     tier_servers = [i for ids in attached.values() for i in ids]
     assert asg.membership_of(region, tier_servers) == {}, "the tier's servers are still in a group"

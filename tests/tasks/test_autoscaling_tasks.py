@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tasks import autoscaling as asg
+from tasks import autoscaling_policies
 from tasks.cloud import call_json, clients_for
 from tasks.waiters import WaitFailed
 
@@ -71,22 +72,22 @@ def test_put_creates_then_modifies_and_delete_says_whether_there_was_one(cloud_e
         name="tcscale-business-peak-out", min_size=0, max_size=3, desired=2, start_time=start.isoformat(),
         end_time=(start + timedelta(days=30)).isoformat(), recurrence="54 10 * * *",
     )  # fmt: skip
-    made = asg.put_scheduled_action.fn(REGION, g.group_id, action)
-    changed = asg.put_scheduled_action.fn(REGION, g.group_id, action.model_copy(update={"desired": 3}))
-    (listed,) = asg.scheduled_actions(REGION, g.group_id)
+    made = autoscaling_policies.put_scheduled_action.fn(REGION, g.group_id, action)
+    changed = autoscaling_policies.put_scheduled_action.fn(REGION, g.group_id, action.model_copy(update={"desired": 3}))
+    (listed,) = autoscaling_policies.scheduled_actions(REGION, g.group_id)
     assert made.action_id == changed.action_id == listed.action_id and listed.desired == 3
     assert listed.start_time == start.isoformat() and listed.recurrence == "54 10 * * *"
     policy = asg.AlarmPolicy(name="tcscale-business-cpu-high", adjustment=1, operator="GREATER_THAN", threshold=70,
                              period=60, continuous_time=5, cooldown=300)  # fmt: skip
-    first = asg.put_alarm_policy.fn(REGION, g.group_id, policy)
-    asg.put_alarm_policy.fn(REGION, g.group_id, policy.model_copy(update={"threshold": 80}))
-    (found,) = asg.alarm_policies(REGION, g.group_id)
+    first = autoscaling_policies.put_alarm_policy.fn(REGION, g.group_id, policy)
+    autoscaling_policies.put_alarm_policy.fn(REGION, g.group_id, policy.model_copy(update={"threshold": 80}))
+    (found,) = autoscaling_policies.alarm_policies(REGION, g.group_id)
     assert found.policy_id == first.policy_id and found.threshold == 80 and found.same_as(policy.model_copy(
         update={"threshold": 80}))  # fmt: skip
-    assert asg.delete_alarm_policy.fn(REGION, g.group_id, policy.name) is True
-    assert asg.delete_alarm_policy.fn(REGION, g.group_id, policy.name) is False
-    assert asg.delete_scheduled_action.fn(REGION, g.group_id, action.name) is True
-    assert asg.delete_scheduled_action.fn(REGION, g.group_id, action.name) is False
+    assert autoscaling_policies.delete_alarm_policy.fn(REGION, g.group_id, policy.name) is True
+    assert autoscaling_policies.delete_alarm_policy.fn(REGION, g.group_id, policy.name) is False
+    assert autoscaling_policies.delete_scheduled_action.fn(REGION, g.group_id, action.name) is True
+    assert autoscaling_policies.delete_scheduled_action.fn(REGION, g.group_id, action.name) is False
 
 
 def test_delete_group_empties_it_first(cloud_env):
