@@ -22,6 +22,7 @@ from flows.scale_out import scale_out_business_tier
 from flows.verify_autoscaling import verify_autoscaling
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
+from tasks import cvm
 from tasks.cvm import RUN_TAG
 from tests.flows.autoscaling_support import autoscaling_params
 from tests.flows.support import BUSINESS_TAG, business_params, inventory, session_params, ssh_settings
@@ -46,7 +47,13 @@ def create_lc(sandbox: EmbeddedSandbox, guide: dict[str, Any], name: str, image_
     """A launch configuration made outside the flows (by the operator, or left by a killed run), through the SDK."""
     client = sdk_client(sandbox, AutoscalingClient, guide["region"])
     request = as_models.CreateLaunchConfigurationRequest()
-    body: dict[str, Any] = {"LaunchConfigurationName": name, "ImageId": image_id, "InstanceType": "S5.SMALL1"}
+    (source,) = cvm.describe_servers(guide["region"], [guide["business_server"]["instance_id"]])
+    body: dict[str, Any] = {
+        "LaunchConfigurationName": name,
+        "ImageId": image_id,
+        "InstanceType": "S5.SMALL1",
+        "SecurityGroupIds": source.security_group_ids,  # as an operator makes one: its servers are reachable
+    }
     if tags:
         body["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
     request.from_json_string(json.dumps(body))
