@@ -4,7 +4,8 @@ The deployments are prefect.yaml's (names, descriptions, tags, concurrency limit
 the lunch-peak schedules are computed from the cluster declaration (peak extra, times, lead). Schedules never fire
 on Prefect's temporary server, so this refuses to start without a real one in PREFECT_API_URL; and it serves with
 `pause_on_shutdown=False`, so stopping it does not pause the schedules (runs due meanwhile wait, Late, and a
-lunch-peak run that starts too late changes nothing).
+lunch-peak run that starts too late changes nothing). Every run it starts sends Prefect heartbeats every
+`crashes.HEARTBEAT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -91,8 +92,14 @@ def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[An
 def serve_all() -> None:
     """Serve every deployment until interrupted (Ctrl-C / SIGTERM), without pausing the schedules."""
     require_server()
+    import os
+
     from prefect import serve
 
+    from deployments.crashes import heartbeat_env
     from flows.declaration import load_declaration
 
+    # each run's process inherits it: its heartbeats are what `tcscale setup`'s automation watches for (a run
+    # whose process dies is marked Crashed and cleaned up); the window there is set for this frequency
+    os.environ.update(heartbeat_env())
     serve(*runner_deployments(load_declaration()), pause_on_shutdown=False)

@@ -2,8 +2,9 @@
 
 Secret blocks for the cloud credentials, the SSH key and the chat bridge's secrets (each read from an env variable
 or from the file an env variable names; a value is never printed), the `process` work pool `tcscale`, the global
-concurrency limits that hold one scale operation per tier, and the Variable `tcscale-cluster` (the cluster
-declaration) from `--cluster FILE`. A second run creates nothing twice: each line says created, updated or exists.
+concurrency limits that hold one scale operation per tier, the automations that mark a dead run Crashed and start
+its cleanup-run (deployments/crashes.py), and the Variable `tcscale-cluster` (the cluster declaration) from
+`--cluster FILE`. A second run creates nothing twice: each line says created, updated or exists.
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ def run_setup(cluster_file: Path | None, env: Mapping[str, str]) -> list[str]:
     Raises SetupError (or DeclarationError for a bad cluster file) before changing anything it can check first."""
     from prefect.client.orchestration import get_client
 
+    from deployments.crashes import setup_automations
+
     if cluster_file is not None:
         declaration = read_declaration_file(cluster_file)  # a bad file fails before anything is changed
         problem = variable_size_problem(dump_declaration(declaration))
@@ -161,6 +164,7 @@ def run_setup(cluster_file: Path | None, env: Mapping[str, str]) -> list[str]:
     with get_client(sync_client=True) as client:
         lines.append(setup_work_pool(client))
         lines += setup_limits(client)
+        lines += setup_automations(client)
     if cluster_file is not None:
         lines.append(setup_cluster_variable(cluster_file))
         with get_client(sync_client=True) as client:

@@ -2,8 +2,9 @@
 
 In order: a real Prefect server with its UI on 127.0.0.1 (`PrefectServer`), the sandbox (`sandbox serve` as a
 child: a local Tencent Cloud) seeded with the guide's starting point, the cluster declaration of that seed
-(`<workdir>/cluster.json`, `TCSCALE_CLUSTER_FILE`), `tcscale setup`, the deployments served with their schedules
-(`tcscale serve`), and the chatops bridge (`tcscale chatops`) with a generated signing secret. It prints the
+(`<workdir>/cluster.json`, `TCSCALE_CLUSTER_FILE`), the deployments served with their schedules (`tcscale serve`,
+its runs sending heartbeats), the chatops bridge (`tcscale chatops`) with a generated signing secret, then
+`tcscale setup` (with the automations that mark a dead run Crashed and clean it up). It prints the
 URLs and ready-made signed chat commands, then "ready". Ctrl-C (SIGINT) or SIGTERM stops every child in the
 reverse order (bridge, serve, sandbox, server) and exits 0; a child that dies on its own stops the stack (exit 1).
 
@@ -136,13 +137,14 @@ class Stack:
             "TCSCALE_SSH_KEY_FILE": seed["key_pair"]["private_key_file"],  # `tcscale setup`: Secret tcscale-ssh-key
             "TCSCALE_CHATOPS_SIGNING_SECRET": self.signing_secret,
         }
-        # setup, serve and the bridge need only the server: they start together.
-        setup = self._setup()
+        # serve and the bridge need only the server: they start together. setup runs once the deployments are
+        # served: its automation that cleans up a crashed run names the served cleanup-run deployment.
         starting = [part for part in (self._serve(), self._bridge()) if part is not None]
-        if setup is not None:
-            self._setup_done(setup)
         for part in starting:
             self._ready(*part)
+        setup = self._setup()
+        if setup is not None:
+            self._setup_done(setup)
 
     # ---- the parts -----------------------------------------------------------------------------------
     def _sandbox(self, keys: dict[str, str]) -> Starting:
