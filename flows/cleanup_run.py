@@ -24,7 +24,7 @@ from flows.declaration import declared
 from flows.parameters import CleanupParameters
 from flows.scale_out_steps.preflight import select_servers
 from flows.shared.ledger import Ledger, Undone, forget_bindings, remembered_bindings, unbind
-from flows.shared.tier_lock import tier_lock
+from flows.shared.tier_lock import LEASE_SECONDS, tier_lock
 from flows.shared.tier_run import settle_all
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies as policies
@@ -32,6 +32,10 @@ from tasks import business_server, clb, cvm, vpc
 from tasks.cvm import RUN_TAG, TIER_TAG, Server
 
 TIERS = ("session", "business")
+# Started right after a run died (by the automation, an `apply`, the operator), it waits for the tiers until the dead
+# run's lock lease has expired, rather than failing TierBusy after a person's short wait; a live run's undo is
+# waited for the same way.
+LOCK_WAIT_SECONDS = LEASE_SECONDS + 60
 
 
 class Removed(BaseModel):
@@ -228,7 +232,7 @@ def _restorer(server: Server, params: CleanupParameters) -> Callable[[], bool]:
 
 @contextlib.contextmanager
 def both_tier_locks() -> Iterator[None]:
-    with tier_lock(TIERS[0]), tier_lock(TIERS[1]):  # one order everywhere: no deadlock
+    with tier_lock(TIERS[0], LOCK_WAIT_SECONDS), tier_lock(TIERS[1], LOCK_WAIT_SECONDS):  # one order: no deadlock
         yield
 
 
