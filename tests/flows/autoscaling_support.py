@@ -48,3 +48,23 @@ def advance_to(sandbox: EmbeddedSandbox, moment: datetime) -> None:
 
 def minutes(sandbox: EmbeddedSandbox, n: float) -> None:
     sandbox.admin("POST", "clock", {"advance": 60 * n})
+
+
+def cleanup_autoscaling(guide: dict[str, Any], key: str, dry_run: bool = False) -> Any:
+    """cleanup-run of `key` for runs that changed only Auto Scaling (no sdk.config of this key: test_cleanup covers
+    configs; the new servers' host keys are unknown)."""
+    from flows.cleanup_run import cleanup_run
+    from flows.parameters import CleanupParameters
+    from tests.flows.support import BUSINESS_TAG, session_params, ssh_settings
+
+    params = CleanupParameters(
+        run_key=key,
+        region=guide["region"],
+        business_servers=BUSINESS_TAG,
+        ssh=ssh_settings(guide),
+        health=session_params(guide).health,
+        timeout=60,
+        dry_run=dry_run,
+        restore_configs=False,
+    )
+    return cleanup_run(params)

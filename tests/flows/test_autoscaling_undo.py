@@ -15,17 +15,15 @@ from tencentcloud.autoscaling.v20180419 import models as as_models
 from tencentcloud.autoscaling.v20180419.autoscaling_client import AutoscalingClient
 
 from flows.autoscaling_steps import plan
-from flows.cleanup_run import cleanup_run
 from flows.configure_autoscaling import configure_autoscaling
-from flows.parameters import CleanupParameters
 from flows.scale_out import scale_out_business_tier
 from flows.verify_autoscaling import verify_autoscaling
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tasks import cvm
 from tasks.cvm import RUN_TAG
-from tests.flows.autoscaling_support import autoscaling_params
-from tests.flows.support import BUSINESS_TAG, business_params, inventory, session_params, ssh_settings
+from tests.flows.autoscaling_support import autoscaling_params, cleanup_autoscaling
+from tests.flows.support import business_params, inventory
 from tests.sdk import sdk_client
 
 KEY = "as-undo-1"
@@ -61,16 +59,7 @@ def create_lc(sandbox: EmbeddedSandbox, guide: dict[str, Any], name: str, image_
 
 
 def cleanup(guide: dict[str, Any]) -> Any:
-    params = CleanupParameters(
-        run_key=KEY,
-        region=guide["region"],
-        business_servers=BUSINESS_TAG,
-        ssh=ssh_settings(guide),
-        health=session_params(guide).health,
-        timeout=60,
-        restore_configs=False,
-    )
-    return cleanup_run(params)
+    return cleanup_autoscaling(guide, KEY)
 
 
 def test_creations_whose_answers_were_lost_are_undone(guide, cloud_env):

@@ -7,33 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.cleanup_run import cleanup_run
 from flows.configure_autoscaling import configure_autoscaling
-from flows.parameters import CleanupParameters
 from flows.scale_out import scale_out_cluster
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies, cvm
 from tasks.cvm import RUN_TAG
-from tests.flows.autoscaling_support import autoscaling_params
-from tests.flows.support import BUSINESS_TAG, cluster_params, inventory, session_params, ssh_settings
+from tests.flows.autoscaling_support import autoscaling_params, cleanup_autoscaling
+from tests.flows.support import cluster_params, inventory
 from tests.sdk import poll
 
 KEY = "killed-autoscaling-1"
 
 
 def cleanup(guide: dict[str, Any], dry_run: bool = False) -> Any:
-    params = CleanupParameters(
-        run_key=KEY,
-        region=guide["region"],
-        business_servers=BUSINESS_TAG,
-        ssh=ssh_settings(guide),
-        health=session_params(guide).health,
-        timeout=60,
-        dry_run=dry_run,
-        restore_configs=False,  # no sdk.config of this key (test_cleanup covers it); new servers' host keys unknown
-    )
-    return cleanup_run(params)
+    return cleanup_autoscaling(guide, KEY, dry_run)
 
 
 def test_cleanup_undoes_configure_autoscaling(guide: dict[str, Any], cloud_env: EmbeddedSandbox) -> None:
