@@ -4,9 +4,10 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 # --compile-bytecode: every Python process (Prefect server, workers, serve, the bridge) starts from compiled
 # modules even where PYTHONDONTWRITEBYTECODE is set (measured: ~11 s of CPU per process start without).
 
-# pytest-xdist workers: the suite mostly waits on servers (load stays low), so more workers than cores pay.
-# Each worker runs its own sandbox; the tests of one expensive stack share a worker (--dist loadgroup).
-TEST_WORKERS ?= 4
+# pytest-xdist workers. Each runs its own sandbox and Prefect test server (~20 s of CPU to start), so on 2 cores
+# 3 beat 4 (measured: the whole run is CPU-bound once parallel); the tests of one expensive stack share a
+# worker (--dist loadgroup), which starts that stack once. TEST_WORKERS=N make test to change it.
+TEST_WORKERS ?= 3
 # The default run's selection (pyproject's addopts) narrowed to the cheap tests: no Prefect, no whole flows.
 CHECK_MARKERS := (unit or sandbox) and not slow and not tccli
 
