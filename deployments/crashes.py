@@ -23,11 +23,12 @@ from prefect.events.actions import ChangeFlowRunState, RunDeployment
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 
+from flows.shared.tier_run import CLEANUP_DEPLOYMENT
+
 HEARTBEAT_SECONDS = 60  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY wherever tcscale's runs start (Prefect's minimum: 30)
 MISSED_HEARTBEATS = 3  # a run is a zombie after this many heartbeats did not come (a short API outage is not death)
 CRASH_ZOMBIES = "tcscale: crash zombie runs"
 CLEAN_UP_CRASHED = "tcscale: clean up crashed runs"
-CLEANUP_DEPLOYMENT = "cleanup-run/cleanup"
 FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
 # The flows whose changes cleanup-run finds by their marks (set-capacity and verify-autoscaling change a desired
 # capacity, which carries no mark; cleanup-run itself is not cleaned up by another cleanup-run).

@@ -38,7 +38,7 @@ BUSINESS_STEPS = 10
 def scale_out_session_tier(params: SessionTierParameters) -> TierOutcome:
     params = declared(params)
     profile, port = params.runtime_profile(), params.backend_port()
-    with tier_run("scale-out-session-tier", "session", params, SESSION_STEPS) as run:
+    with tier_run("scale-out-session-tier", "session", params, SESSION_STEPS, undo_by_marks=True) as run:
         with run.step("preflight: placement, state, quota, image name, the business servers' sdk.config over SSH"):
             plan = preflight_tier(params, "session", "INTERNAL", launch.image_name(run), run.tags)
             business, planned = preflight_business_servers(run, plan, profile)
@@ -67,7 +67,7 @@ def scale_out_session_tier(params: SessionTierParameters) -> TierOutcome:
 def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
     params = declared(params)
     profile, port = params.runtime_profile(), params.backend_port()
-    with tier_run("scale-out-business-tier", "business", params, BUSINESS_STEPS) as run:
+    with tier_run("scale-out-business-tier", "business", params, BUSINESS_STEPS, undo_by_marks=True) as run:
         with run.step("preflight: placement, state, quota, image name"):
             plan = preflight_tier(params, "business", "OPEN", launch.image_name(run), run.tags)
         if params.dry_run:

@@ -3,6 +3,14 @@
 `tier_run` is what every tier flow does around the guide's steps: take the tier's lock (one operation
 per tier, across every worker), run the steps, and if anything fails — an error, a cancellation, a
 signal — undo what the run changed while still holding the lock, then write the report either way.
+
+A signal in a deployment run is the exception: Prefect's runner (a cancel from the UI, a stopping worker) sends
+SIGTERM and SIGKILL 30 s later (`prefect/runner/runner.py` `_kill_process(grace_seconds=30)`), shorter than a
+real-cloud undo. A run whose every change `cleanup-run` finds by its marks (the scale-out) hands its undo to a
+`cleanup-run/cleanup` run created at once, says so in its report, releases the tier and exits; that run waits for
+the tier, undoes and reports. (Prefect's `on_cancellation` hooks were the other way: the runner runs them in its
+own process after the SIGKILL, with no flow run context or report, only for cancels, and not at all when the
+runner itself stops.)
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 from prefect import get_run_logger
+from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, wait
 from pydantic import BaseModel, Field
 
-from flows.parameters import TierParameters
+from flows.parameters import CleanupParameters, TierParameters
 from flows.shared.ledger import Ledger
 from flows.shared.report import RunRecord, StepRecord
 from flows.shared.tier_lock import tier_lock
@@ -26,6 +36,7 @@ from tasks.models import Change
 # only the common fields takes any tier's run).
 P_co = TypeVar("P_co", bound=TierParameters, covariant=True)
 P = TypeVar("P", bound=TierParameters)
+CLEANUP_DEPLOYMENT = "cleanup-run/cleanup"
 
 
 class TierOutcome(BaseModel):
@@ -76,8 +87,9 @@ def settle_all(futures: list[PrefectFuture[Any]]) -> None:
 class TierRun(Generic[P_co]):
     """The state of one tier's run that its steps share, typed by the flow's parameters."""
 
-    def __init__(self, flow: str, tier: str, params: P_co, steps: int) -> None:
+    def __init__(self, flow: str, tier: str, params: P_co, steps: int, undo_by_marks: bool = False) -> None:
         self.params = params
+        self.undo_by_marks = undo_by_marks  # cleanup-run finds every change of this flow by the run's marks
         self.tier = tier
         self.region = params.region
         self.key = run_key(params)
@@ -112,14 +124,52 @@ class TierRun(Generic[P_co]):
                     "undo incomplete, fix by hand:\n" + "\n".join(f"- {u.what}: {u.detail} -> {u.fix}" for u in failed)
                 )
 
+    def hand_undo_over(self, error: BaseException) -> bool:
+        """A signalled deployment run whose changes cleanup-run finds by their marks: a `cleanup-run/cleanup` run of
+        this run key, created at once (one per signalled run), takes the undo over. False: undo here (a `tcscale run`, a
+        test, the demo, another flow, or no cleanup deployment to hand it to)."""
+        from prefect.runtime import deployment
+
+        if not (isinstance(error, TerminationSignal) and self.undo_by_marks and self.ledger.entries):
+            return False
+        if deployment.id is None:
+            return False
+        shared = (set(CleanupParameters.model_fields) & set(type(self.params).model_fields)) - {"run_key", "dry_run"}
+        parameters = {"params": {**self.params.model_dump(mode="json", include=shared), "run_key": self.key}}
+        logger = get_run_logger()
+        try:
+            with get_client(sync_client=True) as client:
+                cleanup = client.read_deployment_by_name(CLEANUP_DEPLOYMENT)
+                taker = client.create_flow_run_from_deployment(
+                    cleanup.id, parameters=parameters, idempotency_key=f"undo:{self.key}:{this_flow_run_id()}",
+                    tags=["tcscale", "cleanup", f"undo-of:{self.key}"],
+                )  # fmt: skip
+        except Exception as failure:  # no API, no cleanup deployment: the undo here is all there is
+            logger.error("could not hand the undo to %s (%s): undoing here", CLEANUP_DEPLOYMENT, failure)
+            return False
+        what = (f"undo handed to cleanup-run {taker.name} ({taker.id}): signalled ({error}), this process has 30 s; "
+                f"it waits for the tier, undoes the {len(self.ledger.entries)} change(s) by the run's marks and "
+                f"writes the report cleanup-run-{self.key}")  # fmt: skip
+        logger.warning("%s", what)
+        with self.step(what):
+            pass
+        error.add_note(what)
+        return True
+
 
 @contextlib.contextmanager
 def tier_run(
-    flow: str, tier: str, params: P, steps: int, lock_wait_seconds: float | None = None
+    flow: str,
+    tier: str,
+    params: P,
+    steps: int,
+    lock_wait_seconds: float | None = None,
+    undo_by_marks: bool = False,
 ) -> Iterator[TierRun[P]]:
     """Lock (unless a dry run; waiting `lock_wait_seconds` for a busy tier, default the short wait), run, undo on
-    any failure under the lock, report whatever happens."""
-    run = TierRun(flow, tier, params, steps)
+    any failure under the lock (a signalled deployment run of a flow whose changes all carry marks,
+    `undo_by_marks`: by a cleanup-run), report whatever happens."""
+    run = TierRun(flow, tier, params, steps, undo_by_marks)
     outcome = "failed"
     try:
         if params.dry_run:
@@ -130,7 +180,8 @@ def tier_run(
                 try:
                     yield run
                 except BaseException as error:  # a cancellation or SIGTERM too: undo while the process lives
-                    run.undo(error)
+                    if not run.hand_undo_over(error):
+                        run.undo(error)
                     raise
             outcome = "succeeded"
     finally:
