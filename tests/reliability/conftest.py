@@ -1,0 +1,39 @@
+"""The fault matrix's summary, printed at the end of the session (under xdist too: each case's numbers travel in
+its report's user_properties)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+RESULTS: dict[str, dict[str, Any]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call":
+        return
+    for name, value in report.user_properties:
+        if name == "fault_matrix":
+            RESULTS[report.nodeid] = {**json.loads(value), "xfail": hasattr(report, "wasxfail")}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not RESULTS:
+        return
+    outcomes = Counter(r["outcome"] for r in RESULTS.values())
+    expected = sum(1 for r in RESULTS.values() if r["xfail"])
+    lines = [
+        f"cases: {len(RESULTS)}",
+        "outcomes: " + ", ".join(f"{name} {n}" for name, n in sorted(outcomes.items())),
+        f"  of which known defects (xfail): {expected}",
+        f"leaked resources: {sum(r['leaked'] for r in RESULTS.values())}",
+        f"duplicated resources: {sum(r['duplicates'] for r in RESULTS.values())}",
+        f"sdk.config changed other than as intended: {sum(r['configs_changed'] for r in RESULTS.values())}",
+        f"cases that touched the operator's resources: {sum(1 for r in RESULTS.values() if r['operator_touched'])}",
+    ]
+    terminalreporter.write_sep("=", "fault matrix")
+    for line in lines:
+        terminalreporter.write_line(line)
