@@ -507,11 +507,13 @@ def test_failed_stop_leaves_the_server_running(cvm, sandbox):
 
 # ---- the realistic latency profile -------------------------------------------------------------------------
 def test_realistic_profile_with_a_small_time_scale(cvm, sandbox):
-    sandbox.admin("POST", "clock", {"profile": "realistic", "time_scale": 0.005})  # boot 150 ms, image 600 ms
+    # boot 1.5 s, image 6 s, stop 500 ms, terminate 250 ms: each transitional state lasts longer than the gap between
+    # two requests on a busy machine (at 0.005, terminate's 25 ms was sometimes over before the next request)
+    sandbox.admin("POST", "clock", {"profile": "realistic", "time_scale": 0.05})
     (instance,) = launch(cvm)
     first = instances(cvm, [instance])[instance]
     assert (first.InstanceState, first.LatestOperationState) == ("PENDING", "OPERATING")
-    wait_state(cvm, [instance], "RUNNING")
+    wait_state(cvm, [instance], "RUNNING", timeout=20)
     assert code_of(cvm, "TerminateInstances", {"InstanceIds": ["ins-00000000"]}) == "InvalidInstanceId.NotFound"
 
     image_id = call(cvm, "CreateImage", {"InstanceId": instance, "ImageName": "slow"}).ImageId
@@ -520,11 +522,11 @@ def test_realistic_profile_with_a_small_time_scale(cvm, sandbox):
     assert code_of(cvm, "CreateImage", {"InstanceId": instance, "ImageName": "again"}) == (
         "OperationDenied.InstanceOperationInProgress"
     )
-    wait_until(lambda: image_state(cvm, image_id) == "NORMAL", what="image NORMAL")
+    wait_until(lambda: image_state(cvm, image_id) == "NORMAL", timeout=30, what="image NORMAL")
 
     call(cvm, "StopInstances", {"InstanceIds": [instance]})
     assert states(cvm, [instance])[instance] == "STOPPING"
-    wait_state(cvm, [instance], "STOPPED")
+    wait_state(cvm, [instance], "STOPPED", timeout=20)
     call(cvm, "TerminateInstances", {"InstanceIds": [instance]})
     assert states(cvm, [instance])[instance] == "TERMINATING"
     wait_until(lambda: total(cvm) == 0, what="terminated")
