@@ -66,8 +66,13 @@ def test_tier_lock_is_released_after_use(prefect_harness, monkeypatch):
         pass
 
 
-def test_cleanup_takes_the_tier_lock(guide, cloud_env, session_tier_held):
+def test_cleanup_takes_the_tier_lock(guide, cloud_env, session_tier_held, monkeypatch):
+    from flows import cleanup_run as cleanup
     from flows.cleanup_run import cleanup_run
+
+    # cleanup-run waits for a busy tier until a dead holder's lease has expired (test_cleanup_lock_wait.py); here
+    # the holder is alive: with a short wait it gives up.
+    monkeypatch.setattr(cleanup, "LOCK_WAIT_SECONDS", 1.0)
     from flows.parameters import CleanupParameters
     from tests.flows.support import BUSINESS_TAG, ssh_settings
 
