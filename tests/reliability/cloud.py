@@ -12,6 +12,7 @@ scheduled actions, alarm policies) and every business server's sdk.config bytes,
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -123,8 +124,23 @@ def names(sandbox: EmbeddedSandbox) -> dict[str, dict[str, str]]:
     }
 
 
+def settle_groups(sandbox: EmbeddedSandbox, timeout: float = 20) -> None:
+    """Until every scaling group has the members it desires (its activities in flight have finished), at most
+    `timeout` s: a run's effect includes the activities it started, an undo's too. A group that never gets there
+    shows in the snapshot."""
+
+    def settled() -> bool:
+        groups = sandbox.admin("GET", "state")["services"]["as"]["groups"]
+        return all(len(group["instances"]) == group["desired"] for group in groups.values())
+
+    with contextlib.suppress(AssertionError):
+        poll(settled, what="the scaling groups settled", timeout=timeout)
+
+
 def snapshot(sandbox: EmbeddedSandbox) -> dict[str, Any]:
-    """Everything a run may create or change, and every business server's sdk.config (bytes)."""
+    """Everything a run may create or change, and every business server's sdk.config (bytes), once the scaling
+    groups have settled."""
+    settle_groups(sandbox)
     return {**inventory(sandbox), **autoscaling_state(sandbox), **names(sandbox), "configs": business_configs(sandbox)}
 
 

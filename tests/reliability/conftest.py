@@ -29,7 +29,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         f"cases: {len(RESULTS)}",
         "outcomes: " + ", ".join(f"{name} {n}" for name, n in sorted(outcomes.items())),
         f"  of which known defects (xfail): {expected}",
-        f"leaked resources: {sum(r['leaked'] for r in RESULTS.values())}",
+        f"leaked (or removed) resources, bindings and rules: {sum(r['leaked'] for r in RESULTS.values())}",
         f"duplicated resources: {sum(r['duplicates'] for r in RESULTS.values())}",
         f"sdk.config changed other than as intended: {sum(r['configs_changed'] for r in RESULTS.values())}",
         f"cases that touched the operator's resources: {sum(1 for r in RESULTS.values() if r['operator_touched'])}",

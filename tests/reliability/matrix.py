@@ -11,8 +11,8 @@ Fault kinds (`POST /_sandbox/faults` rules, see sandbox/README.md):
 - lost-answer: the request takes effect, its answer is lost (HTTP 502), on every action that changes something;
 - late-answer: the request takes effect after the client's request deadline has passed (TCSCALE_REQUEST_TIMEOUT),
   on every action that changes something: the client gives up while the cloud still applies it;
-- failed: the operation the action starts ends in its failed state (CREATEFAILED, LAUNCH_FAILED, a failed CLB task,
-  a failed scaling activity), where the action starts one;
+- failed: the (first) operation the action starts ends in its failed state (CREATEFAILED, LAUNCH_FAILED, a failed CLB
+  task, a failed scaling activity), where the action starts one;
 - past-deadline: the operation the action starts takes longer than its step's deadline (the realistic latency
   profile, the step's wait shortened), on the first action of each wait a flow has;
 and for the flows that rewrite the business servers' sdk.config over SSH: the SSH connection dropped once or at
@@ -77,12 +77,17 @@ def failed_operation(service: str, action: str) -> Rule | None:
         ("clb", "DeleteLoadBalancer"): "clb release failed",
     }.get((service, action))
     if message:
-        return {"service": service, "action": action, "async_failure": message}
+        return {"service": service, "action": action, "async_failure": message, "count": 1}
     # Auto Scaling: the activity the call starts fails where its servers are launched or bound
     if (service, action) in {("as", "ModifyDesiredCapacity"), ("as", "ScaleOutInstances")}:
-        return {"service": "cvm", "action": "RunInstances", "async_failure": "ResourceInsufficient.ZoneSoldOut"}
+        return {
+            "service": "cvm",
+            "action": "RunInstances",
+            "async_failure": "ResourceInsufficient.ZoneSoldOut",
+            "count": 1,
+        }
     if (service, action) == ("as", "AttachInstances"):
-        return {"service": "clb", "action": "RegisterTargets", "async_failure": "rs binding failed"}
+        return {"service": "clb", "action": "RegisterTargets", "async_failure": "rs binding failed", "count": 1}
     return None
 
 
@@ -147,13 +152,18 @@ def guest_cases(flow: str) -> list[Case]:
     if flow != "cleanup-run":  # the new session servers' auth service never comes up: their health check fails
         down = {"service": "guest", "action": "mina_auth.start", "error_message": "mina_auth: port in use"}
         cases.append(Case(flow, "health", "health-failed", [down], knobs=health))
-    if flow == "scale-out-cluster":  # the new business servers' app crashes at boot and at each restart
-        crash = [
-            {"service": "guest", "action": f"weapp.{verb}", "error_message": "pm2: app crashed"}
-            for verb in ("start", "restart")
-        ]
-        cases.append(Case(flow, "business-health", "health-failed", crash, knobs=health))
     return cases
+
+
+def business_app_down() -> Case:
+    """The new business servers' app crashes at boot and at each of pm2's restarts: their health check fails. (Only
+    the business tier alone: in scale-out-cluster the rule would hit the session tier's repoint restarts first.)"""
+    crash = [
+        {"service": "guest", "action": f"weapp.{verb}", "error_message": "pm2: app crashed"}
+        for verb in ("start", "restart")
+    ]
+    health = Knobs(timeouts=Knobs().timeouts.model_copy(update={"health": 4}))
+    return Case("scale-out-business-tier", "health", "health-failed", crash, knobs=health)
 
 
 def cases() -> list[Case]:
@@ -166,4 +176,6 @@ def cases() -> list[Case]:
         found += deadline_cases(flow, called)
         if FLOWS[flow].repoints:
             found += guest_cases(flow)
+        if flow == "scale-out-business-tier":
+            found.append(business_app_down())
     return found
