@@ -8,6 +8,7 @@ policies. `business_configs` reads each business server's sdk.config from its di
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,16 @@ def add_business_servers(sandbox: EmbeddedSandbox, guide: dict[str, Any], count:
 def refresh_known_hosts(sandbox: EmbeddedSandbox, guide: dict[str, Any]) -> None:
     """The host keys of every server now running (as an operator's known_hosts would list them)."""
     guide["known_hosts"] = [line for s in servers(sandbox).values() for line in s["known_hosts"]]
+
+
+def wait_for_a_fault_to_fire(sandbox: EmbeddedSandbox, process: subprocess.Popen[bytes], what: str) -> None:
+    """Until one of the sandbox's faults has fired in the run `process` runs (fails at once if the run ended)."""
+    wait_until(
+        lambda: [r for r in sandbox.admin("GET", "faults") if r["fired"]],
+        done=bool,
+        failed=lambda _: None if process.poll() is None else f"the run ended early ({process.returncode})",
+        what=what,
+        timeout=120,
+        first_delay=0.2,
+        max_delay=0.5,
+    )

@@ -25,8 +25,14 @@ from prefect.settings import PREFECT_API_URL
 from flows.cleanup_run import cleanup_run
 from flows.parameters import CleanupParameters
 from sandbox.server import EmbeddedSandbox
-from tasks.waiters import wait_until
-from tests.flows.support import assert_business_untouched, business_configs, inventory, restart_slow, session_params
+from tests.flows.support import (
+    assert_business_untouched,
+    business_configs,
+    inventory,
+    restart_slow,
+    session_params,
+    wait_for_a_fault_to_fire,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GRACE = 8.0  # the runner's 30 s, scaled down with the cloud's latency
@@ -67,15 +73,7 @@ def test_a_cancelled_deployment_run_hands_its_undo_to_cleanup_run_which_complete
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PREFECT__FLOW_RUN_ID": str(run.id)}
     process = subprocess.Popen([sys.executable, "-m", "prefect.engine"], cwd=ROOT, env=env)
     try:
-        wait_until(
-            lambda: [r for r in sandbox.admin("GET", "faults") if r["fired"]],
-            done=bool,
-            failed=lambda _: None if process.poll() is None else f"the run ended early ({process.returncode})",
-            what="the canary's restart to begin",
-            timeout=120,
-            first_delay=0.2,
-            max_delay=0.5,
-        )
+        wait_for_a_fault_to_fire(sandbox, process, "the canary's restart to begin")
         cancel_like_the_runner(process)
     finally:
         if process.poll() is None:

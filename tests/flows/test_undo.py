@@ -23,7 +23,6 @@ from flows.scale_out import scale_out_session_tier
 from sandbox.server import EmbeddedSandbox
 from tasks import clb
 from tasks.clb import HealthCheckSpec
-from tasks.waiters import wait_until
 from tests.flows.support import (
     BUSINESS_TAG,
     add_business_servers,
@@ -35,6 +34,7 @@ from tests.flows.support import (
     restart_slow,
     session_params,
     ssh_settings,
+    wait_for_a_fault_to_fire,
 )
 from tests.flows.test_preflight import create_load_balancer
 from tests.sdk import sdk_client
@@ -146,15 +146,7 @@ def test_a_signalled_run_undoes_while_its_process_lives(guide: dict[str, Any], c
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}  # the test harness's server
     process = subprocess.Popen([sys.executable, "-c", RUN_IN_A_PROCESS, params.model_dump_json()], env=env)
     try:
-        wait_until(
-            lambda: [r for r in sandbox.admin("GET", "faults") if r["fired"]],
-            done=bool,
-            failed=lambda _: None if process.poll() is None else f"the run ended early ({process.returncode})",
-            what="the canary's restart to begin",
-            timeout=120,
-            first_delay=0.2,
-            max_delay=0.5,
-        )
+        wait_for_a_fault_to_fire(sandbox, process, "the canary's restart to begin")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=120) != 0
     finally:
