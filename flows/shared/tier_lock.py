@@ -128,20 +128,25 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         with get_client(sync_client=True) as client:
-            while not self._stop.wait(RENEW_SECONDS if not self.forgotten else LEASE_SECONDS):
-                while not (self.forgotten or self.lost or self._stop.is_set()):
-                    try:
-                        self.renew(client)
-                        break
-                    except Exception as error:  # an API outage: try again until the lease would expire
-                        left = self.expires - time.monotonic()
-                        log.warning("renewing the tier lease failed (%s); %.0f s of the lease left", error, left)
-                        if left <= 0:
-                            self.lost = True
-                            log.error("the tier lease %s expired while the Prefect API was unreachable", self.lease_id)
-                        self._stop.wait(RETRY_SECONDS)
-                if self.lost:
+            while not self._stop.wait(RENEW_SECONDS):
+                self._renew_while_it_lasts(client)
+                if self.forgotten or self.lost:
+                    return  # nothing left to renew: `release` deals with both
+
+    def _renew_while_it_lasts(self, client: SyncPrefectClient) -> None:
+        """One renewal, retried through an API outage until the lease would have expired."""
+        while not self._stop.is_set():
+            try:
+                self.renew(client)
+                return
+            except Exception as error:
+                left = self.expires - time.monotonic()
+                log.warning("renewing the tier lease failed (%s); %.0f s of the lease left", error, left)
+                if left <= 0:
+                    self.lost = True
+                    log.error("the tier lease %s expired while the Prefect API was unreachable", self.lease_id)
                     return
+                self._stop.wait(RETRY_SECONDS)
 
     def stop(self) -> None:
         self._stop.set()
