@@ -16,7 +16,7 @@ from prefect import flow
 from prefect.variables import Variable
 
 from flows.autoscaling_steps import plan
-from flows.autoscaling_steps.checks import LaunchCheck
+from flows.autoscaling_steps.checks import LaunchCheck, capacity_seen
 from flows.autoscaling_steps.converge import Converge, NamedItems, converge_named
 from flows.autoscaling_steps.outcome import AutoScalingOutcome, launch_seconds_variable, publish, tier_params
 from flows.autoscaling_steps.preflight import TierFacts, preflight
@@ -245,7 +245,8 @@ def bounds_to(
                 asg.modify_group(region, group.group_id, changes)
             else:
                 modify(run, current, changes)
-            asg.wait_new_activities(region, group.group_id, known, scaling.activity_timeout, run.params.timeouts.poll)
+            poll, seen = run.params.timeouts.poll, capacity_seen(run, current)
+            asg.wait_new_activities(region, group.group_id, known, scaling.activity_timeout, poll, seen)
 
         shown = ", ".join(f"{k} {getattr(current, _FIELD[k])} -> {v}" for k, v in changes.items())
         c.change(f"set {group.group_id} {shown}", apply)

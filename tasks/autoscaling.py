@@ -8,6 +8,7 @@ is "not yet", never an index to take.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
 ]  # the models, for callers that `import tasks.autoscaling as asg`
 
 PAGE = 100
+GroupObserver = Callable[[Group | None, list[Activity]], None]  # what a wait saw at each poll
 
 
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
@@ -379,13 +381,23 @@ def wait_activity(region: str, activity_id: str, timeout: float, poll: float = 2
 
 @task(name="wait-group-activities", cache_policy=NO_CACHE)
 def wait_new_activities(
-    region: str, group_id: str, known: set[str], timeout: float, poll: float = 2.0
+    region: str,
+    group_id: str,
+    known: set[str],
+    timeout: float,
+    poll: float = 2.0,
+    observe: GroupObserver | None = None,
 ) -> list[Activity]:
     """Activities the group starts after a change (ids not in `known`) until the group has settled; each must end
-    SUCCESSFUL. Polls the group too: no new activity and a settled group means the change needed none."""
+    SUCCESSFUL. Polls the group too: no new activity and a settled group means the change needed none. `observe`
+    sees each poll's group and new activities (a report's capacity chart)."""
 
     def state() -> tuple[Group | None, list[Activity]]:
-        return describe_group(region, group_id), [a for a in activities(region, group_id) if a.activity_id not in known]
+        group = describe_group(region, group_id)
+        new = [a for a in activities(region, group_id) if a.activity_id not in known]
+        if observe is not None:
+            observe(group, new)
+        return group, new
 
     def failed(s: tuple[Group | None, list[Activity]]) -> str | None:
         if s[0] is None:
@@ -401,10 +413,19 @@ def wait_new_activities(
 
 
 @task(name="wait-group-settled", cache_policy=NO_CACHE)
-def wait_settled(region: str, group_id: str, timeout: float, poll: float = 2.0) -> Group:
+def wait_settled(
+    region: str, group_id: str, timeout: float, poll: float = 2.0, observe: GroupObserver | None = None
+) -> Group:
     """NOT_IN_ACTIVITY with as many IN_SERVICE servers as it desires."""
+
+    def state() -> Group | None:
+        group = describe_group(region, group_id)
+        if observe is not None:
+            observe(group, [])
+        return group
+
     group = wait_until(
-        lambda: describe_group(region, group_id),
+        state,
         done=lambda g: g is not None and g.settled,
         failed=lambda g: f"scaling group {group_id} is gone" if g is None else None,
         what=f"scaling group {group_id} to settle at its desired capacity",

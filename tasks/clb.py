@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Literal
 
 from prefect import task
@@ -298,11 +299,25 @@ def target_health(region: str, load_balancer_id: str, listener_id: str | None) -
 
 @task(name="wait-targets-healthy", cache_policy=NO_CACHE)
 def wait_targets_healthy(
-    region: str, load_balancer_id: str, listener_id: str, targets: list[Target], timeout: float, poll: float = 1.0
+    region: str,
+    load_balancer_id: str,
+    listener_id: str,
+    targets: list[Target],
+    timeout: float,
+    poll: float = 1.0,
+    observe: Callable[[dict[Target, bool]], None] | None = None,
 ) -> dict[Target, bool]:
-    """One DescribeTargetHealth per poll until every (instance, port) pair is healthy behind the listener."""
+    """One DescribeTargetHealth per poll until every (instance, port) pair is healthy behind the listener. `observe`
+    sees each poll's answer (a report's capacity chart)."""
+
+    def state() -> dict[Target, bool]:
+        health = target_health(region, load_balancer_id, listener_id)
+        if observe is not None:
+            observe(health)
+        return health
+
     return wait_until(
-        lambda: target_health(region, load_balancer_id, listener_id),
+        state,
         done=lambda health: all(health.get(t) for t in targets),
         failed=lambda _: None,  # unhealthy is not terminal: health checks need a few intervals
         what=f"{len(targets)} target(s) of {load_balancer_id}/{listener_id} to be healthy",

@@ -30,6 +30,32 @@ def forward_of(group: asg.Group) -> asg.ForwardLoadBalancer:
     return group.forward[0]
 
 
+def capacity_seen(run: TierRun[AutoScalingTierParameters], group: asg.Group) -> asg.GroupObserver:
+    """What the waits on `group` see goes into the report's capacity chart (no request of its own)."""
+    capacity = run.record.capacity
+    if group.forward:
+        fwd = group.forward[0]
+        capacity.title = f"{run.tier} tier: {group.group_id} behind {fwd.load_balancer_id}/{fwd.listener_id}"
+
+    def seen(described: asg.Group | None, new: list[asg.Activity]) -> None:
+        capacity.observe_group(described)
+        capacity.observe_activities(new)
+
+    return seen
+
+
+def health_seen(run: TierRun[AutoScalingTierParameters], group: asg.Group) -> Callable[[dict[clb.Target, bool]], None]:
+    port = forward_of(group).port
+    return lambda health: run.record.capacity.observe_health(health, port)
+
+
+def sample_health(run: TierRun[AutoScalingTierParameters], group: asg.Group) -> None:
+    """One DescribeTargetHealth of the group's listener, for the chart (before and after a capacity change)."""
+    if group.forward:
+        fwd = group.forward[0]
+        health_seen(run, group)(clb.target_health(run.region, fwd.load_balancer_id, fwd.listener_id))
+
+
 def change_capacity(
     run: TierRun[AutoScalingTierParameters], group: asg.Group, target: int, why: str
 ) -> list[asg.Activity]:
@@ -37,8 +63,13 @@ def change_capacity(
     timeout = run.params.autoscaling.activity_timeout
     with run.step(f"{why}: desired capacity {group.desired} -> {target}, activities SUCCESSFUL"):
         known = {a.activity_id for a in asg.activities(run.region, group.group_id)}
+        sample_health(run, group)
+        run.record.capacity.drove(f"{why}: {group.desired} → {target}")
         asg.modify_desired(run.region, group.group_id, target)
-        new = asg.wait_new_activities(run.region, group.group_id, known, timeout, run.params.timeouts.poll)
+        new = asg.wait_new_activities(
+            run.region, group.group_id, known, timeout, run.params.timeouts.poll, capacity_seen(run, group)
+        )
+        sample_health(run, group)
         run.record.add("scaling-group", group.group_id, created=False, detail=f"desired {group.desired} -> {target}")
         return new
 
@@ -71,6 +102,7 @@ def check_servers(
             clb.targets_on(instance_ids, fwd.port),
             timeouts.health,
             timeouts.poll,
+            health_seen(run, group),
         )
         run.record.probes += [
             Probe(target=f"{i} behind {fwd.load_balancer_id}/{fwd.listener_id}", ok=True, detail="CLB: healthy")
@@ -116,7 +148,8 @@ class LaunchCheck:
 
     def run(self, run: TierRun[AutoScalingTierParameters], group: asg.Group) -> LaunchCheck:
         timeout = run.params.autoscaling.activity_timeout
-        group = asg.wait_settled(run.region, group.group_id, timeout, run.params.timeouts.poll)
+        poll = run.params.timeouts.poll
+        group = asg.wait_settled(run.region, group.group_id, timeout, poll, capacity_seen(run, group))
         if group.desired + 1 > group.max_size:
             raise CapacityRefused(
                 f"{group.group_id} is at its max size {group.max_size}: a launch check needs one more; raise max_size"
@@ -159,4 +192,5 @@ def existing_group(run: TierRun[AutoScalingTierParameters]) -> asg.Group:
     group = asg.find_group(run.region, plan.group_name(run.tier))
     if group is None:
         raise LookupError(f"no scaling group {plan.group_name(run.tier)} in {run.region}: run configure-autoscaling")
+    capacity_seen(run, group)(group, [])
     return group

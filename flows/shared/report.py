@@ -21,6 +21,7 @@ from prefect.artifacts import (
 )
 from pydantic import BaseModel, Field
 
+from flows.shared.capacity_chart import CapacityTimeline
 from flows.shared.ledger import Undone
 from tasks.health import Probe
 from tasks.models import Change
@@ -66,6 +67,7 @@ class RunRecord:
         self.plan: list[str] = []
         self.servers: list[dict[str, Any]] = []
         self.undone: list[Undone] = []
+        self.capacity = CapacityTimeline(title=f"{tier} tier capacity")  # drawn when a flow sampled it
         self.total_steps = steps
         self.started = time.monotonic()
         self._progress: UUID | None = None
@@ -115,6 +117,8 @@ class RunRecord:
         ]
         if self.plan:
             lines += ["## Plan", "", *[f"- {item}" for item in self.plan], ""]
+        if self.capacity.samples:
+            lines += ["## Capacity in time", "", *self.capacity.markdown(), ""]
         if self.resources:
             lines += ["## Resources", "", "| kind | id | made by this run | detail |", "|---|---|---|---|"]
             for r in self.resources:

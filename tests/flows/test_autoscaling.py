@@ -16,6 +16,7 @@ from flows.configure_autoscaling import configure_autoscaling
 from flows.parameters import CapacityParameters
 from flows.scale_out import scale_out_cluster
 from flows.set_capacity import set_capacity
+from flows.shared.capacity_chart import driver_of
 from flows.verify_autoscaling import verify_autoscaling
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
@@ -136,18 +137,24 @@ def test_alarms_verify_and_set_capacity(guide, cloud_env, scaled):
     assert any("tcscale-business-cpu-high" in c for c in causes) and any(
         "tcscale-business-cpu-low" in c for c in causes
     )
+    drivers = [driver_of(a, sandbox_now(cloud_env)) for a in asg.activities(region, group_id)]
+    assert ("CPU_UTILIZATION", 90.0, 70.0) in [(d.metric, d.value, d.threshold) for d in drivers if d], drivers
 
     # verify-autoscaling: desired + 1, healthy, restored
     verified = verify_autoscaling(params)
     for outcome in verified:
         assert len(outcome.new_instance_ids) == 1 and outcome.activities
         assert "SUCCESSFUL" in outcome.report
+        # the report's chart, as its waits saw the group and the CLB: one more, healthy, and back
+        assert "## Capacity in time\n\n![business tier: " in outcome.report
+        assert "desired 2 → 3 → 2; in service 2 → 3 → 2; healthy behind the CLB 2 → 3 → 2." in outcome.report
 
     # set-capacity: +1 waits and verifies; 0 is clamped to the group's minimum
     business = autoscaling_params(guide).business
     raised = set_capacity(CapacityParameters(tier="business", capacity="+1", business=business))
     assert raised.activities and all(a.status == "SUCCESSFUL" for a in raised.activities)
     assert len(raised.members) == 3
+    assert "data:image/svg+xml;base64," in raised.report and "desired 2 → 3; in service 2 → 3" in raised.report
     for m in asg.members(region, raised.group_id or ""):
         (server,) = [s for s in cloud_env.admin("GET", "servers")["servers"] if s["instance_id"] == m.instance_id]
         assert probe_app_up(server["private_ip"], 5757, business.health).ok
