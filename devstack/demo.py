@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,33 @@ def run_demo(count: int = 2, workdir: Path | None = None) -> bool:
             f"{len(business_outcome.bound)} servers behind public CLB {business_outcome.load_balancer_id} "
             f"({business_outcome.vip}), in {time.monotonic() - started:.1f} s"
         )
-        return logged_in and len(session_outcome.bound) == count + 1 and len(business_outcome.bound) == count + 1
+        scaled = logged_in and len(session_outcome.bound) == count + 1 and len(business_outcome.bound) == count + 1
+        peak = scaled and autoscale_through_lunch(sandbox, guide, count, workdir)
+        echo(f"\nthe whole guide in {time.monotonic() - started:.1f} s")
+        return scaled and peak
+
+
+def autoscale_through_lunch(sandbox: Any, seed: dict[str, Any], count: int, workdir: Path) -> bool:
+    """configure-autoscaling on both tiers (every server of each tier attached and protected), then one lunch peak
+    on the sandbox clock (devstack/demo_peak.py)."""
+    from devstack.demo_peak import LunchPeak
+    from flows.configure_autoscaling import configure_autoscaling
+    from flows.parameters import AutoScalingClusterParameters, ServerSelector
+
+    declared = seed_declaration(seed, count)
+    tiers = {
+        tier: declared.tier(tier).model_copy(update={"source": ServerSelector(tag_key="tcscale:tier", tag_value=tier)})
+        for tier in ("session", "business")
+    }
+    typer.echo("\nrunning configure-autoscaling: both tiers handed to Auto Scaling ...")
+    outcomes = configure_autoscaling(AutoScalingClusterParameters(**tiers))
+    for o in outcomes:
+        peak = ", ".join(f"desired {a.desired} at {datetime.fromisoformat(a.start_time):%H:%M}" for a in o.schedule)
+        typer.echo(
+            f"  {o.tier} tier: scaling group {o.group_id} ({len(o.differences)} changes), its servers attached and "
+            f"protected, launch to healthy {o.launch_seconds or 0:.1f} s; lunch peak: {peak}; CPU alarms"
+        )
+    return LunchPeak(sandbox, seed["region"], typer.echo).run(outcomes, workdir)
 
 
 def seed_parameters(
