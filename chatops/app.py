@@ -1,9 +1,10 @@
-"""The bridge's HTTP service (`tcscale chatops`): an ASGI app with the generic webhook and the WeCom callback.
+"""The bridge's HTTP service (`tcscale chatops`): an ASGI app with the generic webhook and the WeCom callbacks.
 
     POST /chat/generic   JSON {"message_id", "user", "chat", "text", "response_url"?}, signed (signing.py);
                          answers JSON {"text", "run_id"?, "run_url"?, "plan_id"?}
     GET  /chat/wecom     WeCom's URL verification: answers the decrypted echostr
     POST /chat/wecom     WeCom's encrypted callback; answers a passive encrypted reply within WeCom's 5 s
+    GET/POST /chat/wecom-robot   WeCom's group robot (智能机器人): wecom_robot.py
     GET  /health         {"ok": true}
 
 Signature failures answer 401/403/400 with {"error": reason}; command problems are chat replies.
@@ -27,6 +28,7 @@ from starlette.routing import Route
 
 from chatops import runs
 from chatops.bridge import MAX_TEXT, Bridge, ChatMessage, Reply
+from chatops.inbound import read_body, refuse, unusable
 from chatops.policy import load_allowlist
 from chatops.replies import ReplyError, WeComSender
 from chatops.results import ResultPoster, log
@@ -40,8 +42,7 @@ from chatops.signing import (
     verify_generic,
 )
 from chatops.store import Audit, Store
-
-MAX_BODY = 64 * 1024
+from chatops.wecom_robot import RobotCallback
 
 
 class GenericRequest(BaseModel):
@@ -54,22 +55,6 @@ class GenericRequest(BaseModel):
 
 def _cdata(text: str) -> str:
     return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
-
-
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """The body, at most `limit` bytes; `SignatureError(413)` as soon as it is known to be larger: from its
-    Content-Length before a byte is read, or while streaming, so an over-size body never sits in memory."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:  # (the HTTP server refuses a malformed length itself)
-        raise SignatureError(413, "request too large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise SignatureError(413, "request too large")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], float] = time.time) -> Starlette:
@@ -96,9 +81,7 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
     poster = ResultPoster(settings, store, sender)
 
     def refused(request: Request, platform: str, error: SignatureError) -> JSONResponse:
-        client = request.client.host if request.client else None
-        audit.write(platform=platform, client=client, decision=f"rejected: {error.reason}")
-        return JSONResponse({"error": error.reason}, status_code=error.status)
+        return refuse(audit, request, platform, error)
 
     async def generic(request: Request) -> Response:
         try:
@@ -145,7 +128,7 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
             encrypt = envelope.findtext("Encrypt") or ""
             crypto.verify(query.get("msg_signature"), query["timestamp"], query.get("nonce"), encrypt)
             to_user = envelope.findtext("ToUserName")
-            if to_user is not None and to_user != crypto.corp_id:
+            if to_user is not None and to_user != crypto.receive_id:
                 raise SignatureError(403, "the message is for another CorpID")
             inner = ET.fromstring(crypto.decrypt(encrypt))
         except SignatureError as error:
@@ -161,7 +144,7 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
             message = ChatMessage(platform="wecom", message_id=msg_id or "", user=user, chat=agent or "app",
                                   text=content, reply_to=user, client=client)  # fmt: skip
         except ValidationError as error:  # authentic but unusable: a reply saying why (WeCom retries a non-answer)
-            decision, text = _unusable(error, content)
+            decision, text = unusable(error, content, "MsgId")
             audit.write(platform="wecom", chat=agent, user=user, client=client,
                         message_id=msg_id, text=content[:200], decision=f"refused: {decision}")  # fmt: skip
             return passive(user, text, query.get("nonce") or "") if user else PlainTextResponse("success")
@@ -178,7 +161,7 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
         """WeCom's passive reply: a text message to the user, encrypted in its XML envelope."""
         assert crypto is not None
         now = str(int(clock()))
-        plain = (f"<xml><ToUserName>{_cdata(user)}</ToUserName><FromUserName>{_cdata(crypto.corp_id)}</FromUserName>"
+        plain = (f"<xml><ToUserName>{_cdata(user)}</ToUserName><FromUserName>{_cdata(crypto.receive_id)}</FromUserName>"
                  f"<CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content>{_cdata(text)}</Content>"
                  "</xml>")  # fmt: skip
         return Response(crypto.encrypted_xml(plain, now, nonce), media_type="application/xml")
@@ -203,21 +186,11 @@ def create_app(settings: ChatopsSettings | None = None, clock: Callable[[], floa
     if "wecom" in settings.platforms:
         routes += [Route("/chat/wecom", wecom_verify, methods=["GET"]),
                    Route("/chat/wecom", wecom_message, methods=["POST"])]  # fmt: skip
+    if "wecom-robot" in settings.platforms:
+        routes += RobotCallback(settings, secrets, bridge, audit, clock).routes()
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.bridge, app.state.poster, app.state.store = bridge, poster, store
     return app
-
-
-def _unusable(error: ValidationError, content: str) -> tuple[str, str]:
-    """The audit decision and the chat reply for a decrypted WeCom message the bridge cannot take."""
-    problems = {(str(e["loc"][0]), e["type"]) for e in error.errors() if e["loc"]}
-    if ("message_id", "string_too_short") in problems:
-        return "no MsgId", "this message has no MsgId, so a redelivery could not be told apart: nothing was run"
-    if any(field == "text" for field, _ in problems):
-        reply = f"your message is {len(content)} characters; a command is at most {MAX_TEXT}: nothing was run"
-        return f"text over {MAX_TEXT} characters", reply
-    fields = ", ".join(sorted(field for field, _ in problems))
-    return f"unusable {fields}", f"this message's {fields} is not usable (empty or too long): nothing was run"
 
 
 async def _send_late(sender: WeComSender, user: str, task: asyncio.Future[Reply]) -> None:

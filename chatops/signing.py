@@ -1,10 +1,12 @@
 """Inbound verification: the generic webhook's HMAC-SHA256 (Slack's v0 scheme) and WeCom's callback crypto.
 
 Generic: `X-Tcscale-Signature: v0=hex(HMAC-SHA256(secret, "v0:" + timestamp + ":" + raw body))` with
-`X-Tcscale-Request-Timestamp`. WeCom (企业微信 self-built app): `msg_signature = sha1(sorted(token, timestamp,
-nonce, encrypt))`, body AES-256-CBC with key = b64decode(EncodingAESKey + "="), IV = key[:16], PKCS#7 padded
-to 32 bytes, plaintext = random(16) + len(4, big-endian) + msg + CorpID. Every comparison is constant time.
-WeCom's own scheme has no replay window: the bridge checks the timestamp itself (`check_timestamp`).
+`X-Tcscale-Request-Timestamp`. WeCom (企业微信; WXBizMsgCrypt, one implementation for the self-built app's XML
+callback and the group robot's JSON one): `msg_signature = sha1(sorted(token, timestamp, nonce, encrypt))`, body
+AES-256-CBC with key = b64decode(EncodingAESKey + "="), IV = key[:16], PKCS#7 padded to 32 bytes, plaintext =
+random(16) + len(4, big-endian) + msg + receive id (the app: its CorpID; an internal group robot: ""). Every
+comparison is constant time. WeCom's own scheme has no replay window: the bridge checks the timestamp itself
+(`check_timestamp`).
 """
 
 from __future__ import annotations
@@ -74,17 +76,21 @@ def verify_generic(
 
 
 class WeComCrypto:
-    """WXBizMsgCrypt: verify, decrypt and encrypt WeCom callback messages."""
+    """WXBizMsgCrypt: verify, decrypt and encrypt WeCom callback messages (XML or JSON envelopes).
 
-    def __init__(self, token: str, encoding_aes_key: str, corp_id: str) -> None:
+    `receive_id` is what the plaintext must end with: the self-built app's CorpID, "" for an internal group
+    robot; `receiver` names it in the refusal."""
+
+    def __init__(self, token: str, encoding_aes_key: str, receive_id: str, receiver: str = "CorpID") -> None:
         if len(encoding_aes_key) != 43:
             raise ValueError("the EncodingAESKey must be 43 characters")
         self._token = token
         self._key = base64.b64decode(encoding_aes_key + "=")
-        self.corp_id = corp_id
+        self.receive_id = receive_id
+        self.receiver = receiver
 
     def __repr__(self) -> str:
-        return f"WeComCrypto(corp_id={self.corp_id!r})"  # never the token or the key
+        return f"WeComCrypto(receive_id={self.receive_id!r})"  # never the token or the key
 
     def signature(self, timestamp: str, nonce: str, encrypt: str) -> str:
         return hashlib.sha1("".join(sorted([self._token, timestamp, nonce, encrypt])).encode()).hexdigest()
@@ -100,7 +106,7 @@ class WeComCrypto:
         return Cipher(algorithms.AES(self._key), modes.CBC(self._key[:16]))
 
     def decrypt(self, encrypt: str) -> str:
-        """The message inside `encrypt`; `SignatureError` if it does not decrypt or is not for our CorpID."""
+        """The message inside `encrypt`; `SignatureError` if it does not decrypt or is not for our receive id."""
         try:
             data = base64.b64decode(encrypt, validate=True)
             decryptor = self._cipher().decryptor()
@@ -114,13 +120,13 @@ class WeComCrypto:
             text = message.decode()
         except (ValueError, IndexError, struct.error):
             raise SignatureError(400, "the message does not decrypt with our EncodingAESKey") from None
-        if not hmac.compare_digest(receive_id, self.corp_id.encode()):
-            raise SignatureError(403, "the message is for another CorpID")
+        if not hmac.compare_digest(receive_id, self.receive_id.encode()):
+            raise SignatureError(403, f"the message is for another {self.receiver}")
         return text
 
     def encrypt(self, message: str, random16: bytes | None = None) -> str:
         body = message.encode()
-        plain = (random16 or os.urandom(16)) + struct.pack(">I", len(body)) + body + self.corp_id.encode()
+        plain = (random16 or os.urandom(16)) + struct.pack(">I", len(body)) + body + self.receive_id.encode()
         pad = WECOM_BLOCK - len(plain) % WECOM_BLOCK
         plain += bytes([pad]) * pad
         encryptor = self._cipher().encryptor()
@@ -134,3 +140,9 @@ class WeComCrypto:
             f"<MsgSignature><![CDATA[{self.signature(timestamp, nonce, encrypt)}]]></MsgSignature>"
             f"<TimeStamp>{timestamp}</TimeStamp><Nonce><![CDATA[{nonce}]]></Nonce></xml>"
         )
+
+    def encrypted_json(self, message: str, timestamp: str, nonce: str) -> dict[str, str]:
+        """A group robot's passive reply (or a test's callback body): WXBizJsonMsgCrypt's envelope."""
+        encrypt = self.encrypt(message)
+        return {"encrypt": encrypt, "msgsignature": self.signature(timestamp, nonce, encrypt), "timestamp": timestamp,
+                "nonce": nonce}  # fmt: skip

@@ -102,3 +102,49 @@ def test_the_timestamp_window() -> None:
         with pytest.raises(SignatureError) as error:
             check_timestamp(raw, 300, now=now)
         assert error.value.status == 401
+
+
+# WeCom's JSON-callback sample (WXBizJsonMsgCrypt, the library the group robot's docs point to: WeCom team's
+# github.com/sbzhu/weworkapi_python, callback_json/Sample.py). The robot publishes no ciphertext example of its own.
+JSON_TOKEN, JSON_AES_KEY, JSON_RECEIVE_ID = (
+    "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo", "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt", "ww1436e0e65a779aee",
+)  # fmt: skip
+JSON_VERIFY = {
+    "msg_signature": "012bc692d0a58dd4b10f8dfe5c4ac00ae211ebeb",
+    "timestamp": "1476416373",
+    "nonce": "47744683",
+    "echostr": "fsi1xnbH4yQh0+PJxcOdhhK6TDXkjMyhEPA7xB2TGz6b+g7xyAbEkRxN/3cNXW9qdqjnoVzEtpbhnFyq6SVHyA==",
+}
+JSON_ECHO_PLAIN = "1288432023552776189"
+JSON_MESSAGE = {"msg_signature": "e3647471e395139e2308c1fa963f2d648a00b90e", "timestamp": "1409659813",
+                "nonce": "1372623149"}  # fmt: skip
+JSON_ENCRYPT = (
+    "cjhLUX7UU4yCSelv1vz7T0zT8huF51bAMVWriNvO1FMegHrQZNrtvRxbwf0fUPsFvwqR0U0fgiJNEA5Y30F2MoI2S7vv3EjVQ68C0cjw9frBoU"
+    "E2Hj0BvFp9h3u6Vbsg4lc1C8AtHdaN8orKuNKkLRLuYEL52R1J3v8olJGZRLnRdVKIivixmX/eQpzgeExtp20jI1HxRP1AAZ6xZoILdqDPO549"
+    "LO4WeG+685JRUTdiwcY5fjZlqeMxuT4PpMn1X9OWsS7NRj06Wa5E3Tvg4twjWp39KPfOdRte6P1T4JU="
+)
+
+
+def test_wecoms_official_json_callback_vectors_verify_and_decrypt_with_the_one_crypto() -> None:
+    crypto = WeComCrypto(JSON_TOKEN, JSON_AES_KEY, JSON_RECEIVE_ID)
+    crypto.verify(JSON_VERIFY["msg_signature"], JSON_VERIFY["timestamp"], JSON_VERIFY["nonce"], JSON_VERIFY["echostr"])
+    assert crypto.decrypt(JSON_VERIFY["echostr"]) == JSON_ECHO_PLAIN
+    crypto.verify(JSON_MESSAGE["msg_signature"], JSON_MESSAGE["timestamp"], JSON_MESSAGE["nonce"], JSON_ENCRYPT)
+    plain = crypto.decrypt(JSON_ENCRYPT)
+    assert '"Content": "hello"' in plain and '"MsgId": 4561255354251345929' in plain  # (the sample's JSON has a typo)
+    with pytest.raises(SignatureError) as forged:
+        crypto.verify(JSON_MESSAGE["msg_signature"], JSON_MESSAGE["timestamp"], "1372623150", JSON_ENCRYPT)
+    assert forged.value.status == 401
+    internal_robot = WeComCrypto(JSON_TOKEN, JSON_AES_KEY, "", receiver="robot receive id")  # receive id "": refused
+    with pytest.raises(SignatureError, match="another robot receive id") as other:
+        internal_robot.decrypt(JSON_ENCRYPT)
+    assert other.value.status == 403
+
+
+def test_the_json_reply_envelope_is_wxbizjsonmsgcrypts_and_round_trips() -> None:
+    robot = WeComCrypto(JSON_TOKEN, JSON_AES_KEY, "", receiver="robot receive id")
+    message = '{"msgtype": "stream", "stream": {"id": "s1", "finish": true, "content": "扩容 ok"}}'
+    envelope = robot.encrypted_json(message, "1409659813", "42")
+    assert set(envelope) == {"encrypt", "msgsignature", "timestamp", "nonce"}
+    robot.verify(envelope["msgsignature"], envelope["timestamp"], envelope["nonce"], envelope["encrypt"])
+    assert robot.decrypt(envelope["encrypt"]) == message
