@@ -2,5 +2,6 @@
 
 Modules: settings (env TCSCALE_CHATOPS_*), signing (generic HMAC, WeCom crypto), commands, policy (allowlist),
 store (SQLite + audit file), runs (Prefect API), status (live topology), replies (platform APIs), bridge (one
-message), results (posting finished runs), app (the ASGI routes).
+message), results (posting finished runs), inbound (body limit, audited refusals), wecom_robot (the group robot's
+callback), app (the ASGI routes).
 """

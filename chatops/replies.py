@@ -1,9 +1,11 @@
 """Posting to the chat platforms (results later, and WeCom answers that missed the passive-reply deadline).
 
 Generic: POST JSON {"text", "run_id", "run_url", "state", "report_url"} to the request's response_url (or the
-configured reply URL). WeCom: an access token from `{base}/cgi-bin/gettoken?corpid&corpsecret` (cached until it
-expires), then `{base}/cgi-bin/message/send?access_token=...` with a text message to the user. The base URL is
-configurable so tests post to a local receiver. URLs that carry the corp secret or the token never reach a log
+configured reply URL). WeCom's group robot: POST a markdown message to the message's response_url (one post per
+response_url, within an hour of the message; the URL carries its own code, so it is never logged). WeCom's app: an
+access token from `{base}/cgi-bin/gettoken?corpid&corpsecret` (cached until it expires), then
+`{base}/cgi-bin/message/send?access_token=...` with a text message to the user. The base URLs are configurable so
+tests post to a local receiver. URLs that carry the corp secret or the token never reach a log
 line or an exception: errors name the endpoint only, and httpx's request log is kept at WARNING.
 """
 
@@ -32,6 +34,21 @@ async def post_json(url: str, payload: dict[str, Any]) -> None:
         raise ReplyError(f"posting to the reply URL failed: {type(error).__name__}") from None
     if response.status_code >= 400:
         raise ReplyError(f"the reply URL answered HTTP {response.status_code}")
+
+
+async def post_robot_markdown(url: str, text: str) -> None:
+    """A WeCom group robot's active reply: markdown to the message's response_url (WeCom: msgtype markdown or
+    template_card; errcode 0 when taken)."""
+    payload = {"msgtype": "markdown", "markdown": {"content": text}}
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            response = await client.post(url, json=payload)
+        answer = response.json()
+    except (httpx.HTTPError, ValueError) as error:
+        raise ReplyError(f"posting to the robot's response_url failed: {type(error).__name__}") from None
+    if response.status_code >= 400 or not isinstance(answer, dict) or answer.get("errcode", 0) != 0:
+        errcode = answer.get("errcode") if isinstance(answer, dict) else None
+        raise ReplyError(f"the robot's response_url answered HTTP {response.status_code}, errcode {errcode}")
 
 
 class WeComSender:

@@ -9,7 +9,7 @@ import logging
 from prefect.client.schemas.objects import FlowRun
 
 from chatops import runs
-from chatops.replies import ReplyError, WeComSender, post_json
+from chatops.replies import ReplyError, WeComSender, post_json, post_robot_markdown
 from chatops.settings import ChatopsSettings
 from chatops.store import RunRow, Store
 
@@ -51,6 +51,10 @@ class ResultPoster:
             if self.wecom is None or not row.reply_to:
                 raise ReplyError("no WeCom sender configured")
             await self.wecom.send_text(row.reply_to, message["text"] or "")
+            return
+        if row.platform == "wecom-robot":  # the message's response_url; without one there is nowhere to post
+            if row.reply_to:
+                await post_robot_markdown(row.reply_to, message["text"] or "")
             return
         url = row.reply_to or self.settings.reply_url
         if url:

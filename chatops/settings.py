@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Platform = Literal["generic", "wecom"]
-PLATFORMS: tuple[Platform, ...] = ("generic", "wecom")
+Platform = Literal["generic", "wecom", "wecom-robot"]
+PLATFORMS: tuple[Platform, ...] = ("generic", "wecom", "wecom-robot")
 DEFAULT_STATE_DIR = Path.home() / ".tcscale" / "chatops"
 
 
@@ -28,7 +28,7 @@ class ChatopsSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
     platforms: Annotated[list[Platform], NoDecode] = Field(
-        default_factory=lambda: ["generic"], description="enabled routes, comma separated: generic, wecom"
+        default_factory=lambda: ["generic"], description="enabled routes, comma separated: generic, wecom, wecom-robot"
     )
     # --- generic webhook (Slack's v0 scheme) ---
     signing_secret: SecretStr | None = None
@@ -45,6 +45,16 @@ class ChatopsSettings(BaseSettings):
     wecom_agent_id: int | None = None
     wecom_api_base: str = Field("https://qyapi.weixin.qq.com", description="WeCom API base URL (tests: a receiver)")
     wecom_reply_seconds: float = Field(4.0, gt=0, le=4.5, description="answer WeCom passively within this")
+    # --- WeCom group robot (智能机器人, API mode): its own Token and EncodingAESKey ---
+    wecom_robot_token: SecretStr | None = None
+    wecom_robot_token_block: str = "tcscale-wecom-robot-token"
+    wecom_robot_aes_key: SecretStr | None = None
+    wecom_robot_aes_key_block: str = "tcscale-wecom-robot-aes-key"
+    wecom_robot_id: str | None = Field(None, description="the robot's aibotid: a message for another robot is refused")
+    wecom_robot_receive_id: str = Field("", description="what its messages end with: '' (internal robot)")
+    wecom_robot_response_base: str = Field(
+        "https://qyapi.weixin.qq.com/", description="a message's response_url must start with this (tests: a receiver)"
+    )
     # --- behaviour ---
     timestamp_window: int = Field(300, ge=10, le=3600, description="seconds a signed request stays valid")
     message_ttl: int = Field(900, ge=600, description="seconds message ids are remembered (>= 10 min)")
@@ -109,6 +119,16 @@ class ChatopsSettings(BaseSettings):
             key = secrets.wecom_aes_key.get_secret_value() if secrets.wecom_aes_key else None
             if key is not None and len(key) != 43:
                 raise ChatopsConfigError("the WeCom EncodingAESKey must be 43 characters (as WeCom shows it)")
+        if "wecom-robot" in self.platforms:
+            secrets.wecom_robot_token = need(self.wecom_robot_token, "WECOM_ROBOT_TOKEN", self.wecom_robot_token_block)
+            secrets.wecom_robot_aes_key = need(
+                self.wecom_robot_aes_key, "WECOM_ROBOT_AES_KEY", self.wecom_robot_aes_key_block
+            )
+            if not self.wecom_robot_id:
+                missing.append("TCSCALE_CHATOPS_WECOM_ROBOT_ID (the robot's aibotid)")
+            key = secrets.wecom_robot_aes_key.get_secret_value() if secrets.wecom_robot_aes_key else None
+            if key is not None and len(key) != 43:
+                raise ChatopsConfigError("the WeCom robot's EncodingAESKey must be 43 characters (as WeCom shows it)")
         if missing:
             raise ChatopsConfigError("the chatops bridge will not start with secrets unset: set " + "; ".join(missing))
         return secrets
@@ -119,6 +139,8 @@ class Secrets(BaseModel):
     wecom_token: SecretStr | None = None
     wecom_aes_key: SecretStr | None = None
     wecom_corp_secret: SecretStr | None = None
+    wecom_robot_token: SecretStr | None = None
+    wecom_robot_aes_key: SecretStr | None = None
 
 
 def _load_block(name: str) -> SecretStr | None:

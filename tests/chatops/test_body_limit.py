@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatops.app import MAX_BODY
+from chatops.inbound import MAX_BODY
 from devstack.prefect_server import PrefectServer
 from tests.chatops.support import CORP_SECRET, Bridge, ensure_deployments, flow_runs, settings_for
 from tests.chatops.test_signing import AES_KEY, CORP, TOKEN
@@ -71,14 +71,15 @@ def counted(server: PrefectServer, tmp_path: Path) -> Iterator[tuple[Bridge, Bod
         return counters[0]
 
     settings = settings_for(
-        tmp_path, platforms="generic,wecom", wecom_token=TOKEN, wecom_aes_key=AES_KEY, wecom_corp_id=CORP,
-        wecom_corp_secret=CORP_SECRET, wecom_agent_id=218,
+        tmp_path, platforms="generic,wecom,wecom-robot", wecom_token=TOKEN, wecom_aes_key=AES_KEY, wecom_corp_id=CORP,
+        wecom_corp_secret=CORP_SECRET, wecom_agent_id=218, wecom_robot_token=TOKEN, wecom_robot_aes_key=AES_KEY,
+        wecom_robot_id="aibTcscaleOps01",
     )  # fmt: skip
     with Bridge(server, settings, wrap=wrap) as bridge:
         yield bridge, counters[0]
 
 
-@pytest.mark.parametrize("route", ["/chat/generic", "/chat/wecom"])
+@pytest.mark.parametrize("route", ["/chat/generic", "/chat/wecom", "/chat/wecom-robot"])
 def test_an_over_size_body_is_refused_before_it_is_read(
     counted: tuple[Bridge, BodyCounter], server: PrefectServer, route: str
 ) -> None:
