@@ -1,3 +1,3 @@
 """Every emulated service: importing this registers their backends and actions."""
 
-from sandbox import autoscaling, clb, cvm, vpc  # noqa: F401
+from sandbox import autoscaling, clb, cvm, monitor, vpc  # noqa: F401

@@ -31,7 +31,7 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 
 _T = TypeVar("_T")
-Service = Literal["cvm", "clb", "vpc", "as"]
+Service = Literal["cvm", "clb", "vpc", "as", "monitor"]
 
 # service -> (module of the sync client, class name)
 _CLIENTS: dict[str, tuple[str, str]] = {
@@ -39,6 +39,7 @@ _CLIENTS: dict[str, tuple[str, str]] = {
     "clb": ("tencentcloud.clb.v20180317.clb_client", "ClbClient"),
     "vpc": ("tencentcloud.vpc.v20170312.vpc_client", "VpcClient"),
     "as": ("tencentcloud.autoscaling.v20180419.autoscaling_client", "AutoscalingClient"),
+    "monitor": ("tencentcloud.monitor.v20180724.monitor_client", "MonitorClient"),
 }
 
 
@@ -93,7 +94,7 @@ def _load_secret_block(block_name: str | None, what: str) -> str:
 
 
 def make_client(service: Service, settings: CloudSettings | None = None, region: str | None = None) -> AbstractClient:
-    """A synchronous SDK client of `service` ("cvm", "clb", "vpc" or "as")."""
+    """A synchronous SDK client of `service` ("cvm", "clb", "vpc", "as" or "monitor")."""
     settings = settings or CloudSettings()
     module_name, class_name = _CLIENTS[service]
     client_class = getattr(importlib.import_module(module_name), class_name)
@@ -116,11 +117,12 @@ class Clients:
     clb: AbstractClient
     vpc: AbstractClient
     autoscaling: AbstractClient
+    monitor: AbstractClient
 
     @classmethod
     def create(cls, settings: CloudSettings | None = None, region: str | None = None) -> Clients:
         settings = settings or CloudSettings()
-        return cls(*(make_client(service, settings, region) for service in ("cvm", "clb", "vpc", "as")))
+        return cls(*(make_client(service, settings, region) for service in ("cvm", "clb", "vpc", "as", "monitor")))
 
 
 _configured: CloudSettings | None = None

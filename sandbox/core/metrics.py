@@ -32,6 +32,16 @@ MEM_BASELINE = 20.0
 KEEP_MINUTES = 24 * 60  # samples older than a day are dropped
 
 
+def cpu_percent(requests_per_minute: float, cores: int) -> float:
+    """CPU_UTILIZATION of a server that served this many requests in one minute."""
+    return min(100.0, IDLE_CPU + 100.0 * requests_per_minute * CPU_SECONDS_PER_REQUEST / (60.0 * max(cores, 1)))
+
+
+def mbps(bytes_per_minute: float) -> float:
+    """Bandwidth (Mbit/s) of this many bytes in one minute."""
+    return bytes_per_minute * 8 / 60 / 1e6
+
+
 class ServerMetrics:
     def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
@@ -68,11 +78,11 @@ class ServerMetrics:
             return pinned
         requests, bytes_in, bytes_out = self._samples.get(instance_id, {}).get(minute, [0, 0, 0])
         if metric == "CPU_UTILIZATION":
-            return min(100.0, IDLE_CPU + 100.0 * requests * CPU_SECONDS_PER_REQUEST / (60.0 * max(cores, 1)))
+            return cpu_percent(requests, cores)
         if metric == "LAN_TRAFFIC_OUT":
-            return bytes_out * 8 / 60 / 1e6
+            return mbps(bytes_out)
         if metric == "LAN_TRAFFIC_IN":
-            return bytes_in * 8 / 60 / 1e6
+            return mbps(bytes_in)
         if metric == "MEM_UTILIZATION":
             return MEM_BASELINE
         return 0.0

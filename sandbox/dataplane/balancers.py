@@ -176,12 +176,17 @@ class Forwarder:
                     continue
                 key = (target.instance_id, target.port)
                 self.served[key] = self.served.get(key, 0) + 1
-                self.connections.add(Splice(client, upstream, self.connections.discard))
+                self.connections.add(Splice(client, upstream, self._closed))
+                self.cloud.events.emit("clb.connection", self.lb_id, self.listener_id, len(self.connections))
                 return
         except BaseException:
             reset(client)
             raise
         reset(client)  # no target can take it: the client sees a reset, as from a CLB with no backend
+
+    def _closed(self, connection: Splice) -> None:
+        self.connections.discard(connection)
+        self.cloud.events.emit("clb.traffic", self.lb_id, self.listener_id, connection.bytes_in, connection.bytes_out)
 
     # ---- health checks --------------------------------------------------------------------------------
     def _interval(self, health_check: Any) -> float:

@@ -213,6 +213,7 @@ class _Pump:
         with contextlib.suppress(OSError):  # a larger pipe moves more per wake-up
             self._capacity = fcntl.fcntl(self._pipe_w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._buffered = 0
+        self.moved = 0  # bytes delivered to dst (Cloud Monitor's traffic metrics count them)
         self._eof = False
         self._reading = self._writing = False
         self.stopped = False
@@ -261,12 +262,14 @@ class _Pump:
         """Move what the pipe holds to dst, until dst would block."""
         while self._buffered and not self.stopped:
             try:
-                self._buffered -= os.splice(self._pipe_r, self._dst_fd, self._buffered, flags=_SPLICE_FLAGS)
+                delivered = os.splice(self._pipe_r, self._dst_fd, self._buffered, flags=_SPLICE_FLAGS)
             except BlockingIOError:
                 return
             except OSError:
                 self._finish(clean=False)
                 return
+            self._buffered -= delivered
+            self.moved += delivered
         if self._eof and not self._buffered and not self.stopped:
             with contextlib.suppress(OSError):
                 self._dst.shutdown(socket.SHUT_WR)  # pass the half-close on
@@ -325,6 +328,16 @@ class Splice:
             sock.close()
         if self._on_closed is not None:
             self._on_closed(self)
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes from the client to the upstream so far."""
+        return self._pumps[0].moved
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes from the upstream to the client so far."""
+        return self._pumps[1].moved
 
 
 def reset(sock: socket.socket) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 TCCLI_VERSION = "3.1.189.1"
 SPEC_DIR = Path(__file__).resolve().parent
 # signing service name -> tccli's folder name
-TCCLI_FOLDER = {"cvm": "cvm", "clb": "clb", "vpc": "vpc", "as": "autoscaling"}
+TCCLI_FOLDER = {"cvm": "cvm", "clb": "clb", "vpc": "vpc", "as": "autoscaling", "monitor": "monitor"}
 KEEP = ("name", "type", "member", "required", "output_required", "value_allowed_null")
 
 

@@ -18,12 +18,19 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("flows", "tasks", "deployments", "chatops")
 POLICY = ROOT / "deployments" / "cam-policy.json"
 SDK_CALLS = {"call", "call_json"}  # tasks.cloud: call(client, action, request, limiter=None)
-CLIENT_ATTRIBUTES = {"cvm": "cvm", "clb": "clb", "vpc": "vpc", "autoscaling": "as"}  # tasks.cloud.Clients
+CLIENT_ATTRIBUTES = {
+    "cvm": "cvm",
+    "clb": "clb",
+    "vpc": "vpc",
+    "autoscaling": "as",
+    "monitor": "monitor",
+}  # tasks.cloud.Clients
 SDK_CLIENTS = {
     "cvm": ("tencentcloud.cvm.v20170312.cvm_client", "CvmClient"),
     "clb": ("tencentcloud.clb.v20180317.clb_client", "ClbClient"),
     "vpc": ("tencentcloud.vpc.v20170312.vpc_client", "VpcClient"),
     "as": ("tencentcloud.autoscaling.v20180419.autoscaling_client", "AutoscalingClient"),
+    "monitor": ("tencentcloud.monitor.v20180724.monitor_client", "MonitorClient"),
 }
 Function = ast.FunctionDef | ast.AsyncFunctionDef | None
 
