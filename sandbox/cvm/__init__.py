@@ -1,3 +1,3 @@
 """The cvm service."""
 
-from sandbox.cvm import admin, backend, instance_actions, responses  # noqa: F401
+from sandbox.cvm import admin, backend, instance_actions, price_actions, responses  # noqa: F401

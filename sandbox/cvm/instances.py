@@ -150,8 +150,8 @@ class InstanceRules:
             self.cloud.events.emit("instance.state", instance)
         return [i.instance_id for i in launched]
 
-    def _check_launch(self, region: str, spec: LaunchSpec, count: int) -> tuple[Image, "Subnet", list[str]]:
-        """Every RunInstances rule, before anything is allocated."""
+    def check_offer(self, region: str, spec: LaunchSpec, count: int) -> Image:
+        """What RunInstances and InquiryPriceRunInstances both check: where, what type, how paid, how many, image."""
         if zone_of(region, spec.zone) is None:
             raise ApiError("InvalidZone.MismatchRegion", f"The zone `{spec.zone}` is not in the region `{region}`.")
         if spec.project_id not in PROJECTS:
@@ -174,11 +174,18 @@ class InstanceRules:
             )
         if not 1 <= count <= MAX_INSTANCE_COUNT:
             raise ApiError("InvalidParameterValue.Range", f"InstanceCount must be between 1 and {MAX_INSTANCE_COUNT}.")
-        if spec.instance_name is not None and len(spec.instance_name) > 128:
-            raise ApiError("InvalidInstanceName.TooLong", "The instance name is longer than 128 characters.")
+        if not 0 <= spec.bandwidth_out <= 200:
+            raise ApiError("InvalidParameterValue.Range", "InternetMaxBandwidthOut must be between 0 and 200 Mbps.")
         image = self.image(region, spec.image_id)
         if image.state != "NORMAL":
             raise ApiError("InvalidImageId.IncorrectState", f"The image `{image.image_id}` is {image.state}.")
+        return image
+
+    def _check_launch(self, region: str, spec: LaunchSpec, count: int) -> tuple[Image, "Subnet", list[str]]:
+        """Every RunInstances rule, before anything is allocated."""
+        image = self.check_offer(region, spec, count)
+        if spec.instance_name is not None and len(spec.instance_name) > 128:
+            raise ApiError("InvalidInstanceName.TooLong", "The instance name is longer than 128 characters.")
         if spec.key_ids and spec.keep_image_login:
             raise ApiError("InvalidParameter.ParameterConflict", "KeyIds and KeepImageLogin cannot be used together.")
         if spec.key_ids and image.platform == "Windows":
@@ -192,8 +199,6 @@ class InstanceRules:
             check_password(spec.password.get_secret_value(), image.platform)
         for key_id in spec.key_ids:
             self.key_pair(region, key_id)
-        if not 0 <= spec.bandwidth_out <= 200:
-            raise ApiError("InvalidParameterValue.Range", "InternetMaxBandwidthOut must be between 0 and 200 Mbps.")
         subnet = self._launch_subnet(region, spec)
         if free_addresses(subnet) < count:
             raise ApiError(
