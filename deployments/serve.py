@@ -67,7 +67,8 @@ def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[An
     """prefect.yaml's deployments as RunnerDeployments; the lunch-peak ones with the declaration's schedules
     (none declared: the default peak, lead 15 min unless measured)."""
     from deployments.lunch_peak import lunch_peak_schedules
-    from flows.declaration import ClusterDeclaration, form_parameters, parameter_model
+    from flows.declaration import ClusterDeclaration
+    from flows.run_forms import form_parameters, parameter_model
 
     made = []
     for spec in deployment_specs():

@@ -20,11 +20,10 @@ from flows.declaration import (
     ClusterDeclaration,
     DeclarationError,
     dump_declaration,
-    form_parameters,
-    parameter_model,
     read_declaration_file,
     variable_size_problem,
 )
+from flows.run_forms import form_parameters, parameter_model
 from flows.shared.tier_lock import ensure_limit, limit_name
 
 WORK_POOL = "tcscale"

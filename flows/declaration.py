@@ -17,7 +17,6 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import to_jsonable_python
 
 from flows.parameters import BusinessAutoScalingParameters, ServerSelector, SessionAutoScalingParameters
 
@@ -163,18 +162,3 @@ def declared(params: M) -> M:
     """`params` with every field the run did not set taken from the cluster declaration (none: unchanged)."""
     declaration = load_declaration()
     return params if declaration is None else merge(params, declaration)
-
-
-def form_parameters(declaration: ClusterDeclaration, model: type[BaseModel]) -> dict[str, Any]:
-    """A deployment's default parameters: the declaration in `model`'s shape. The Prefect UI's custom-run form
-    starts from a deployment's parameters and sends every field, filling the rest with the schema's defaults; without
-    these a UI run would carry the models' defaults instead of the declaration (and server selectors naming nothing).
-    Schedules and chat commands send their own `params`, which replaces these whole (Prefect merges the top level)."""
-    return {"params": to_jsonable_python(declared_values(declaration, model))}
-
-
-def parameter_model(flow: Any) -> type[BaseModel]:
-    """The pydantic model of a tcscale flow's one argument, `params`."""
-    import typing
-
-    return typing.get_type_hints(flow.fn)["params"]

@@ -135,7 +135,8 @@ class TierRun(Generic[P_co]):
         if deployment.id is None:
             return False
         shared = (set(CleanupParameters.model_fields) & set(type(self.params).model_fields)) - {"run_key", "dry_run"}
-        parameters = {"params": {**self.params.model_dump(mode="json", include=shared), "run_key": self.key}}
+        overrides = self.params.model_dump(mode="json", include=shared)  # cleanup's run form (flows/run_forms.py)
+        parameters = {"params": {"run_key": self.key, "overrides": overrides}}
         logger = get_run_logger()
         try:
             with get_client(sync_client=True) as client:

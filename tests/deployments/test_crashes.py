@@ -29,6 +29,7 @@ from prefect.states import Cancelled
 from deployments import crashes
 from deployments.setup import run_setup
 from devstack.prefect_server import PrefectServer
+from flows.run_forms import CleanupForm
 from tasks.waiters import WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,10 +84,13 @@ def test_the_cleanup_gets_the_dead_runs_run_key() -> None:
     (action,) = crashes.clean_up_crashed(UUID(int=7)).actions
     run_id = UUID(int=42)
     for parameters, key in (({"params": {"run_key": "killed-1"}}, "killed-1"), ({"params": {}}, str(run_id)),
+                            ({"params": {"run_key": ""}}, str(run_id)),  # the run form's empty key
                             ({"params": {"run_key": None}}, str(run_id))):  # fmt: skip
         flow_run = SimpleNamespace(id=run_id, parameters=parameters)
         context = HydrationContext(render_jinja=True, jinja_context={"flow_run": flow_run}, raise_on_error=True)
-        assert hydrate(action.parameters, context) == {"params": {"run_key": key}}
+        rendered = hydrate(action.parameters, context)
+        assert rendered == {"params": {"run_key": key}}
+        assert CleanupForm.model_validate(rendered["params"]).parameters().run_key == key  # cleanup's run form
 
 
 # --- on a real server, killed and started again ------------------------------------------------------------

@@ -6,6 +6,8 @@ from pathlib import Path
 import yaml
 from prefect import Flow
 
+from flows.run_forms import RunForm, parameter_model
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -17,6 +19,7 @@ def test_every_entrypoint_is_a_flow():
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         flow = getattr(module, attribute)
         assert isinstance(flow, Flow), deployment["entrypoint"]
+        assert issubclass(parameter_model(flow), RunForm), deployment["entrypoint"]  # the run form, not the full model
         names.add(flow.name)
     assert names == {
         "scale-out-cluster",
@@ -56,7 +59,7 @@ def test_deployments_have_the_agreed_names_and_say_what_they_do():
 
 
 def test_lunch_peak_schedules_are_beijing_time_with_valid_parameters():
-    from flows.parameters import CapacityParameters
+    from flows.run_forms import CapacityForm
 
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     peaks = {d["name"]: d["schedules"] for d in config["deployments"] if d["name"].startswith("lunch-peak-")}
@@ -67,6 +70,6 @@ def test_lunch_peak_schedules_are_beijing_time_with_valid_parameters():
             ("45 10 * * *", "Asia/Shanghai"),
             ("0 13 * * *", "Asia/Shanghai"),
         ]
-        out, back = (CapacityParameters.model_validate(s["parameters"]["params"]) for s in schedules)
+        out, back = (CapacityForm.model_validate(s["parameters"]["params"]).parameters() for s in schedules)
         assert (out.tier, out.capacity, out.late_after_minutes) == (tier, "+2", 20)
         assert (back.tier, back.capacity, back.late_after_minutes) == (tier, "-2", 20)

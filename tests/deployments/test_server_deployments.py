@@ -38,20 +38,19 @@ from prefect.states import Cancelled, Scheduled
 from deployments.setup import run_setup
 from devstack.prefect_server import PrefectServer
 from flows.declaration import CLUSTER_VARIABLE
-from flows.parameters import ServerSelector, SessionTierParameters
 from sandbox.server import EmbeddedSandbox
 from tasks.waiters import wait_until
 from tests.deployments.test_prefect_yaml import DEPLOYMENTS as NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = {
-    "cluster": "ClusterParameters",
-    "session-tier": "SessionTierParameters",
-    "business-tier": "BusinessTierParameters",
-    "cleanup": "CleanupParameters",
-    "autoscaling": "AutoScalingClusterParameters",
-    "verify": "AutoScalingClusterParameters",
-    "capacity": "CapacityParameters",
+FORMS = {  # each deployment's run form (flows/run_forms.py)
+    "cluster": "ClusterScaleOutForm",
+    "session-tier": "SessionScaleOutForm",
+    "business-tier": "BusinessScaleOutForm",
+    "cleanup": "CleanupForm",
+    "autoscaling": "AutoScalingForm",
+    "verify": "AutoScalingForm",
+    "capacity": "CapacityForm",
 }
 
 
@@ -99,9 +98,10 @@ def test_deploy_all_creates_every_deployment(api: SyncPrefectClient, deployed: d
         assert env["TCSCALE_PROTOCOL"] == "http" and env["TCSCALE_SECRET_KEY_BLOCK"] == "tcscale-secret-key"
         schema = deployment.parameter_openapi_schema
         assert schema["required"] == ["params"]
-        model = schema["definitions"][MODELS.get(name, "CapacityParameters")]
-        assert all(field.get("title") for field in model["properties"].values()), name
-    capacity = deployed["capacity"].parameter_openapi_schema["definitions"]["CapacityParameters"]["properties"]
+        form = schema["definitions"][FORMS.get(name, "CapacityForm")]
+        assert all(field.get("title") for field in form["properties"].values()), name
+        assert len(form["properties"]) <= 6 and "overrides" in form["properties"], name
+    capacity = deployed["capacity"].parameter_openapi_schema["definitions"]["CapacityForm"]["properties"]
     assert capacity["tier"]["enum"] == ["session", "business"] and capacity["capacity"]["pattern"]
     assert capacity["late_after_minutes"]["title"] == "Late after (minutes)"
     # real changes are serialised by the tier locks, not by deployment limits (which would cancel plans too)
@@ -190,14 +190,10 @@ def test_setup_twice_is_idempotent_and_never_prints_a_secret(
             assert Secret.load("tcscale-ssh-key").get() == ssh_key.read_text()
             assert Variable.get(CLUSTER_VARIABLE) == {"session": {"region": "ap-shanghai", "count": 3}}
             assert api.read_global_concurrency_limit_by_name("tcscale-scale-business").limit == 1
-        # The UI's custom-run form starts from the deployment's parameters and sends every field (the schema's
-        # defaults for the rest): with the declared ones it sends a valid run of the declared cluster. Without them
-        # it sent the models' defaults, selectors naming nothing included, which fail validation.
+        # The UI's custom-run form starts from the deployment's parameters: the declared servers to add; the rest
+        # of the declaration is read when the run starts (the form sends no copy of it).
         session_tier = api.read_deployment(deployed["session-tier"].id)
-        run = SessionTierParameters.model_validate(session_tier.parameters["params"])
-        assert (run.region, run.count, run.source.tag_value) == ("ap-shanghai", 3, "session")
-        with pytest.raises(ValueError, match="one way"):
-            ServerSelector.model_validate({"tag_key": None, "tag_value": None, "name": None})
+        assert session_tier.parameters == {"params": {"count": 3}}
     finally:
         with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
             Variable.unset(CLUSTER_VARIABLE)  # the next tests' flows run without a declaration

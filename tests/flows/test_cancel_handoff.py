@@ -23,7 +23,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.settings import PREFECT_API_URL
 
 from flows.cleanup_run import cleanup_run
-from flows.parameters import CleanupParameters
+from flows.run_forms import CleanupForm
 from sandbox.server import EmbeddedSandbox
 from tests.flows.support import (
     assert_business_untouched,
@@ -64,7 +64,7 @@ def test_a_cancelled_deployment_run_hands_its_undo_to_cleanup_run_which_complete
     sandbox.admin("POST", "faults", {"service": "cvm", "action": "TerminateInstances", "latency_ms": 12_000,
                                      "count": 1})  # fmt: skip
     session_tier = deploy("scale-out-session-tier", "session-tier", "flows/scale_out.py:scale_out_session_tier")
-    deploy("cleanup-run", "cleanup", "flows/cleanup_run.py:cleanup_run")
+    deploy("cleanup-run", "cleanup", "flows/entrypoints.py:cleanup")
     params = session_params(guide, run_key="cancelled-1")
     with get_client(sync_client=True) as client:
         run = client.create_flow_run_from_deployment(
@@ -85,7 +85,7 @@ def test_a_cancelled_deployment_run_hands_its_undo_to_cleanup_run_which_complete
     assert report is not None and f"undo handed to cleanup-run {handed[0].name}" in str(report.data)
 
     # the handed-over run, as the cleanup deployment runs it: it undoes everything by the marks, and reports
-    cleanup_run(CleanupParameters.model_validate(handed[0].parameters["params"]))
+    cleanup_run(CleanupForm.model_validate(handed[0].parameters["params"]).parameters())
     assert inventory(sandbox) == before
     assert_business_untouched(sandbox, configs, guide["auth_server_url"])
     assert Artifact.get("cleanup-run-cancelled-1") is not None
