@@ -96,7 +96,12 @@ def measure_form(page: Any, ui_url: str, deployment_id: str, name: str, screensh
     page.goto(f"{ui_url}/deployments/deployment/{deployment_id}/run")
     page.locator("form.flow-run-create-form-v2 .schema-form-property-input").first.wait_for(timeout=WAIT_MS)
     page.get_by_role("button", name="Submit").first.wait_for(timeout=WAIT_MS)
-    measured = page.evaluate(MEASURE_JS)
+    measured, previous = page.evaluate(MEASURE_JS), None
+    for _ in range(40):  # the form fills in its values after it appears: measure once two looks agree
+        if measured == previous:
+            break
+        page.wait_for_timeout(250)
+        previous, measured = measured, page.evaluate(MEASURE_JS)
     if screenshot is not None:
         page.screenshot(path=str(screenshot))
     text = page.locator("form.flow-run-create-form-v2").inner_text()

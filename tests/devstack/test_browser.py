@@ -1,6 +1,7 @@
 """The Prefect UI of `tcscale up`, in headless Chromium from Debian's packages driven by Playwright (never a
 downloaded browser): find the `scale-out-cluster` deployment, open its run form and see our parameters; open a
-finished run and see its report artifact. `.ci/run` installs the browser; without it (and not in CI) this skips.
+finished run and see its report artifact; every deployment's run form is a few fields on the first screen
+(devstack/run_forms.py measures them). `.ci/run` installs the browser; without it (and not in CI) this skips.
 
 TCSCALE_SCREENSHOT=<file.png> keeps the screenshot of the report in the UI (the README's docs/report-in-ui.png);
 TCSCALE_CHART_SCREENSHOT=<file.png> that of a configure-autoscaling report's capacity chart (docs/chart-in-ui.png).
@@ -15,19 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.run_forms import CHROMIUM, CHROMIUM_ARGS, NONE_TEXT, VIEWPORT, WAIT_MS, deployments, measure_form
 from tests.devstack.up_support import UpProcess, finished, start_run
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 60_000  # a busy 2-core machine renders the UI slowly
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +29,18 @@ def browser() -> Any:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 
 
 def our_fields(api_url: str) -> list[re.Pattern[str]]:
-    """How the form labels scale-out-cluster's parameters (`params`: both tiers, run key, dry run; two tier fields)
-    and describes them: "<title>" or "<title> (Optional)", then the description."""
+    """How the form labels scale-out-cluster's run form (flows/run_forms.py: servers to add per tier, instance type,
+    dry run, run key, overrides) and describes them: "<title>" or "<title> (Optional)", then the description."""
     deployment = httpx.get(f"{api_url}/deployments/name/scale-out-cluster/cluster", timeout=10).json()
-    cluster = deployment["parameter_openapi_schema"]["definitions"]["ClusterParameters"]["properties"]
-    assert {"session", "business", "run_key", "dry_run"} <= set(cluster), cluster
-    titles = [field["title"] for field in cluster.values()] + ["Region", "Count"]
+    cluster = deployment["parameter_openapi_schema"]["definitions"]["ClusterScaleOutForm"]["properties"]
+    assert {"session_count", "business_count", "run_key", "dry_run", "overrides"} <= set(cluster), cluster
+    titles = [field["title"] for field in cluster.values()]
     labels = [re.compile(rf"^{re.escape(title)}( \(Optional\))?$") for title in titles]
     descriptions = [re.compile(re.escape(field["description"])) for field in cluster.values() if "description" in field]
     return labels + descriptions
@@ -109,7 +99,7 @@ def test_ui_shows_our_run_form_and_a_finished_runs_report(browser: Any, up_stack
     # A real small run (the session tier of the seeded sandbox, parameters from the cluster declaration),
     # started first: it runs while the browser looks at the run form.
     run_id = start_run(stack, "scale-out-session-tier/session-tier", {"params": {}})
-    page = browser.new_page(viewport={"width": 1600, "height": 1100})
+    page = browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(WAIT_MS)
     open_run_form(page, stack.ui_url, our_fields(stack.api_url))
 
@@ -132,3 +122,21 @@ def test_ui_shows_our_run_form_and_a_finished_runs_report(browser: Any, up_stack
     assert chart["alt"].startswith("session tier: asg-") and "in service" in chart["alt"], chart
     if os.environ.get("TCSCALE_CHART_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["TCSCALE_CHART_SCREENSHOT"])
+
+
+SECRETISH = ("known_hosts", "known hosts", "host key", "key file", "key_file", "password")
+
+
+def test_every_run_form_is_a_few_fields_on_the_first_screen(browser: Any, up_stack: UpProcess) -> None:
+    """Issue 15: the forms were 35 to 172 fields, 5,162 to 23,459 px, up to 56 'Property is type None'."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(WAIT_MS)
+    found = deployments(up_stack.api_url)
+    assert len(found) == 9, found
+    for name, deployment_id in found:
+        form = measure_form(page, up_stack.ui_url, deployment_id, name)
+        assert 1 <= len(form.fields) <= 6 and form.first_screen == form.fields, form
+        assert form.fields[-1].startswith("Overrides"), form  # the rest: one optional object
+        assert form.none_properties == 0 and NONE_TEXT not in form.text, form
+        assert not [word for word in SECRETISH if word in form.text.lower()], form
+        assert form.height < VIEWPORT["height"] * 1.5, form  # was 5,162 px at least
