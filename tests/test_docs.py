@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deployments.serve import load_flow
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 README_MAX_LINES = 200
@@ -157,12 +159,10 @@ def test_the_readme_names_every_flow_and_deployment():
     assert len(flows) == 7, f"expected the 7 flows in flows/*.py, found {sorted(flows)}"
     project = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
     deployments = set()
-    for deployment in project["deployments"]:
-        function = deployment["entrypoint"].rsplit(":", 1)[1]
-        module = (ROOT / deployment["entrypoint"].rsplit(":", 1)[0]).read_text(encoding="utf-8")
-        flow = re.search(rf"@flow\(\s*name=\"([a-z-]+)\"(?:(?!@flow\().)*?\ndef {function}\(", module, re.DOTALL)
-        assert flow, f"{deployment['entrypoint']}: no @flow(name=...) on {function}"
-        deployments.add(f"{flow.group(1)}/{deployment['name']}")
+    for deployment in project["deployments"]:  # each runs its run form's flow (flows/entrypoints.py), named as these
+        flow = load_flow(deployment["entrypoint"])
+        assert flow.name in flows, deployment["entrypoint"]
+        deployments.add(f"{flow.name}/{deployment['name']}")
     assert len(deployments) == 9, f"expected the nine deployments of prefect.yaml, found {sorted(deployments)}"
     missing = sorted(name for name in flows | deployments if f"`{name}`" not in readme)
     assert not missing, f"README.md does not name {missing}"
