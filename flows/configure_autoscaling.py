@@ -21,11 +21,12 @@ from flows.autoscaling_steps.converge import Converge, NamedItems, converge_name
 from flows.autoscaling_steps.outcome import AutoScalingOutcome, launch_seconds_variable, publish, tier_params
 from flows.autoscaling_steps.preflight import TierFacts, preflight
 from flows.declaration import declared
-from flows.parameters import AutoScalingClusterParameters, AutoScalingTierParameters
+from flows.parameters import AutoScalingClusterParameters, AutoScalingTierParameters, CostModel
 from flows.shared.tier_run import TierRun, this_flow_run_id, tier_run
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies as policies
-from tasks import clb, cvm
+from tasks import clb, cvm, pricing
+from tasks.pricing import ServerPrice
 
 CONFIGURE_STEPS = 12
 
@@ -168,7 +169,22 @@ def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: 
         lead_minutes=lead,
         schedule=wanted if scaling.peak.enabled else [],
         activities=check.activities if check else [],
-        cost=plan.monthly_cost(cap, scaling.peak, lead, scaling.cost),
+        cost=plan.monthly_cost(cap, scaling.peak, lead, scaling.cost, server_price(facts, scaling.cost, image_id)),
+    )
+
+
+def server_price(facts: TierFacts, cost: CostModel, image_id: str | None) -> ServerPrice | None:
+    """The cloud's quote of one of the tier's servers per hour (None when a typed price overrides it)."""
+    if cost.hourly_price is not None:
+        return None
+    source = facts.source
+    return pricing.quote_server_hour(
+        source.zone,
+        image_id or source.image_id,
+        facts.instance_type,
+        cost.charge_type,
+        project_id=source.project_id,
+        region=source.region,
     )
 
 
@@ -329,7 +345,9 @@ def planned_rest(
         lead_minutes=lead,
         load_balancer_id=facts.forward.load_balancer_id,
         listener_id=facts.forward.listener_id,
-        cost=plan.monthly_cost(facts.capacity, scaling.peak, lead, scaling.cost),
+        cost=plan.monthly_cost(
+            facts.capacity, scaling.peak, lead, scaling.cost, server_price(facts, scaling.cost, image_id)
+        ),
         schedule=wanted,
     )
 

@@ -239,7 +239,15 @@ class CpuAlarms(BaseModel):
 class CostModel(BaseModel):
     """For the report's monthly comparison of fixed peak capacity against the scheduled plan."""
 
-    hourly_price: float = Field(0.5, ge=0, description="one server's price per hour (e.g. CNY)")
+    hourly_price: float | None = Field(
+        None,
+        ge=0,
+        description="one server's price per hour (e.g. CNY), overriding the quote; None: the cloud's own quote "
+        "(InquiryPriceRunInstances) for the tier's instance type and charge type",
+    )
+    charge_type: Literal["POSTPAID_BY_HOUR", "PREPAID"] = Field(
+        "POSTPAID_BY_HOUR", description="how the tier's servers are paid (Auto Scaling launches pay-as-you-go)"
+    )
     currency: str = "CNY"
     days_per_month: int = Field(30, ge=1, le=31)
     load_profile: list[int] | None = Field(

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from flows.parameters import AutoScalingParameters, CostModel, LunchPeak
 from tasks.autoscaling import AlarmPolicy, ScheduledAction
+from tasks.pricing import ServerPrice
 
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 MIN_NOTICE = timedelta(minutes=5)  # a first firing closer than this to now moves to the next day
@@ -182,6 +183,8 @@ class CostReport(BaseModel):
     saving_percent: float
     currency: str
     short_hours: list[int] = []  # hours where the plan has fewer servers than the load profile needs
+    hourly_price: float = 0.0
+    price_source: str = ""
 
     def markdown(self) -> list[str]:
         lines = [
@@ -193,6 +196,8 @@ class CostReport(BaseModel):
             "",
             f"Saving: **{self.saving_percent:.1f} %** (the guide estimates about 30 % for a lunch-peak pattern).",
         ]
+        if self.price_source:
+            lines.append(f"One server-hour: {self.hourly_price:.4f} {self.currency}, {self.price_source}.")
         if self.short_hours:
             hours = ", ".join(f"{h:02d}:00" for h in self.short_hours)
             lines.append(f"The plan has fewer servers than the load profile needs at {hours}: the CPU alarms cover it.")
@@ -213,12 +218,21 @@ def planned_servers(cap: Capacity, peak: LunchPeak, lead: int) -> list[float]:
     return hours
 
 
-def monthly_cost(cap: Capacity, peak: LunchPeak, lead: int, cost: CostModel) -> CostReport:
+def monthly_cost(
+    cap: Capacity, peak: LunchPeak, lead: int, cost: CostModel, quote: ServerPrice | None = None
+) -> CostReport:
+    """Fixed peak capacity against the plan, at the typed price (`cost.hourly_price`) or else the cloud's quote."""
+    if cost.hourly_price is not None:
+        hourly, source = cost.hourly_price, "typed in (cost.hourly_price)"
+    elif quote is not None:
+        hourly, source = quote.hourly, quote.describe()
+    else:
+        raise ValueError("no price: give cost.hourly_price or the cloud's quote")
     plan = planned_servers(cap, peak, lead)
     need = cost.load_profile or [math.ceil(h) for h in plan]
     fixed = max(max(need), math.ceil(max(plan)))
-    fixed_monthly = fixed * 24 * cost.days_per_month * cost.hourly_price
-    scheduled = sum(plan) * cost.days_per_month * cost.hourly_price
+    fixed_monthly = fixed * 24 * cost.days_per_month * hourly
+    scheduled = sum(plan) * cost.days_per_month * hourly
     saving = 100.0 * (fixed_monthly - scheduled) / fixed_monthly if fixed_monthly else 0.0
     short = [h for h in range(24) if plan[h] < need[h]]
     return CostReport(
@@ -228,4 +242,6 @@ def monthly_cost(cap: Capacity, peak: LunchPeak, lead: int, cost: CostModel) -> 
         saving_percent=round(saving, 1),
         currency=cost.currency,
         short_hours=short,
+        hourly_price=hourly,
+        price_source=source,
     )

@@ -18,6 +18,7 @@ from flows.scale_out import scale_out_cluster
 from flows.set_capacity import set_capacity
 from flows.shared.capacity_chart import driver_of
 from flows.verify_autoscaling import verify_autoscaling
+from sandbox.cvm import prices
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies, clb
@@ -58,6 +59,9 @@ def test_configure_autoscaling_end_to_end(guide, cloud_env, scaled):
         assert len(attached) == 2 and all(m.protected for m in attached), members
         assert len(members) == 2, "the launch check's server was removed again"
         assert outcome.cost is not None and 0 < outcome.cost.saving_percent < 100
+        # priced by the cloud's quote for the tier's type (the seed's S5.SMALL2), not a typed price
+        assert "InquiryPriceRunInstances" in outcome.cost.price_source
+        assert outcome.cost.hourly_price == round(prices.hourly("S5.SMALL2"), 2)
         assert "Monthly cost" in outcome.report and "Difference applied" in outcome.report
         assert "before the peak starts" in outcome.report
         assert len(outcome.activities) >= 2 and all(a.status == "SUCCESSFUL" for a in outcome.activities)

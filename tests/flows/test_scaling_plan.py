@@ -8,6 +8,7 @@ import pytest
 
 from flows.autoscaling_steps import plan
 from flows.parameters import AutoScalingParameters, CostModel, LunchPeak
+from tasks.pricing import ServerPrice
 
 NOW = datetime.fromisoformat("2026-12-01T09:00:00+08:00")  # a Tuesday, Beijing time
 
@@ -86,3 +87,13 @@ def test_alarm_policies_as_the_api_takes_them():
         "GREATER_THAN", 70, 60, 5, 1)  # fmt: skip
     assert (low.operator, low.threshold, low.period, low.continuous_time, low.adjustment) == (
         "LESS_THAN", 20, 300, 3, -1)  # fmt: skip
+
+
+def test_a_typed_price_overrides_the_clouds_quote() -> None:
+    cap = plan.Capacity(min_size=2, desired=2, max_size=6)
+    quote = ServerPrice(instance_type="S5.SMALL2", charge_type="POSTPAID_BY_HOUR", zone="z", hourly=2.0, quoted={})
+    quoted = plan.monthly_cost(cap, LunchPeak(), 0, CostModel(), quote)
+    assert quoted.hourly_price == 2.0 and "InquiryPriceRunInstances" in quoted.price_source
+    typed = plan.monthly_cost(cap, LunchPeak(), 0, CostModel(hourly_price=1.0), quote)
+    assert typed.hourly_price == 1.0 and typed.fixed_monthly == quoted.fixed_monthly / 2
+    assert "typed" in typed.price_source
