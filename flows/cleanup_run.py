@@ -95,7 +95,7 @@ def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> N
     fix_tag = f"tagged tcscale:run={key}"
     removed.images = cvm.tagged_images(region, tags)
     if removed.images:
-        ledger.add("images", lambda: cvm.delete_tagged_images(region, tags), f"delete the images {fix_tag}")
+        ledger.add("images", lambda: cvm.delete_tagged_images(region, tags, timeout), f"delete the images {fix_tag}")
     removed.instances = cvm.tagged_servers(region, tags)
     if removed.instances:
         ledger.add("instances", lambda: cvm.terminate_tagged(region, tags, timeout), f"terminate the servers {fix_tag}")

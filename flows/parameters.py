@@ -64,6 +64,12 @@ class Timeouts(BaseModel):
     launch: float = Field(600, gt=0, description="servers PENDING -> RUNNING and app answering")
     clb: float = Field(300, gt=0, description="one CLB task")
     health: float = Field(300, gt=0, description="targets healthy, VIP answering, apps healthy after restart")
+    undo: float = Field(
+        1800,
+        gt=0,
+        description="each wait of an undo: what it removes must first be removable (an image still being created, "
+        "servers still launching, a scaling activity in progress), then be gone",
+    )
     poll: float = Field(2.0, gt=0, le=60, description="longest pause between two polls")
 
 

@@ -19,6 +19,11 @@ from tasks.waiters import wait_all, wait_until
 RUN_TAG = "tcscale:run"
 TIER_TAG = "tcscale:tier"
 DESCRIBE_BATCH = 100  # DescribeInstances takes at most 100 ids / returns at most 100 a page
+# States in which the API refuses to delete an image (DeleteImages' docs) or to terminate a server (it answers
+# UnsupportedOperation.InstanceState<state>): passing ones, which an undo waits out before it deletes.
+IMAGE_BUSY = ("CREATING", "SYNCING", "IMPORTING", "USING")
+SERVER_BUSY = ("PENDING", "STARTING", "STOPPING", "REBOOTING")
+SERVER_GOING = ("TERMINATING", "SHUTDOWN", "TERMINATED")
 
 
 class Server(BaseModel):
@@ -294,18 +299,45 @@ def wait_servers_running(region: str, instance_ids: list[str], timeout: float, p
 
 @task(name="terminate-servers", cache_policy=NO_CACHE)
 @retrying()
-def terminate_servers(region: str, instance_ids: list[str]) -> list[str]:
-    """Terminate servers (ignoring ones already gone); returns the ids it asked to terminate."""
-    alive = [s.instance_id for s in describe_servers(region, instance_ids) if s.state not in ("TERMINATING",)]
+def terminate_servers(region: str, instance_ids: list[str], timeout: float, poll: float = 2.0) -> list[str]:
+    """Terminate servers (ignoring ones already going); returns the ids it asked to terminate. TerminateInstances
+    refuses a server still launching (PENDING) or changing state: those are waited for first, at most `timeout` s."""
+    servers = wait_until(
+        lambda: describe_servers(region, instance_ids),
+        done=lambda found: not any(s.state in SERVER_BUSY for s in found),
+        failed=lambda _: None,
+        what=f"{len(instance_ids)} server(s) to leave {'/'.join(SERVER_BUSY)} before they are terminated",
+        timeout=timeout,
+        first_delay=min(poll, 0.2),
+        max_delay=poll,
+    )
+    alive = [s.instance_id for s in servers if s.state not in ("TERMINATING", "TERMINATED")]
     for start in range(0, len(alive), DESCRIBE_BATCH):
         call_json(clients_for(region).cvm, "TerminateInstances", {"InstanceIds": alive[start : start + DESCRIBE_BATCH]})
     return alive
 
 
+def image_state(region: str, image_id: str) -> str | None:
+    """The image's ImageState; None: no such image (deleted)."""
+    found = call_json(clients_for(region).cvm, "DescribeImages", {"ImageIds": [image_id]})["ImageSet"]
+    return str(found[0]["ImageState"]) if found else None
+
+
 @task(name="delete-image", cache_policy=NO_CACHE)
 @retrying()
-def delete_image(region: str, image_id: str) -> bool:
-    if not call_json(clients_for(region).cvm, "DescribeImages", {"ImageIds": [image_id]})["ImageSet"]:
+def delete_image(region: str, image_id: str, timeout: float, poll: float = 2.0) -> bool:
+    """Delete the image; False when it is gone already. DeleteImages refuses an image still being created (or
+    copied, imported, in use): it is waited for first, at most `timeout` s (it ends NORMAL or CREATEFAILED)."""
+    state = wait_until(
+        lambda: image_state(region, image_id),
+        done=lambda found: found not in IMAGE_BUSY,
+        failed=lambda _: None,
+        what=f"image {image_id} to leave {'/'.join(IMAGE_BUSY)} before it is deleted",
+        timeout=timeout,
+        first_delay=min(poll, 0.2),
+        max_delay=poll,
+    )
+    if state is None:
         return False
     call_json(clients_for(region).cvm, "DeleteImages", {"ImageIds": [image_id]})
     return True
@@ -318,22 +350,23 @@ def tagged_servers(region: str, tags: dict[str, str]) -> list[str]:
 
 @task(name="terminate-tagged-servers", cache_policy=NO_CACHE)
 @retrying()
-def terminate_tagged(region: str, tags: dict[str, str], timeout: float) -> list[str]:
-    """Terminate every server carrying the tags and wait until they are going; returns their ids.
+def terminate_tagged(region: str, tags: dict[str, str], timeout: float, poll: float = 2.0) -> list[str]:
+    """Terminate every server carrying the tags and wait until they are going (each wait at most `timeout` s);
+    returns their ids.
 
     Found by tag, not by the ids a launch answered: a launch whose answer was lost is found too.
     """
     ids = tagged_servers(region, tags)
     if ids:
-        terminate_servers.fn(region, ids)
+        terminate_servers.fn(region, ids, timeout, poll)
         wait_until(
             lambda: describe_servers(region, ids),
-            done=lambda left: all(s.state in ("TERMINATING", "SHUTDOWN", "TERMINATED") for s in left),
+            done=lambda left: all(s.state in SERVER_GOING for s in left),
             failed=lambda _: None,
             what=f"{len(ids)} server(s) to terminate",
             timeout=timeout,
-            first_delay=0.2,
-            max_delay=5,
+            first_delay=min(poll, 0.2),
+            max_delay=poll,
         )
     return ids
 
@@ -347,9 +380,10 @@ def tagged_images(region: str, tags: dict[str, str]) -> list[str]:
 
 @task(name="delete-tagged-images", cache_policy=NO_CACHE)
 @retrying()
-def delete_tagged_images(region: str, tags: dict[str, str]) -> list[str]:
-    """Delete every private image carrying the tags (a run's image, also one whose CreateImage answer was lost)."""
+def delete_tagged_images(region: str, tags: dict[str, str], timeout: float, poll: float = 2.0) -> list[str]:
+    """Delete every private image carrying the tags (a run's image, also one whose CreateImage answer was lost),
+    each waited for while it is still being created (at most `timeout` s)."""
     ids = tagged_images(region, tags)
     for image_id in ids:
-        delete_image.fn(region, image_id)
+        delete_image.fn(region, image_id, timeout, poll)
     return ids

@@ -18,7 +18,7 @@ def image_server(run: TierRun[TierParameters], plan: TierPlan) -> cvm.Image:
     with run.step(f"image {source.instance_id} as {name!r}"):
         run.ledger.add(
             f"image {name!r} of this run",
-            lambda: cvm.delete_tagged_images(run.region, run.tags),
+            lambda: cvm.delete_tagged_images(run.region, run.tags, timeouts.undo, timeouts.poll),
             f"delete the private images tagged tcscale:run={run.key}, tcscale:tier={run.tier} in the CVM console",
         )
         image = cvm.create_image(source, name, run.tags, run.params.image.reuse)
@@ -32,7 +32,7 @@ def launch_servers(run: TierRun[TierParameters], plan: TierPlan, image: cvm.Imag
     with run.step(f"launch {count} x {plan.instance_type} from {image.image_id}"):
         run.ledger.add(
             f"{run.tier} servers launched by this run",
-            lambda: cvm.terminate_tagged(run.region, run.tags, timeouts.launch),
+            lambda: cvm.terminate_tagged(run.region, run.tags, timeouts.undo, timeouts.poll),
             f"terminate the servers tagged tcscale:run={run.key}, tcscale:tier={run.tier} in the CVM console",
         )
         ids = cvm.run_servers(

@@ -30,7 +30,7 @@ from tasks.waiters import wait_until
 from tests.sdk import sdk_client
 
 SDK_CONFIG = "etc/qcloud/sdk.config"
-SHORT = Timeouts(image=20, launch=20, clb=20, health=15, poll=0.3)
+SHORT = Timeouts(image=20, launch=20, clb=20, health=15, undo=60, poll=0.3)
 # How long a restarted app must stay up in the flow tests (the product's default is 3 s). The sandbox's crash loop
 # restarts a failing app every 0.1 s (sandbox/dataplane/guests.py CRASH_DELAY), so 0.5 s still sees one; the rule
 # itself (a process that dies inside the window fails the restart) is proved in tests/tasks/test_apps.py with 1 s.
