@@ -57,7 +57,7 @@ def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: 
             def make_image() -> str:
                 run.ledger.add(  # written before: an image whose answer was lost is found by the run's tags
                     f"image {name!r} of this run",
-                    lambda: cvm.delete_tagged_images(region, run.tags),
+                    lambda: cvm.delete_tagged_images(region, run.tags, timeouts.undo, timeouts.poll),
                     f"delete the private images tagged tcscale:run={run.key}, tcscale:tier={run.tier}",
                 )
                 image = cvm.create_image(facts.source, name, run.tags, True)
@@ -107,7 +107,7 @@ def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: 
                 }
                 run.ledger.add(  # written before: one whose answer was lost is found by the run's tags
                     f"scaling group {plan.group_name(run.tier)} of this run",
-                    lambda: asg.delete_tagged_groups(region, run.tags, scaling.activity_timeout),
+                    lambda: asg.delete_tagged_groups(region, run.tags, timeouts.undo, timeouts.poll),
                     f"set min/desired to 0 and delete the scaling groups tagged {_marks(run)}",
                 )
                 made, _ = asg.create_group(region, plan.group_name(run.tier), request, run.tags)
@@ -208,6 +208,7 @@ def attach_and_protect(
     run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: Converge, group: asg.Group
 ) -> None:
     region, timeout = run.region, run.params.autoscaling.activity_timeout
+    undo, poll = run.params.timeouts.undo, run.params.timeouts.poll
     membership = asg.membership_of(region, [s.instance_id for s in facts.attachable])
     outside = [s.instance_id for s in facts.attachable if s.instance_id not in membership]
     if outside:
@@ -220,12 +221,12 @@ def attach_and_protect(
                 was_bound = [t for t in clb.targets_on(outside, fwd.port) if t in bound]
                 run.ledger.add(
                     f"{', '.join(outside)} attached to {group.group_id}",
-                    lambda: asg.detach(region, group.group_id, outside, fwd, was_bound, timeout),
+                    lambda: asg.detach(region, group.group_id, outside, fwd, was_bound, undo, poll),
                     f"remove {', '.join(outside)} from {group.group_id} (RemoveInstances only detaches), then bind "
                     f"{', '.join(map(str, was_bound)) or 'none'} to {fwd.load_balancer_id}/{fwd.listener_id} again",
                 )
                 activity = asg.attach_instances(region, group.group_id, outside)
-                asg.wait_activity(region, activity, timeout, run.params.timeouts.poll)
+                asg.wait_activity(region, activity, timeout, poll)
 
             c.change(f"attach the {run.tier} servers {', '.join(outside)} to {group.group_id}", attach)
     members = {m.instance_id: m for m in asg.members(region, group.group_id)}

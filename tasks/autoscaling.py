@@ -239,27 +239,28 @@ def modify_group(region: str, group_id: str, changes: dict[str, Any]) -> None:
 
 @task(name="delete-scaling-group", cache_policy=NO_CACHE)
 @retrying()  # ResourceInUse.ActivityInProgress / InstanceInGroup are retried, as Terraform does
-def delete_group(region: str, group_id: str, timeout: float) -> bool:
-    """Empty the group (min = desired = 0; attached servers detached, launched ones terminated), then delete it."""
-    group = describe_group(region, group_id)
-    if group is None:
+def delete_group(region: str, group_id: str, timeout: float, poll: float = 2.0) -> bool:
+    """Empty the group (min = desired = 0: the servers it launched are terminated), then delete it. Servers
+    attached to it are not its to take: detaching them deregisters them from the group's CLB listener, bindings
+    they had before the attach (`detach` binds them again). While any is attached it stops, naming them."""
+    if wait_idle(region, group_id, timeout, poll) is None:
         return False
     attached = [m.instance_id for m in members(region, group_id) if m.creation_type == "MANUAL_ATTACHING"]
     if attached:
-        for instance_id in attached:  # unprotect, then remove (RemoveInstances only detaches what was attached)
-            set_protection.fn(region, group_id, [instance_id], False)
-        modify_group.fn(region, group_id, {"MinSize": 0})
-        wait_activity.fn(region, remove_instances.fn(region, group_id, attached), timeout)
+        raise RuntimeError(
+            f"{group_id} still has attached servers {', '.join(attached)}: remove them from it and bind them to its "
+            "CLB listener again (as before the attach), then delete the group"
+        )
     modify_group.fn(region, group_id, {"MinSize": 0, "DesiredCapacity": 0})
-    wait_settled.fn(region, group_id, timeout)
+    wait_settled.fn(region, group_id, timeout, poll)
     call_json(clients_for(region).autoscaling, "DeleteAutoScalingGroup", {"AutoScalingGroupId": group_id})
     return True
 
 
 @task(name="delete-tagged-scaling-groups", cache_policy=NO_CACHE)
-def delete_tagged_groups(region: str, tags: dict[str, str], timeout: float) -> list[str]:
+def delete_tagged_groups(region: str, tags: dict[str, str], timeout: float, poll: float = 2.0) -> list[str]:
     """Empty and delete the scaling groups carrying `tags` (a run's own, whatever became of its create's answer)."""
-    return [g.group_id for g in tagged_groups(region, tags) if delete_group.fn(region, g.group_id, timeout)]
+    return [g.group_id for g in tagged_groups(region, tags) if delete_group.fn(region, g.group_id, timeout, poll)]
 
 
 @task(name="remove-instances", cache_policy=NO_CACHE)
@@ -345,16 +346,18 @@ def detach(
     fwd: ForwardLoadBalancer | None,
     was_bound: list[clb.Target],
     timeout: float,
+    poll: float = 2.0,
 ) -> bool:
     """Undo an attach: out of the group (detaching deregisters them from the group's listener), then the (instance,
-    port) pairs of `fwd` they had before bound again (the tier's CLB served them)."""
-    present = [m.instance_id for m in members(region, group_id) if m.instance_id in instance_ids]
-    if present:
+    port) pairs of `fwd` they had before bound again (the tier's CLB served them). The attach may still be under
+    way: the group's activity is waited for first; each wait at most `timeout` s."""
+    group = wait_idle(region, group_id, timeout, poll)
+    present = [m.instance_id for m in members(region, group_id) if m.instance_id in instance_ids] if group else []
+    if group is not None and present:
         set_protection.fn(region, group_id, present, False)
-        group = describe_group(region, group_id)
-        if group is not None and group.min_size > group.desired - len(present):
+        if group.min_size > group.desired - len(present):
             modify_group.fn(region, group_id, {"MinSize": max(0, group.desired - len(present))})
-        wait_activity.fn(region, remove_instances.fn(region, group_id, present), timeout)
+        wait_activity.fn(region, remove_instances.fn(region, group_id, present), timeout, poll)
     rebound = clb.register_targets.fn(region, fwd.load_balancer_id, fwd.listener_id, was_bound, timeout) if fwd else []
     return bool(present or rebound)
 
@@ -410,6 +413,20 @@ def wait_new_activities(
 
     _, new = wait_until(state, done, failed, f"the activities of {group_id}", timeout, min(poll, 0.2), poll)
     return new
+
+
+def wait_idle(region: str, group_id: str, timeout: float, poll: float = 2.0) -> Group | None:
+    """The group once no activity of it is under way (None: it is gone): RemoveInstances and DeleteAutoScalingGroup
+    refuse a group in activity."""
+    return wait_until(
+        lambda: describe_group(region, group_id),
+        done=lambda g: g is None or not g.in_activity,
+        failed=lambda _: None,
+        what=f"scaling group {group_id} to finish its activity",
+        timeout=timeout,
+        first_delay=min(poll, 0.2),
+        max_delay=poll,
+    )
 
 
 @task(name="wait-group-settled", cache_policy=NO_CACHE)
