@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.autoscaling_steps import lateness
-from flows.autoscaling_steps.checks import change_capacity, check_servers, existing_group, vip_of
+from flows.autoscaling_steps.checks import change_capacity_undoably, check_servers, existing_group, member_ids, vip_of
 from flows.autoscaling_steps.outcome import AutoScalingOutcome, publish
 from flows.declaration import declared, load_declaration
 from flows.parameters import CapacityParameters
@@ -47,9 +47,9 @@ def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
         elif tp.dry_run:
             run.record.plan.append(f"{group.group_id}: desired {group.desired} -> {target}")
         else:
-            result.activities = change_capacity(run, group, target, "set the capacity")
+            result.activities = change_capacity_undoably(run, group, target, "set the capacity")
         if not tp.dry_run:
-            ids = [m.instance_id for m in asg.members(run.region, group.group_id)]
+            ids = sorted(member_ids(run.region, group.group_id))
             check_servers(run, group, ids, vip_of(run, group))
             result.members = ids
         run.finish(result)

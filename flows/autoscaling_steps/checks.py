@@ -13,10 +13,12 @@ from collections.abc import Callable
 from flows.autoscaling_steps import plan
 from flows.parameters import AutoScalingTierParameters
 from flows.scale_out_steps.verify import VerificationFailed, until_ok
+from flows.shared.ledger import Left
 from flows.shared.tier_run import TierRun
 from tasks import autoscaling as asg
 from tasks import clb
-from tasks.cvm import describe_servers
+from tasks.cloud import retrying
+from tasks.cvm import Server, describe_servers
 from tasks.health import Probe, auth_url, probe_app_up, probe_auth, probe_session_reach
 
 
@@ -53,7 +55,30 @@ def sample_health(run: TierRun[AutoScalingTierParameters], group: asg.Group) -> 
     """One DescribeTargetHealth of the group's listener, for the chart (before and after a capacity change)."""
     if group.forward:
         fwd = group.forward[0]
-        health_seen(run, group)(clb.target_health(run.region, fwd.load_balancer_id, fwd.listener_id))
+        health_seen(run, group)(listener_health(run.region, fwd.load_balancer_id, fwd.listener_id))
+
+
+def change_capacity_undoably(
+    run: TierRun[AutoScalingTierParameters], group: asg.Group, target: int, why: str
+) -> list[asg.Activity]:
+    """`change_capacity`, written to the ledger first: on a failure (of its activity, of a later check, or a lost
+    answer) the undo puts the desired capacity back, only while the group still desires `target`, what this run
+    wrote; a value set since by anyone else stays and is reported."""
+    region, previous, timeouts = run.region, group.desired, run.params.timeouts
+
+    def restore() -> bool | Left:
+        now = described_group(region, group.group_id)
+        if now is not None and now.desired not in (target, previous):
+            return Left(detail=f"desired capacity of {group.group_id} is {now.desired}, set since this run wrote "
+                        f"{target}: not put back to {previous}")  # fmt: skip
+        return asg.restore_desired(region, group.group_id, target, previous, timeouts.undo, timeouts.poll)
+
+    run.ledger.add(
+        f"desired capacity of {group.group_id} {previous} -> {target}",
+        restore,
+        f"set the desired capacity of {group.group_id} back to {previous} if it is still {target}",
+    )
+    return change_capacity(run, group, target, why)
 
 
 def change_capacity(
@@ -62,7 +87,7 @@ def change_capacity(
     """ModifyDesiredCapacity to `target` and wait for every activity it starts to be SUCCESSFUL."""
     timeout = run.params.autoscaling.activity_timeout
     with run.step(f"{why}: desired capacity {group.desired} -> {target}, activities SUCCESSFUL"):
-        known = {a.activity_id for a in asg.activities(run.region, group.group_id)}
+        known = activity_ids(run.region, group.group_id)
         sample_health(run, group)
         run.record.capacity.drove(f"{why}: {group.desired} → {target}")
         asg.modify_desired(run.region, group.group_id, target)
@@ -81,18 +106,7 @@ def check_servers(
     fwd = forward_of(group)
     timeouts = run.params.timeouts
     with run.step(f"{len(instance_ids)} server(s) IN_SERVICE, bound to {fwd.listener_id}:{fwd.port}, healthy"):
-        states = {m.instance_id: m for m in asg.members(run.region, group.group_id)}
-        problems = [
-            f"{i} is {states[i].state if i in states else 'not a member'} in {group.group_id}"
-            for i in instance_ids
-            if i not in states or states[i].state != "IN_SERVICE"
-        ]
-        targets = clb.registered_targets(run.region, fwd.load_balancer_id, fwd.listener_id)
-        problems += [
-            f"{i} is not bound to {fwd.load_balancer_id}/{fwd.listener_id} on port {fwd.port}"
-            for i in instance_ids
-            if clb.Target(instance_id=i, port=fwd.port) not in targets
-        ]
+        problems = listing_problems(run.region, group.group_id, fwd, instance_ids)
         if problems:
             raise VerificationFailed("; ".join(problems))
         clb.wait_targets_healthy(
@@ -111,13 +125,63 @@ def check_servers(
     return app_checks(run, instance_ids, vip)
 
 
+# --- reads, each retried on throttling and network errors (the one retry path, tasks/cloud.py) ----------------
+
+
+@retrying()
+def listing_problems(region: str, group_id: str, fwd: asg.ForwardLoadBalancer, instance_ids: list[str]) -> list[str]:
+    """What keeps the servers from counting: not IN_SERVICE in the group, not bound on the listener's port."""
+    states = {m.instance_id: m for m in asg.members(region, group_id)}
+    problems = [
+        f"{i} is {states[i].state if i in states else 'not a member'} in {group_id}"
+        for i in instance_ids
+        if i not in states or states[i].state != "IN_SERVICE"
+    ]
+    targets = clb.registered_targets(region, fwd.load_balancer_id, fwd.listener_id)
+    return problems + [
+        f"{i} is not bound to {fwd.load_balancer_id}/{fwd.listener_id} on port {fwd.port}"
+        for i in instance_ids
+        if clb.Target(instance_id=i, port=fwd.port) not in targets
+    ]
+
+
+@retrying()
+def member_ids(region: str, group_id: str) -> set[str]:
+    return {m.instance_id for m in asg.members(region, group_id)}
+
+
+@retrying()
+def protected_ids(region: str, group_id: str) -> set[str]:
+    return {m.instance_id for m in asg.members(region, group_id) if m.protected}
+
+
+@retrying()
+def activity_ids(region: str, group_id: str) -> set[str]:
+    return {a.activity_id for a in asg.activities(region, group_id)}
+
+
+@retrying()
+def described_group(region: str, group_id: str) -> asg.Group | None:
+    return asg.describe_group(region, group_id)
+
+
+@retrying()
+def listener_health(region: str, load_balancer_id: str, listener_id: str) -> dict[clb.Target, bool]:
+    return clb.target_health(region, load_balancer_id, listener_id)
+
+
+@retrying()
+def servers_of(region: str, instance_ids: list[str]) -> list[Server]:
+    return describe_servers(region, instance_ids)
+
+
 def app_checks(run: TierRun[AutoScalingTierParameters], instance_ids: list[str], vip: str) -> list[Probe]:
     params = run.params
     check, listener_port = params.health, params.load_balancer.listener_port
     probes: dict[str, Callable[[], Probe]] = {}
     if run.tier == "business":
         port = check.port_for(params.runtime_profile())
-        for server in describe_servers(run.region, instance_ids) if instance_ids else []:
+        for server in servers_of(run.region, instance_ids) if instance_ids else []:
             host = server.private_ip
             probes[f"{server.instance_id} app up"] = lambda host=host: probe_app_up(host, port, check)
             probes[f"{server.instance_id} reaches the session tier"] = lambda host=host: probe_session_reach(
@@ -131,6 +195,7 @@ def app_checks(run: TierRun[AutoScalingTierParameters], instance_ids: list[str],
         return until_ok(run, probes, f"the {run.tier} apps")
 
 
+@retrying()  # a throttled read is asked again; a CLB that is gone is a finding, not retried
 def vip_of(run: TierRun[AutoScalingTierParameters], group: asg.Group) -> str:
     balancer = clb.describe_load_balancer(run.region, forward_of(group).load_balancer_id)
     if balancer is None or not balancer.vip:
@@ -154,25 +219,17 @@ class LaunchCheck:
             raise CapacityRefused(
                 f"{group.group_id} is at its max size {group.max_size}: a launch check needs one more; raise max_size"
             )
-        listed = asg.members(run.region, group.group_id)
-        before = {m.instance_id for m in listed}
-        protected = {m.instance_id for m in listed if m.protected}
+        before = member_ids(run.region, group.group_id)
+        protected = protected_ids(run.region, group.group_id)
         vip = vip_of(run, group)
         grown = group.model_copy(update={"desired": group.desired + 1})
-        run.ledger.add(  # written before: a failed check (or a lost answer) leaves the group no larger
-            f"desired capacity of {group.group_id} {group.desired} -> {grown.desired}",
-            lambda: asg.restore_desired(
-                run.region, group.group_id, grown.desired, group.desired, timeout, run.params.timeouts.poll
-            ),
-            f"set the desired capacity of {group.group_id} back to {group.desired} if it is still {grown.desired}",
-        )
         started = time.monotonic()
-        self.activities += change_capacity(run, group, grown.desired, "launch one server from the image")
-        self.new_ids = sorted({m.instance_id for m in asg.members(run.region, group.group_id)} - before)
+        self.activities += change_capacity_undoably(run, group, grown.desired, "launch one server from the image")
+        self.new_ids = sorted(member_ids(run.region, group.group_id) - before)
         check_servers(run, group, self.new_ids, vip)
         self.seconds = time.monotonic() - started
         self.activities += change_capacity(run, grown, group.desired, "restore the desired capacity")
-        after = {m.instance_id for m in asg.members(run.region, group.group_id)}
+        after = member_ids(run.region, group.group_id)
         if not protected <= after:
             raise VerificationFailed(f"the scale-in removed protected servers: {sorted(protected - after)}")
         return self
@@ -188,6 +245,7 @@ def activity_table(items: list[asg.Activity]) -> list[str]:
     return lines
 
 
+@retrying()  # a throttled read is asked again; no group is a finding, not retried
 def existing_group(run: TierRun[AutoScalingTierParameters]) -> asg.Group:
     group = asg.find_group(run.region, plan.group_name(run.tier))
     if group is None:

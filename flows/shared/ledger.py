@@ -37,10 +37,17 @@ class Undone(BaseModel):
     fix: str = ""
 
 
+class Left(BaseModel):
+    """What an undo answers when the value it would put back was changed since by someone else: that change stays,
+    and the report says so."""
+
+    detail: str
+
+
 @dataclass
 class UndoEntry:
     what: str
-    undo: Callable[[], Any]  # idempotent; a falsy answer means there was nothing left to undo
+    undo: Callable[[], Any]  # idempotent; a falsy answer: nothing left to undo; a `Left`: changed since, kept
     fix: str  # what a person does by hand when the undo fails
 
 
@@ -62,6 +69,10 @@ class Ledger:
             except Exception as error:
                 logger.error("could not undo: %s: %s. Fix by hand: %s", entry.what, error, entry.fix)
                 results.append(Undone(what=entry.what, outcome="FAILED", detail=str(error)[:500], fix=entry.fix))
+                continue
+            if isinstance(changed, Left):
+                logger.warning("undo: %s: left as it is: %s", entry.what, changed.detail)
+                results.append(Undone(what=entry.what, outcome="left", detail=changed.detail, fix=entry.fix))
                 continue
             outcome: Outcome = "undone" if changed else "nothing to undo"
             logger.info("undo: %s: %s", entry.what, outcome)
