@@ -10,6 +10,7 @@ import pytest
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies
 from tasks.cloud import call_json, clients_for
+from tasks.cvm import wait_servers_running
 from tasks.waiters import WaitFailed
 
 REGION = "ap-guangzhou"
@@ -98,6 +99,22 @@ def test_delete_group_empties_it_first(cloud_env):
     assert asg.describe_group(REGION, g.group_id) is None
     assert asg.delete_group.fn(REGION, g.group_id, 60) is False
     assert asg.delete_launch_configuration.fn(REGION, g.launch_configuration_id) is True
+
+
+def test_delete_group_stops_while_servers_are_attached(cloud_env):
+    """Detaching deregisters a server from the group's CLB listener, a binding it had before the attach (only the
+    attach's own undo, `detach`, binds it again): deleting the group never takes attached servers away, it stops and
+    names them."""
+    g = group()
+    cvm = clients_for(REGION).cvm
+    launch = {"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": IMAGE, "InstanceType": "S5.SMALL1",
+              "VirtualPrivateCloud": {"VpcId": g.vpc_id, "SubnetId": g.subnet_ids[0]}}  # fmt: skip
+    ids = call_json(cvm, "RunInstances", launch)["InstanceIdSet"]
+    wait_servers_running.fn(REGION, ids, 30, 0.2)
+    asg.wait_activity.fn(REGION, asg.attach_instances.fn(REGION, g.group_id, ids), 30, 0.2)
+    with pytest.raises(RuntimeError, match=f"{g.group_id} still has attached servers {ids[0]}"):
+        asg.delete_group.fn(REGION, g.group_id, 30)
+    assert [m.instance_id for m in asg.members(REGION, g.group_id)] == ids
 
 
 def test_delete_tagged_launch_configurations_deletes_only_the_runs_unused_ones(cloud_env):
