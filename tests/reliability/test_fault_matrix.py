@@ -30,69 +30,13 @@ SMOKE = {
     "scale-out-session-tier/CreateImage/failed",
     "scale-out-session-tier/repoint/restart-failed",
 }
-SCALE_OUTS = ("scale-out-session-tier", "scale-out-business-tier", "scale-out-cluster")
-# Cases that expose a defect not fixed yet: {case id: reason}. Strict: a fixed defect makes its case XPASS (fail).
-IMAGE_LEAK = (
-    "the undo deletes an image still being created: DeleteImages answers InvalidImageId.IncorrectState "
-    "and the undo gives up ('fix by hand') instead of waiting until the image is NORMAL or CREATEFAILED "
-    "and deleting it: the image leaks"
-)
-SERVERS_LEAK = (
-    "the undo terminates servers still PENDING: TerminateInstances answers "
-    "UnsupportedOperation.InstanceStatePending and the undo gives up ('fix by hand') instead of waiting "
-    "until they leave PENDING: the servers leak"
-)
-NO_UNDO = (
-    "set-capacity has no undo: a run that fails after ModifyDesiredCapacity (its activity failed or timed"
-    " out, or a later check failed) leaves the group at the new desired capacity with the server it "
-    "launched"
-)
-UNRETRIED = (
-    "set-capacity's server check reads without retry (check_servers: asg.members, clb.registered_targets;"
-    " app_checks: describe_servers; vip_of: describe_load_balancer): a throttled read "
-    "(RequestLimitExceeded) fails the run, and with no undo the group stays at desired + 1"
-)
-DEFECTS: dict[str, str] = {
-    **{f"{flow}/CreateImage/past-deadline": IMAGE_LEAK for flow in SCALE_OUTS},
-    **{f"{flow}/RunInstances/past-deadline": SERVERS_LEAK for flow in SCALE_OUTS},
-    "configure-autoscaling/AttachInstances/past-deadline": (
-        "configure-autoscaling's undo waits for its detach activity with the run's activity_timeout (here "
-        "shorter than an activity), gives up on it, then deletes the scaling group with the tier's servers "
-        "still in it, which deregisters them from the tier's CLB: the scale-out's (instance, 5757) bindings, "
-        "not this run's, are gone; the undo should finish the detach (or stop) before removing the group"
-    ),
-    **{
-        f"set-capacity/{step}": NO_UNDO
-        for step in (
-            "ModifyDesiredCapacity/failed",
-            "ModifyDesiredCapacity/past-deadline",
-            "DescribeAutoScalingInstances/internal-error",
-            "DescribeInstances/internal-error",
-            "DescribeLoadBalancers/internal-error",
-            "DescribeTargetHealth/internal-error",
-            "DescribeTargets/internal-error",
-        )
-    },
-    **{
-        f"set-capacity/{action}/throttled": UNRETRIED
-        for action in (
-            "DescribeAutoScalingInstances",
-            "DescribeInstances",
-            "DescribeLoadBalancers",
-            "DescribeTargets",
-        )
-    },
-}
+# Flows whose every read is retried (tasks/cloud.py `retrying`): a throttling burst must end in success, not an undo.
+# The summary counts the throttled cases of the other flows that ended in an undo instead.
+RETRIES_EVERY_READ = {"set-capacity"}
 
 
 def params() -> list[Any]:
-    found = []
-    for case in matrix.cases():
-        marks = [] if case.id in SMOKE else [pytest.mark.slow]
-        if case.id in DEFECTS:
-            marks.append(pytest.mark.xfail(strict=True, reason=f"defect: {DEFECTS[case.id]}"))
-        found.append(pytest.param(case, id=case.id, marks=marks))
-    return found
+    return [pytest.param(c, id=c.id, marks=[] if c.id in SMOKE else [pytest.mark.slow]) for c in matrix.cases()]
 
 
 def start(sandbox: EmbeddedSandbox, guide: dict[str, Any], flow: str) -> tuple[dict[str, Any], ...]:
@@ -136,6 +80,9 @@ def test_fault(
             monkeypatch.delenv(name)
     after = snapshot(sandbox)
     problems = [f"a fault never fired: {rules}"] if not all(fired) else []
+    problems += undo_unfinished(error)
+    if case.kind == "throttled" and case.flow in RETRIES_EVERY_READ and error is not None:
+        problems.append(f"a throttling burst was not retried: {str(error)[:300]}")
     outcome, left, leaked = ("succeeded by retry", [], 0) if error is None else ("undone cleanly", [], 0)
     if error is None:
         problems += spec.intended(baseline, before, after, result, guide)
@@ -168,11 +115,18 @@ def test_fault(
         "duplicates": len(dups),
         "configs_changed": configs + sum("sdk.config" in p for p in problems),
         "operator_touched": touched,
+        "throttled_not_retried": case.kind == "throttled" and error is not None,
     }
     record_property("fault_matrix", json.dumps(summary))
     assert not problems, f"{case.id} ({'failed: ' + str(error)[:300] if error else 'succeeded'}):\n" + "\n".join(
         problems
     )
+
+
+def undo_unfinished(error: BaseException | None) -> list[str]:
+    """An undo finishes: what it removes is waited for until it can be removed; it never leaves work by hand."""
+    notes = getattr(error, "__notes__", None) or []
+    return [f"the undo did not finish: {note[:600]}" for note in notes if note.startswith("undo incomplete")]
 
 
 def business_group_untouched(guide: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> list[str]:
