@@ -1,9 +1,11 @@
 """The fault matrix's summary, printed at the end of the session (under xdist too: each case's numbers travel in
-its report's user_properties)."""
+its report's user_properties). The whole matrix runs for a long time: with TCSCALE_MATRIX_RESULTS=<file> each
+case's numbers are also appended to that file (JSON lines) as it finishes, so a cut-short run still tells."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from typing import Any
 
@@ -18,6 +20,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for name, value in report.user_properties:
         if name == "fault_matrix":
             RESULTS[report.nodeid] = json.loads(value)
+            if os.environ.get("TCSCALE_MATRIX_RESULTS"):
+                with open(os.environ["TCSCALE_MATRIX_RESULTS"], "a") as results:
+                    line = {"case": report.nodeid, **RESULTS[report.nodeid], "seconds": round(report.duration, 1)}
+                    results.write(json.dumps(line) + "\n")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
