@@ -34,7 +34,7 @@ def load_balancer(run: TierRun[TierParameters], plan: TierPlan, clb_type: str) -
             return balancer
         run.ledger.add(
             f"{clb_type} load balancer of this run",
-            lambda: clb.delete_tagged_load_balancers(run.region, run.tags, run.params.timeouts.clb),
+            lambda: clb.delete_tagged_load_balancers(run.region, run.tags, run.params.timeouts.undo),
             f"delete the CLBs tagged tcscale:run={run.key}, tcscale:tier={run.tier} in the CLB console",
         )
         balancer = clb.create_load_balancer(
@@ -64,7 +64,7 @@ def tcp_listener(
         if ours:
             run.ledger.add(
                 f"listener {name} on {lb_id}",
-                lambda: clb.delete_named_listeners(run.region, lb_id, name, timeout),
+                lambda: clb.delete_named_listeners(run.region, lb_id, name, run.params.timeouts.undo),
                 f"delete the listener named {name} of {lb_id} in the CLB console",
             )
         listener = clb.ensure_tcp_listener(
@@ -143,7 +143,7 @@ def bind(
                 remember_binding(run.key, binding)
                 run.ledger.add(
                     f"{len(new)} server(s) bound to {lb_id}/{listener.listener_id}",
-                    lambda: unbind(binding, timeout),
+                    lambda: unbind(binding, run.params.timeouts.undo),
                     f"unbind {binding.described()} (instance:port) from listener {listener.listener_id} of {lb_id} "
                     "in the CLB console",
                 )
