@@ -3,7 +3,8 @@
 A rule can add latency, answer with an HTTP status, answer with an API error, or let the request
 succeed while the asynchronous operation it starts ends in its failed state (a CREATEFAILED image,
 a LAUNCH_FAILED server, a CLB task with status 1). It fires with a probability, or for the
-first `count` matching requests only.
+first `count` matching requests only, or only once another rule has fired (`after`: a fault during the undo
+of a run that failed on the first).
 """
 
 import random
@@ -30,6 +31,9 @@ class FaultRule(BaseModel):
     )
     probability: float = Field(1.0, ge=0, le=1)
     count: int | None = Field(None, ge=1, description="fire for the first N matches only")
+    after: str | None = Field(
+        None, description="the id of another rule: fire only once that one has fired (a fault during an undo)"
+    )
     fired: int = 0
 
     def matches(self, service: str, action: str) -> bool:
@@ -51,8 +55,11 @@ class Faults:
     def pick(self, service: str, action: str, only: Callable[[FaultRule], bool] | None = None) -> list[FaultRule]:
         """The rules that fire for this request (each counted as fired); `only` narrows which rules are asked."""
         fired = []
+        armed = {rule.id for rule in self.rules if rule.fired}
         for rule in self.rules:
             if not rule.matches(service, action) or (only is not None and not only(rule)):
+                continue
+            if rule.after is not None and rule.after not in armed:
                 continue
             if rule.count is not None and rule.fired >= rule.count:
                 continue

@@ -135,6 +135,19 @@ def test_fault_rule_first_n(client, sandbox):
     assert rule["fired"] == 2
 
 
+def test_fault_rule_armed_after_another_fired(client, sandbox):
+    """A fault during an undo: a rule with `after` fires only once the rule it names has fired."""
+    first = sandbox.admin("POST", "faults", {"action": "DescribeRegions", "error_code": "InternalError", "count": 1})
+    rule = {"action": "DescribeZones", "error_code": "RequestLimitExceeded", "count": 1, "after": first["id"]}
+    sandbox.admin("POST", "faults", rule)
+    cvm = client(cvm_client.CvmClient)
+    assert cvm.DescribeZones(models.DescribeZonesRequest()).TotalCount == 2  # not armed yet
+    assert error_of(cvm.DescribeRegions, models.DescribeRegionsRequest()).code == "InternalError"
+    assert error_of(cvm.DescribeZones, models.DescribeZonesRequest()).code == "RequestLimitExceeded"
+    assert cvm.DescribeZones(models.DescribeZonesRequest()).TotalCount == 2
+    assert [r["fired"] for r in sandbox.admin("GET", "faults")] == [1, 1]
+
+
 def test_fault_rule_http_status(client, sandbox):
     sandbox.admin("POST", "faults", {"action": "DescribeZones", "http_status": 503, "count": 1})
     cvm = client(cvm_client.CvmClient)
