@@ -20,7 +20,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for name, value in report.user_properties:
         if name == "fault_matrix":
             RESULTS[report.nodeid] = json.loads(value)
-            if os.environ.get("TCSCALE_MATRIX_RESULTS"):
+            if os.environ.get("TCSCALE_MATRIX_RESULTS") and not os.environ.get("PYTEST_XDIST_WORKER"):  # once
                 with open(os.environ["TCSCALE_MATRIX_RESULTS"], "a") as results:
                     line = {"case": report.nodeid, **RESULTS[report.nodeid], "seconds": round(report.duration, 1)}
                     results.write(json.dumps(line) + "\n")
