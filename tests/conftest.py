@@ -10,8 +10,10 @@ so the stack starts once per run.
 
 import functools
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +82,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # (imported once the environment above is set: Prefect reads its settings at import)
+import prefect.testing.utilities  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from devstack.prefect_server import PrefectServer  # noqa: E402
+from devstack.prefect_server import PrefectServer, migrated_sqlite_database  # noqa: E402
 from sandbox.core.emulated_cloud import SandboxConfig  # noqa: E402
 from sandbox.server import EmbeddedSandbox  # noqa: E402
 from tests.sdk import sdk_client  # noqa: E402
@@ -96,20 +99,40 @@ def short_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """One Prefect API (temporary SQLite database) for the session: flows, blocks, variables."""
-    with prefect_test_harness(server_startup_timeout=120):
+def prefect_database() -> Path:
+    """A migrated Prefect SQLite database that every test server starts from (shared by workers and runs)."""
+    return migrated_sqlite_database(Path(tempfile.gettempdir()) / "tcscale-prefect-databases")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_database: Path) -> Iterator[None]:
+    """One Prefect API (temporary SQLite database) for the session: flows, blocks, variables.
+
+    The harness makes its database folder with `mkdtemp` and names the file prefect-test.db; handing it a folder
+    that already holds the migrated database spares its server the migrations (were the name to change, the copy
+    is merely unused).
+    """
+
+    def seeded_folder() -> str:
+        folder = tempfile.mkdtemp()
+        shutil.copyfile(prefect_database, Path(folder) / "prefect-test.db")
+        return folder
+
+    with ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(prefect.testing.utilities, "mkdtemp", seeded_folder)
+            stack.enter_context(prefect_test_harness(server_startup_timeout=120))
         yield
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+def prefect_server(tmp_path_factory: pytest.TempPathFactory, prefect_database: Path) -> Iterator[PrefectServer]:
     """A real Prefect server (child process, SQLite) for the session: schedules, deployments, workers, the UI.
 
     In-process clients use it inside `temporary_settings(PREFECT_API_URL=prefect_server.api_url)`;
     child processes get `prefect_server.client_env()`.
     """
-    with PrefectServer(tmp_path_factory.mktemp("prefect-server")) as server:
+    with PrefectServer(tmp_path_factory.mktemp("prefect-server"), database_template=prefect_database) as server:
         yield server
 
 

@@ -114,9 +114,9 @@ def actions_taken(server: PrefectServer) -> list[Any]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def stack(tmp_path: Path, prefect_database: Path) -> Iterator[dict[str, Any]]:
     """A Prefect server of its own (the automations must not touch other tests' runs) and the served deployments."""
-    server = PrefectServer(tmp_path / "prefect").start()
+    server = PrefectServer(tmp_path / "prefect", database_template=prefect_database).start()
     env = {**os.environ, **server.client_env(), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT)}
     log = (tmp_path / "serve.log").open("wb")
     serve = subprocess.Popen(

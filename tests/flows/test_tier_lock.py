@@ -54,11 +54,11 @@ def busy(tier: str = "session") -> bool:
 
 
 @pytest.fixture
-def own_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[PrefectServer]:
+def own_server(tmp_path: Path, request: pytest.FixtureRequest, prefect_database: Path) -> Iterator[PrefectServer]:
     """A Prefect server of this test's own, with the lease storage the test names (`@pytest.mark.parametrize`
     on `lease_storage`, default memory: Prefect's own default, what an operator's server runs unless told)."""
     storage = getattr(request, "param", MEMORY_LEASES)
-    server = PrefectServer(tmp_path / "prefect", lease_storage=storage).start()
+    server = PrefectServer(tmp_path / "prefect", lease_storage=storage, database_template=prefect_database).start()
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield server
