@@ -79,6 +79,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = next((STACK_GROUPS[name] for name in STACK_GROUPS if name in fixtures), None)
         if group is not None and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
+    # The costliest first (a stable sort: within a cost, the files' order): the stacks and whole flows start at
+    # once on their workers, and the cheap tests fill the gaps at the end, so no worker runs alone at the finish.
+    items.sort(key=lambda item: -COST_MARKERS.index(cost_of(item)))
 
 
 # (imported once the environment above is set: Prefect reads its settings at import)

@@ -12,6 +12,7 @@ of `CANDIDATES` (127.100.0.0/16 first, so the documented default holds for a lon
 The seed claims the private /16 of the guide's VPC the same way (`claim(network, owner)`).
 """
 
+import atexit
 import fcntl
 import gc
 import ipaddress
@@ -29,6 +30,13 @@ LOCK_DIR = Path(tempfile.gettempdir()) / "tcscale-sandbox-pools"
 _held: dict[str, IO[bytes]] = {}  # /16 -> its lock file, held for the life of the process
 _users: dict[str, weakref.ref[object]] = {}  # /16 -> the sandbox of this process that uses it
 _lock = threading.Lock()
+
+
+@atexit.register
+def _close_held() -> None:
+    """Close the held lock files at exit (the kernel would release them anyway; this spares the ResourceWarning)."""
+    for handle in _held.values():
+        handle.close()
 
 
 def claim(network: str, owner: object | None = None) -> bool:
