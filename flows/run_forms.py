@@ -130,17 +130,22 @@ class TierScaleOutForm(RunForm):
 
 
 class SessionScaleOutForm(TierScaleOutForm):
+    """More session (auth) servers behind an internal CLB, the business servers repointed to its VIP; the rest as
+    the cluster declaration says."""
+
     full = SessionTierParameters
     tier = "session"
 
 
 class BusinessScaleOutForm(TierScaleOutForm):
+    """More business servers behind a public CLB; the rest as the cluster declaration says."""
+
     full = BusinessTierParameters
     tier = "business"
 
 
 class ClusterScaleOutForm(RunForm):
-    """Both tiers (scale-out-cluster)."""
+    """Both tiers, the session tier first; the rest as the cluster declaration says."""
 
     full = ClusterParameters
     session_count: int = Field(
@@ -179,7 +184,7 @@ class ClusterScaleOutForm(RunForm):
 
 
 class CleanupForm(RunForm):
-    """cleanup-run: the run to undo."""
+    """Remove what one run made, found by its marks (its run key)."""
 
     full = CleanupParameters
     run_key: str = Field(
@@ -201,7 +206,7 @@ class CleanupForm(RunForm):
 
 
 class AutoScalingForm(RunForm):
-    """configure-autoscaling and verify-autoscaling: which tiers."""
+    """The tiers to hand to Auto Scaling (configure-autoscaling) or to check (verify-autoscaling), as declared."""
 
     full = AutoScalingClusterParameters
     tiers: list[Tier] = Field(
@@ -216,7 +221,7 @@ class AutoScalingForm(RunForm):
 
 
 class CapacityForm(RunForm):
-    """set-capacity (and the lunch-peak schedules): one tier's desired capacity."""
+    """One tier's desired capacity (set-capacity, and the lunch-peak schedules)."""
 
     full = CapacityParameters
     tier: Tier = Field(title="Tier", description="session (auth) servers or business servers")

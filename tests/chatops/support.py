@@ -37,11 +37,11 @@ ALLOWLIST = {
     ]
 }
 # the deployments chat commands create runs of: flow name -> (module, function) for the parameter schema
-DEPLOYMENTS = {
-    "scale-out-session-tier/session-tier": ("flows.scale_out", "scale_out_session_tier"),
-    "scale-out-business-tier/business-tier": ("flows.scale_out", "scale_out_business_tier"),
-    "set-capacity/capacity": ("flows.set_capacity", "set_capacity"),
-    "cleanup-run/cleanup": ("flows.cleanup_run", "cleanup_run"),
+DEPLOYMENTS = {  # the deployments' flows (prefect.yaml): their run forms are the schemas
+    "scale-out-session-tier/session-tier": ("flows.entrypoints", "session_tier"),
+    "scale-out-business-tier/business-tier": ("flows.entrypoints", "business_tier"),
+    "set-capacity/capacity": ("flows.entrypoints", "capacity"),
+    "cleanup-run/cleanup": ("flows.entrypoints", "cleanup"),
 }
 
 

@@ -18,7 +18,7 @@ def stand_in(params: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    cleanup = load_flow("flows/cleanup_run.py:cleanup_run")
+    cleanup = load_flow("flows/entrypoints.py:cleanup")
     serve(
         stand_in.to_deployment(name="session-tier", tags=["tcscale"]),
         cleanup.to_deployment(name="cleanup", tags=["tcscale", "cleanup"]),
