@@ -7,10 +7,12 @@ the instance's key pairs (`LoginSettings.KeyIds`), looked up at every login, or 
 instance's password (`LoginSettings.Password`, the only login of a Windows instance, which takes no
 key pair), checked against the salted hash the cvm backend keeps (`sandbox.cvm.passwords`).
 
-Fault hook: `POST /_sandbox/faults {"service": "ssh", "action": "exec" | "sftp" | "write"}` (or
+Fault hook: `POST /_sandbox/faults {"service": "ssh", "action": "exec" | "sftp" | "write" | "connect"}` (or
 `"<instance id>/exec"` ... for one server): `exec` and `sftp` drop the SSH connection when a command
 or an SFTP session starts, as a network failure mid-session would; `write` refuses an SFTP open for
-writing with the rule's `error_message` (a full disk, a read-only file system).
+writing with the rule's `error_message` (a full disk, a read-only file system); `connect` drops the connection
+that meets it and stops the server's SSH listeners for the rule's `latency_ms` (sshd restarting: connections are
+refused, ECONNREFUSED), then listens again.
 """
 
 import asyncio
@@ -23,6 +25,7 @@ from typing import Any
 import asyncssh
 
 from sandbox.core.emulated_cloud import Cloud
+from sandbox.core.faults import FaultRule
 from sandbox.cvm.passwords import verify_password
 from sandbox.dataplane.disks import guest_path, login_user, resolve_in_root
 from sandbox.dataplane.shell import Guest, Shell
@@ -108,6 +111,11 @@ class GuestSSHServer(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.connection = conn
         self.servers.connections.setdefault(self.instance_id, set()).add(conn)
+        refusal = self.servers.fired(self.instance_id, "connect")
+        if refusal is not None:
+            log.info("injected fault: sshd of %s down for %d ms", self.instance_id, refusal.latency_ms)
+            conn.abort()
+            self.servers.refuse_for(self.instance_id, refusal.latency_ms / 1000)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.connection is not None:
@@ -145,7 +153,9 @@ class SshServers:
         self.listeners: dict[str, list[asyncssh.SSHAcceptor]] = {}
         self.guests: dict[str, Guest] = {}
         self.connections: dict[str, set[asyncssh.SSHServerConnection]] = {}
+        self.addresses: dict[str, list[str]] = {}
         self._host_keys: dict[str, asyncssh.SSHKey] = {}
+        self._relisten: set[asyncio.Task[None]] = set()
 
     # ---- host keys -----------------------------------------------------------------------------
     def host_key(self, instance_id: str) -> asyncssh.SSHKey:
@@ -219,7 +229,28 @@ class SshServers:
             else:
                 acceptors.append(result)
         self.listeners[guest.instance_id] = acceptors
+        self.addresses[guest.instance_id] = addresses
         return errors
+
+    def refuse_for(self, instance_id: str, seconds: float) -> None:
+        """sshd down for `seconds` (connections refused), then listening again on the same addresses, unless the
+        server stopped or restarted meanwhile. Open sessions stay (sshd's children outlive a restart)."""
+        guest, acceptors = self.guests.get(instance_id), self.listeners.pop(instance_id, [])
+        for acceptor in acceptors:
+            acceptor.close()
+
+        async def back() -> None:
+            await asyncio.sleep(seconds)
+            if guest is None or self.guests.get(instance_id) is not guest or self.listeners.get(instance_id):
+                return
+            host_key = self.host_key(instance_id)
+            addresses = self.addresses.get(instance_id, [])
+            listening = (self._listen(guest, host_key, address) for address in addresses)
+            results = await asyncio.gather(*listening, return_exceptions=True)
+            self.listeners[instance_id] = [r for r in results if not isinstance(r, BaseException)]
+
+        self._relisten.add(task := asyncio.get_running_loop().create_task(back()))
+        task.add_done_callback(self._relisten.discard)
 
     async def _listen(self, guest: Guest, host_key: asyncssh.SSHKey, address: str) -> asyncssh.SSHAcceptor:
         instance_id = guest.instance_id
@@ -265,14 +296,19 @@ class SshServers:
         return bool(self.listeners.get(instance_id))
 
     # ---- sessions ------------------------------------------------------------------------------
-    def _fault(self, instance_id: str, what: str) -> str | None:
-        """The message of an `ssh` fault rule firing for this exec / sftp / write (other services' never count)."""
+    def fired(self, instance_id: str, what: str) -> FaultRule | None:
+        """The `ssh` fault rule firing for this connect / exec / sftp / write (other services' never count)."""
         faults = self.cloud.faults
         if not any(rule.service == "ssh" for rule in faults.rules):
             return None
         fired = [r for r in faults.pick("ssh", f"{instance_id}/{what}") if r.service == "ssh"]
         fired = fired or [r for r in faults.pick("ssh", what) if r.service == "ssh"]
-        return fired[0].error_message if fired else None
+        return fired[0] if fired else None
+
+    def _fault(self, instance_id: str, what: str) -> str | None:
+        """The message of an `ssh` fault rule firing for this exec / sftp / write."""
+        rule = self.fired(instance_id, what)
+        return rule.error_message if rule else None
 
     def _sftp_session(self, guest: Guest, chan: Any) -> DiskSFTPServer:
         if self._fault(guest.instance_id, "sftp") is not None:

@@ -111,6 +111,27 @@ def test_rewrite_restart_and_restore_on_the_business_server(sandbox, seeded, ssh
         assert guest_app(sandbox, instance_id, "weapp")["loaded"]["authServerUrl"] == seeded["auth_server_url"]
 
 
+def test_ssh_refused_while_sshd_is_down_then_back(sandbox, seeded, ssh):
+    """The sandbox's `ssh` / `connect` fault: the connection that meets it is dropped and the server refuses
+    connections (ECONNREFUSED, not a drop) for `latency_ms`, then listens again, as during an sshd restart."""
+    host, instance_id = business(seeded)
+    rule = {"service": "ssh", "action": f"{instance_id}/connect", "latency_ms": 1500, "count": 1}
+    sandbox.admin("POST", "faults", rule)
+    with pytest.raises(remote.RemoteError):
+        remote.connect(host, ssh, instance_id=instance_id)
+    with pytest.raises(remote.RemoteError, match="refused"):
+        remote.connect(host, ssh, instance_id=instance_id)
+
+    def connects() -> bool:
+        try:
+            remote.connect(host, ssh, instance_id=instance_id).close()
+        except remote.RemoteError:
+            return False
+        return True
+
+    wait_until(connects, done=bool, failed=lambda _: None, what="sshd back", timeout=10, first_delay=0.1, max_delay=0.3)
+
+
 def test_an_unchanged_value_writes_nothing_and_a_dry_run_only_plans(seeded, ssh):
     host, instance_id = business(seeded)
     with remote.session(host, ssh, instance_id=instance_id) as conn:
