@@ -16,7 +16,11 @@ Fault kinds (`POST /_sandbox/faults` rules, see sandbox/README.md):
 - past-deadline: the operation the action starts takes longer than its step's deadline (the realistic latency
   profile, the step's wait shortened), on the first action of each wait a flow has;
 and for the flows that rewrite the business servers' sdk.config over SSH: the SSH connection dropped once or at
-every command, an SFTP session dropped, an SFTP write refused, a failed restart, a failed health check.
+every command, SSH refused for a second (sshd restarting), an SFTP session dropped, an SFTP write refused, a failed
+restart, a failed health check.
+
+Faults during the undo itself (`undo_cases`): the run fails on a late change (its first rule), then a throttling
+burst or a lost answer hits one action its undo calls (a rule armed by the first: `after`); the undo must finish.
 """
 
 from __future__ import annotations
@@ -143,6 +147,8 @@ def guest_cases(flow: str) -> list[Case]:
 
     cases = [
         Case(flow, step, "ssh-dropped-once", [{"service": "ssh", "action": "exec", "count": 1}]),
+        # sshd restarting: the connection dropped, then connections refused (ECONNREFUSED) for a second
+        Case(flow, step, "ssh-refused", [{"service": "ssh", "action": "connect", "latency_ms": 1000, "count": 1}]),
         Case(flow, step, "ssh-dropped-always", [{"service": "ssh", "action": "exec"}]),
         Case(flow, step, "sftp-dropped-once", [{"service": "ssh", "action": "sftp", "count": 1}]),
         Case(flow, step, "sftp-write-refused", [{"service": "ssh", "action": "write", "error_message": "No space"}]),
@@ -166,6 +172,39 @@ def business_app_down() -> Case:
     return Case("scale-out-business-tier", "health", "health-failed", crash, knobs=health)
 
 
+# How each flow is made to fail late (its first rule, id FIRST), and the actions its undo then calls.
+FIRST = "run-fails"
+BIND_FAILS = {"service": "clb", "action": "RegisterTargets", "async_failure": "rs binding failed", "count": 1}
+CHECK_FAILS = {"service": "cvm", "action": "DescribeInstances", "error_code": "InternalError", "count": 1}
+UNDOS: dict[str, tuple[Rule, list[str]]] = {
+    "scale-out-session-tier": (
+        BIND_FAILS,
+        ["clb.DeleteListener", "vpc.DeleteSecurityGroupPolicies", "cvm.TerminateInstances", "cvm.DeleteImages"],
+    ),
+    "scale-out-business-tier": (
+        BIND_FAILS,
+        ["clb.DeleteLoadBalancer", "vpc.DeleteSecurityGroupPolicies", "cvm.TerminateInstances", "cvm.DeleteImages"],
+    ),
+    "set-capacity": (CHECK_FAILS, ["as.ModifyDesiredCapacity"]),  # the server check fails after the change
+}
+
+
+def undo_cases(flow: str) -> list[Case]:
+    """The flow fails on a late change; a throttling burst, then (another case) a lost answer, on each undo action."""
+    if flow not in UNDOS:
+        return []
+    first, undo_actions = UNDOS[flow]
+    found = []
+    for step in undo_actions:
+        service, action = step.split(".")
+        armed = {"service": service, "action": action, "after": FIRST}
+        throttled = {**armed, "error_code": "RequestLimitExceeded", "count": 3}
+        lost = {**armed, "lose_answer": True, "count": 1}
+        found.append(Case(flow, step, "throttled-during-undo", [{**first, "id": FIRST}, throttled]))
+        found.append(Case(flow, step, "lost-answer-during-undo", [{**first, "id": FIRST}, lost]))
+    return found
+
+
 def cases() -> list[Case]:
     found: list[Case] = []
     for flow, services in recorded_actions().items():
@@ -178,4 +217,5 @@ def cases() -> list[Case]:
             found += guest_cases(flow)
         if flow == "scale-out-business-tier":
             found.append(business_app_down())
+        found += undo_cases(flow)
     return found
