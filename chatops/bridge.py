@@ -17,6 +17,7 @@ from chatops.commands import (
     CommandError,
     Help,
     Plan,
+    PlanCapacity,
     Scale,
     SetCapacity,
     Status,
@@ -26,7 +27,7 @@ from chatops.policy import Allowlist
 from chatops.settings import ChatopsSettings
 from chatops.store import PENDING, Audit, PlanRow, RunRow, Store
 
-RunCommand = Scale | SetCapacity | Cleanup
+RunCommand = Scale | SetCapacity | Cleanup | PlanCapacity
 MAX_TEXT = 2000  # characters of a chat message; a command is a few words
 
 
@@ -121,6 +122,8 @@ class Bridge:
     async def _danger(self, command: RunCommand) -> str | None:
         if isinstance(command, Cleanup):
             return "cleanup removes what the run made"
+        if isinstance(command, PlanCapacity):
+            return f"it replaces the {command.tier} tier's scheduled capacity"
         if isinstance(command, SetCapacity):
             desired = await self._desired(command.tier)
             if desired is None:
@@ -235,5 +238,10 @@ class Bridge:
 
 
 def _run_command_of(plan: PlanRow) -> RunCommand:
-    kinds: dict[str, type[RunCommand]] = {"scale": Scale, "set": SetCapacity, "cleanup": Cleanup}
+    kinds: dict[str, type[RunCommand]] = {
+        "scale": Scale,
+        "set": SetCapacity,
+        "cleanup": Cleanup,
+        "capacity": PlanCapacity,
+    }
     return kinds[plan.command["kind"]].model_validate(plan.command)

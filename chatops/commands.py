@@ -3,7 +3,8 @@
     scale <session|business> <n>        scale-out-<tier>-tier/<tier>-tier  {"params": {"count": n}}
     set <session|business> <n|+n|-n>    set-capacity/capacity              {"params": {"tier", "capacity"}}
     cleanup <run key>                   cleanup-run/cleanup                {"params": {"run_key"}}
-    plan <scale ...|set ...|cleanup ...>  the same run as a dry run; replies a plan id
+    capacity <session|business>         plan-capacity/plan                 {"params": {"tier"}}
+    plan <scale ...|set ...|cleanup ...|capacity ...>  the same run as a dry run; replies a plan id
     apply <plan id>                     the planned run with dry_run false
     status                              the live topology of both tiers (no run)
     help                                the commands this user may run
@@ -19,12 +20,14 @@ from pydantic import BaseModel, Field, ValidationError
 
 Tier = Literal["session", "business"]
 TIERS = ("session", "business")
-COMMANDS = ("scale", "set", "cleanup", "plan", "apply", "status", "help")
+COMMANDS = ("scale", "set", "cleanup", "capacity", "plan", "apply", "status", "help")
 USAGE = {
     "scale": "scale <session|business> <n>: add n servers to the tier",
     "set": "set <session|business> <n|+n|-n>: set the tier's desired capacity (lowering it needs plan -> apply)",
     "cleanup": "cleanup <run key>: remove what a run made (needs plan -> apply)",
-    "plan": "plan <scale ...|set ...|cleanup ...>: a dry run; replies a plan id",
+    "capacity": "capacity <session|business>: schedule the tier's capacity ahead of the peaks of its last 4 weeks "
+    "(needs plan -> apply)",
+    "plan": "plan <scale ...|set ...|cleanup ...|capacity ...>: a dry run; replies a plan id",
     "apply": "apply <plan id>: run exactly that plan",
     "status": "status: servers, CLB targets and health, scaling groups and last runs of both tiers",
     "help": "help: the commands you may run",
@@ -83,7 +86,21 @@ class Cleanup(BaseModel):
         return f"cleanup {self.run_key}"
 
 
-RunCommand = Annotated[Scale | SetCapacity | Cleanup, Field(discriminator="kind")]
+class PlanCapacity(BaseModel):
+    kind: Literal["capacity"] = "capacity"
+    tier: Tier
+
+    def deployment(self) -> str:
+        return "plan-capacity/plan"
+
+    def parameters(self, dry_run: bool) -> dict[str, Any]:
+        return {"params": {"tier": self.tier, "dry_run": dry_run}}
+
+    def text(self) -> str:
+        return f"capacity {self.tier}"
+
+
+RunCommand = Annotated[Scale | SetCapacity | Cleanup | PlanCapacity, Field(discriminator="kind")]
 
 
 class Plan(BaseModel):
@@ -104,10 +121,10 @@ class Help(BaseModel):
     kind: Literal["help"] = "help"
 
 
-Command = Scale | SetCapacity | Cleanup | Plan | Apply | Status | Help
+Command = Scale | SetCapacity | Cleanup | PlanCapacity | Plan | Apply | Status | Help
 
 
-def _run_command(words: list[str]) -> Scale | SetCapacity | Cleanup:
+def _run_command(words: list[str]) -> Scale | SetCapacity | Cleanup | PlanCapacity:
     verb, args = words[0], words[1:]
     if verb in ("scale", "set"):
         if len(args) != 2:
@@ -123,6 +140,12 @@ def _run_command(words: list[str]) -> Scale | SetCapacity | Cleanup:
             return SetCapacity(tier=tier, capacity=number)  # type: ignore[arg-type]
         except ValidationError:
             raise CommandError(f"bad number {number!r}: set takes n, +n or -n (at most 4 digits)") from None
+    if verb == "capacity":
+        if len(args) != 1:
+            raise CommandError(f"usage: {USAGE['capacity']}")
+        if args[0] not in TIERS:
+            raise CommandError(f"unknown tier {args[0]!r}: session or business")
+        return PlanCapacity(tier=args[0])  # type: ignore[arg-type]
     if verb == "cleanup":
         if len(args) != 1:
             raise CommandError(f"usage: {USAGE['cleanup']}")
@@ -147,7 +170,7 @@ def parse(text: str) -> Command:
             raise CommandError(f"usage: {USAGE[verb]}")
         return Status() if verb == "status" else Help()
     if verb == "plan":
-        if not args or args[0].lower() not in ("scale", "set", "cleanup"):
+        if not args or args[0].lower() not in ("scale", "set", "cleanup", "capacity"):
             raise CommandError(f"usage: {USAGE['plan']}")
         return Plan(command=_run_command([args[0].lower(), *args[1:]]))
     if verb == "apply":

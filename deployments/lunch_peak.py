@@ -61,7 +61,7 @@ def lunch_peak_schedules(declaration: ClusterDeclaration, tier: str, lead: int |
         measured = None if peak.lead_minutes is not None else measured_launch_seconds(tier_params.region, tier)
         lead = lead_minutes(peak, measured)
     out_cron, in_cron = peak_crons(peak, lead)
-    active = declaration.lunch_peak_by == "prefect"
+    active = declaration.lunch_peak_by == "prefect" and declaration.capacity_plan == "lunch-peak"
     late = declaration.late_after_minutes
     return [
         Cron(out_cron, timezone=TIMEZONE, active=active, slug="peak-out",

@@ -46,6 +46,11 @@ class ClusterDeclaration(BaseModel):
         description="who scales each tier for the lunch peak: Prefect's cron schedules (set-capacity/lunch-peak-*) "
         "or Auto Scaling's scheduled actions (configure-autoscaling's peak); never both",
     )
+    capacity_plan: Literal["lunch-peak", "forecast"] = Field(
+        "lunch-peak",
+        description="what each tier's schedules hold, in the place `lunch_peak_by` names: the guide's fixed lunch "
+        "peak, or the steps plan-capacity forecasts from the tier's history (then the fixed peak is off everywhere)",
+    )
     late_after_minutes: int = Field(
         20, ge=1, le=24 * 60, description="a scheduled lunch-peak run this late changes nothing (a worker was down)"
     )
@@ -116,7 +121,8 @@ def _fields(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
 
 def _tier_values(declaration: ClusterDeclaration, tier: str) -> dict[str, Any]:
     values = declaration.tier(tier).model_dump(exclude_unset=False)
-    if declaration.lunch_peak_by == "prefect":  # the peak is Prefect's schedules: Auto Scaling's stays off
+    # the peak is Prefect's schedules, or plan-capacity's steps replace it: Auto Scaling's fixed peak stays off
+    if declaration.lunch_peak_by == "prefect" or declaration.capacity_plan == "forecast":
         values["autoscaling"]["peak"]["enabled"] = False
     return values
 

@@ -338,3 +338,38 @@ class CapacityParameters(BaseModel):
     def tier_params(self) -> AutoScalingTierParameters:
         chosen = self.session if self.tier == "session" else self.business
         return chosen.model_copy(update={"dry_run": self.dry_run or chosen.dry_run})
+
+
+class CapacityPlanParameters(BaseModel):
+    """plan-capacity's run form: which tier, how much history, and the few choices of the plan."""
+
+    tier: Tier
+    history_days: int = Field(28, ge=14, le=28, description="days of the tier's metrics the forecast learns from")
+    target_cpu: int | None = Field(
+        None,
+        ge=10,
+        le=95,
+        title="Target CPU (%)",
+        description="plan each server to this CPU at the forecast load; None: the high CPU alarm's threshold, so "
+        "the alarm fires only for load the forecast did not see",
+    )
+    connections_per_server: float | None = Field(
+        None,
+        gt=0,
+        description="new connections/s one server carries at the target CPU; None: measured from the history "
+        "(the servers' CPUUsage against their share of the CLB's ClientNewConn)",
+    )
+    margin_minutes: int = Field(5, ge=0, le=120, description="added to the measured launch-to-healthy time")
+    max_steps: int = Field(8, ge=2, le=24, description="at most this many capacity steps a day")
+    hourly_price: float | None = Field(
+        None, ge=0, description="one server's price per hour; None: the cloud's quote for the tier's instance type"
+    )
+    session: SessionAutoScalingParameters = Field(default_factory=SessionAutoScalingParameters, title="Session tier")
+    business: BusinessAutoScalingParameters = Field(
+        default_factory=BusinessAutoScalingParameters, title="Business tier"
+    )
+    dry_run: bool = Field(False, description="forecast and show the plan and its cost; change nothing")
+
+    def tier_params(self) -> AutoScalingTierParameters:
+        chosen = self.session if self.tier == "session" else self.business
+        return chosen.model_copy(update={"dry_run": self.dry_run or chosen.dry_run})

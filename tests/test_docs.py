@@ -156,13 +156,13 @@ def test_the_readme_layout_names_every_top_level_package():
 def test_the_readme_names_every_flow_and_deployment():
     readme = README.read_text(encoding="utf-8")
     flows = set(re.findall(r"@flow\(\s*name=\"([a-z-]+)\"", "\n".join(p.read_text() for p in ROOT.glob("flows/*.py"))))
-    assert len(flows) == 7, f"expected the 7 flows in flows/*.py, found {sorted(flows)}"
+    assert len(flows) == 8, f"expected the 8 flows in flows/*.py, found {sorted(flows)}"
     project = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
     deployments = set()
     for deployment in project["deployments"]:  # each runs its run form's flow (flows/entrypoints.py), named as these
         flow = load_flow(deployment["entrypoint"])
         assert flow.name in flows, deployment["entrypoint"]
         deployments.add(f"{flow.name}/{deployment['name']}")
-    assert len(deployments) == 9, f"expected the nine deployments of prefect.yaml, found {sorted(deployments)}"
+    assert len(deployments) == 10, f"expected the ten deployments of prefect.yaml, found {sorted(deployments)}"
     missing = sorted(name for name in flows | deployments if f"`{name}`" not in readme)
     assert not missing, f"README.md does not name {missing}"

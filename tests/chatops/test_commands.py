@@ -6,7 +6,18 @@ from pathlib import Path
 import pytest
 
 from chatops.bridge import help_text
-from chatops.commands import Apply, Cleanup, CommandError, Help, Plan, Scale, SetCapacity, Status, parse
+from chatops.commands import (
+    Apply,
+    Cleanup,
+    CommandError,
+    Help,
+    Plan,
+    PlanCapacity,
+    Scale,
+    SetCapacity,
+    Status,
+    parse,
+)
 from chatops.policy import load_allowlist
 from chatops.settings import ChatopsConfigError, ChatopsSettings
 
@@ -24,6 +35,10 @@ def test_commands_parse_into_models_with_their_deployment_and_parameters() -> No
     assert parse("cleanup 0b5e-run").parameters(False) == {"params": {"run_key": "0b5e-run", "dry_run": False}}
     assert parse("plan set session -1") == Plan(command=SetCapacity(tier="session", capacity="-1"))
     assert parse("plan cleanup abc") == Plan(command=Cleanup(run_key="abc"))
+    capacity = parse("plan capacity business")
+    assert capacity == Plan(command=PlanCapacity(tier="business"))
+    assert capacity.command.deployment() == "plan-capacity/plan"
+    assert capacity.command.parameters(True) == {"params": {"tier": "business", "dry_run": True}}
     assert parse("apply 1a2b3c4d") == Apply(plan_id="1a2b3c4d")
     assert parse("status") == Status() and parse("help") == Help()
 
@@ -43,6 +58,8 @@ def test_commands_parse_into_models_with_their_deployment_and_parameters() -> No
         ("set session ++1", "bad number"),
         ("set session", "usage"),
         ("cleanup ../etc", "bad run key"),
+        ("capacity web", "unknown tier"),
+        ("capacity", "usage"),
         ("plan status", "usage"),
         ("plan apply x", "usage"),
         ("apply", "usage"),
@@ -70,7 +87,7 @@ def test_the_allowlist_is_deny_by_default_and_help_lists_only_what_is_allowed(tm
     path.write_text(json.dumps(rules))  # JSON is YAML
     allowlist = load_allowlist(ChatopsSettings(allowlist_file=path))
     assert allowlist.allowed("generic", "ops", "ops-room") == [
-        "scale", "set", "cleanup", "plan", "apply", "status", "help"
+        "scale", "set", "cleanup", "capacity", "plan", "apply", "status", "help"
     ]  # fmt: skip
     assert allowlist.allowed("generic", "ops", "elsewhere") == []
     assert allowlist.allowed("generic", "guest", "ops-room") == ["status", "help"]

@@ -29,6 +29,7 @@ def test_every_entrypoint_is_a_flow():
         "configure-autoscaling",
         "verify-autoscaling",
         "set-capacity",
+        "plan-capacity",
     }
 
 
@@ -42,6 +43,7 @@ DEPLOYMENTS = {
     "set-capacity/capacity",
     "set-capacity/lunch-peak-session",
     "set-capacity/lunch-peak-business",
+    "plan-capacity/plan",
 }
 
 

@@ -1,0 +1,254 @@
+"""`plan-capacity`: a tier's capacity scheduled ahead of its own peaks, learned from its history.
+
+Predictive scaling as AWS has it (a forecast from the last weeks, capacity launched ahead by a buffer), which
+Tencent Cloud's Auto Scaling lacks, built from what it has: Cloud Monitor's history and scheduled actions.
+
+1. preflight: the tier's scaling group and its CLB listener; the declaration says the plan replaces the fixed
+   lunch peak (`capacity_plan: forecast`) and where schedules live (`lunch_peak_by`); the launch-to-healthy time
+   configure-autoscaling / verify-autoscaling measured (the lead: it plus `margin_minutes`);
+2. read 14-28 days of the listener's new connections per second (5-minute slots) and the servers' CPU;
+3. one server's capacity at the target CPU, measured from the same weeks (or given);
+4. forecast the next weekday and the next weekend day per slot (flows/capacity_plan_steps/forecast.py);
+5. turn each into a few capacity steps: servers for the forecast, ahead by the lead, within the group's bounds;
+6. apply them as the tier's scheduled actions, each change in the undo ledger first (dry_run: the difference only).
+   The CPU alarms stay: they add servers for what the forecast did not see.
+Its report: the plan, the difference, the chart of history + forecast + planned capacity, and the day's cost.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, Field
+
+from flows.autoscaling_steps.checks import forward_of
+from flows.autoscaling_steps.plan import group_name, lead_minutes
+from flows.autoscaling_steps.preflight import stored_launch_seconds
+from flows.capacity_plan_steps import apply, forecast, history
+from flows.capacity_plan_steps.chart import plan_chart
+from flows.capacity_plan_steps.steps import CapacityStep, plan_day, server_hours
+from flows.declaration import ClusterDeclaration, declared, load_declaration
+from flows.parameters import CapacityPlanParameters, LunchPeak
+from flows.shared.tier_run import TierOutcome, tier_run
+from tasks import autoscaling as asg
+from tasks import clb
+
+PLAN_STEPS = 6
+DEFAULT_LEAD_MINUTES = 15  # no launch-to-healthy measured yet (deployments/lunch_peak.py uses the same)
+
+
+class PlanOutcome(TierOutcome):
+    group_id: str | None = None
+    schedules_in: str = ""
+    per_server: float | None = None
+    capacity_how: str = ""
+    target_cpu: int | None = None
+    launch_seconds: float | None = None
+    lead_minutes: int | None = None
+    plans: dict[str, list[CapacityStep]] = Field(default_factory=dict)
+    differences: list[str] = Field(default_factory=list)
+    hourly_price: float | None = None
+    day_cost: dict[str, float] = Field(default_factory=dict, description="each day type's plan, one day's cost")
+    fixed_day_cost: float | None = None
+    history_days: int = 0
+
+
+class Where(BaseModel):
+    group: asg.Group
+    vip: str
+    vpc_id: str | None
+    port: int
+    schedules_in: str
+    launch_seconds: float | None
+    lead: int
+
+
+def preflight(params: CapacityPlanParameters, declaration: ClusterDeclaration | None, region: str) -> Where:
+    problems = []
+    tier = params.tier
+    if not params.dry_run:
+        if declaration is None or declaration.capacity_plan != "forecast":
+            problems.append(
+                f"the cluster declaration schedules the fixed lunch peak for the {tier} tier (capacity_plan: "
+                "lunch-peak): declare `capacity_plan: forecast` so the plan replaces it (one plan, in one place), "
+                "or run with dry_run to see the plan"
+            )
+        elif declaration.lunch_peak_by != "autoscaling":
+            problems.append(
+                "the declaration puts the schedules in Prefect (lunch_peak_by: prefect); plan-capacity writes Auto "
+                "Scaling scheduled actions: declare `lunch_peak_by: autoscaling`"
+            )
+    group = asg.find_group(region, group_name(tier))
+    if group is None:
+        raise history.PlanInputError(
+            "; ".join([*problems, f"no scaling group {group_name(tier)} in {region}: run configure-autoscaling first"])
+        )
+    if problems:
+        raise history.PlanInputError("; ".join(problems))
+    fwd = forward_of(group)
+    balancer = clb.describe_load_balancer(region, fwd.load_balancer_id)
+    if balancer is None or not balancer.vip:
+        raise history.PlanInputError(f"the CLB {fwd.load_balancer_id} of {group.group_id} is gone")
+    internal = balancer.type == "INTERNAL"
+    measured = stored_launch_seconds(region, tier)
+    peak = LunchPeak(margin_minutes=params.margin_minutes)
+    lead = lead_minutes(peak, measured) if measured is not None else DEFAULT_LEAD_MINUTES
+    return Where(
+        group=group,
+        vip=balancer.vip,
+        vpc_id=balancer.vpc_id if internal else None,
+        port=balancer_port(region, fwd),
+        schedules_in="Auto Scaling scheduled actions",
+        launch_seconds=measured,
+        lead=lead,
+    )
+
+
+def balancer_port(region: str, fwd: asg.ForwardLoadBalancer) -> int:
+    """The listener's own port (the group's `port` is the servers' backend port)."""
+    found = [li for li in clb.listeners(region, fwd.load_balancer_id) if li.get("ListenerId") == fwd.listener_id]
+    if not found:
+        raise history.PlanInputError(f"the listener {fwd.listener_id} of {fwd.load_balancer_id} is gone")
+    return int(found[0]["Port"])
+
+
+def next_days(today: date) -> dict[str, date]:
+    """The next day of each type after today."""
+    found: dict[str, date] = {}
+    day = today
+    while len(found) < 2:
+        day += timedelta(days=1)
+        found.setdefault(forecast.day_type(day), day)
+    return found
+
+
+@flow(name="plan-capacity", description="容量规划: schedule a tier's capacity ahead of the peaks its history shows")
+def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
+    declaration = load_declaration()
+    params = declared(params)
+    tp = params.tier_params()
+    tier = params.tier
+    with tier_run("plan-capacity", tier, tp, PLAN_STEPS) as run:
+        with run.step("preflight: scaling group, CLB listener, declaration, launch-to-healthy time"):
+            where = preflight(params, declaration, run.region)
+        group = where.group
+        now = asg.cloud_now(run.region, group)
+        start = history.slot_floor(now - timedelta(days=params.history_days))
+        with run.step(f"read {params.history_days} days of {history.LOAD_METRIC} of {where.vip}:{where.port}"):
+            load = history.read_load(run.region, where.vip, where.vpc_id, where.port, start, now)
+            past = history.load_days(load, start)
+        target = params.target_cpu or tp.autoscaling.alarms.high.threshold
+        with run.step(f"one server's capacity at {target} % CPU"):
+            if params.connections_per_server is not None:
+                capacity = history.Capacity(per_server=params.connections_per_server, how="given")
+            else:
+                members = [m.instance_id for m in asg.members(run.region, group.group_id) if m.state == "IN_SERVICE"]
+                capacity = history.measure_capacity(run.region, members, load, start, now, target)
+        plans: dict[str, list[CapacityStep]] = {}
+        forecasts: dict[str, list[float]] = {}
+        days = next_days(now.astimezone(forecast.BEIJING).date())
+        with run.step(f"forecast {', '.join(f'{k} {d}' for k, d in days.items())} and plan, lead {where.lead} min"):
+            for kind, day in days.items():
+                forecasts[kind] = forecast.forecast_day(past, day)
+                plans[kind] = plan_day(
+                    forecasts[kind], capacity.per_server, where.lead, group.min_size, group.max_size, params.max_steps
+                )
+        if plans["weekday"] == plans["weekend"]:
+            plans = {"daily": plans["weekday"]}
+        wanted = apply.wanted_actions(tier, plans, group, now)
+        with run.step(f"{'plan' if tp.dry_run else 'apply'} {len(wanted)} scheduled action(s) on {group.group_id}"):
+            differences = apply.converge(run, group, wanted, now)
+        run.record.plan += differences or ["no change: the group's scheduled actions already hold this plan"]
+        price = params.hourly_price if params.hourly_price is not None else hourly_price(tp)
+        outcome = PlanOutcome(
+            tier=tier,
+            run_key=run.key,
+            dry_run=tp.dry_run,
+            group_id=group.group_id,
+            schedules_in=where.schedules_in,
+            per_server=capacity.per_server,
+            capacity_how=capacity.how,
+            target_cpu=target,
+            launch_seconds=where.launch_seconds,
+            lead_minutes=where.lead,
+            plans=plans,
+            differences=differences,
+            hourly_price=price,
+            day_cost={k: round(server_hours(s) * price, 2) for k, s in plans.items()},
+            fixed_day_cost=round(fixed_server_hours(group.min_size, tp.autoscaling.peak) * price, 2),
+            history_days=len(forecast.usable_days(past, max(days.values()))),
+        )
+        run.finish(outcome)
+        chart = chart_lines(outcome, past, days, forecasts)
+    publish(outcome, chart)
+    return outcome
+
+
+def hourly_price(tp: object) -> float:
+    """One server's price per hour: the declared cost model's (the cloud's quote once tasks/pricing.py has it)."""
+    return float(tp.autoscaling.cost.hourly_price)  # type: ignore[attr-defined]
+
+
+def fixed_server_hours(base: int, peak: LunchPeak) -> float:
+    """The guide's fixed lunch peak for one day: base servers all day, + extra from start to end."""
+    start = int(peak.start[:2]) * 60 + int(peak.start[3:])
+    end = int(peak.end[:2]) * 60 + int(peak.end[3:])
+    return base * 24 + peak.extra * (end - start) / 60
+
+
+def chart_lines(
+    outcome: PlanOutcome, past: dict[date, forecast.Day], days: dict[str, date], forecasts: dict[str, list[float]]
+) -> list[str]:
+    """The chart of the next day: the two days before it (as far as known), its forecast and its plan."""
+    kind, day = min(days.items(), key=lambda item: item[1])
+    steps = outcome.plans.get(kind) or outcome.plans["daily"]
+    shown = [day - timedelta(days=2), day - timedelta(days=1)]
+    values: list[float | None] = []
+    for d in shown:
+        values += past.get(d, [None] * forecast.SLOTS_PER_DAY)
+    per_server = outcome.per_server or 1.0
+    return plan_chart(
+        f"plan-capacity, {outcome.tier} tier: {day} ({kind})",
+        f"{outcome.tier} tier, {day}: " + ", ".join(f"{s.at()} {s.servers}" for s in steps),
+        history=values,
+        history_start=forecast.slot_start(shown[0], 0),
+        forecast=forecasts[kind],
+        forecast_start=forecast.slot_start(day, 0),
+        steps=steps,
+        per_server=per_server,
+        unit=f"{history.LOAD_METRIC} /s",
+    )
+
+
+def publish(outcome: PlanOutcome, chart: list[str]) -> None:
+    verb = "would apply" if outcome.dry_run else "applied"
+    lines = [f"# plan-capacity: {outcome.tier} tier", ""]
+    measured = f"{outcome.launch_seconds:.0f} s" if outcome.launch_seconds is not None else "not measured yet"
+    lines += [
+        f"From {outcome.history_days} days of history. One server carries {outcome.per_server} new connections/s "
+        f"at {outcome.target_cpu} % CPU ({outcome.capacity_how}). Launch-to-healthy {measured}: each step up fires "
+        f"{outcome.lead_minutes} min ahead. Scheduled in: {outcome.schedules_in}; the CPU alarms stay the safety net.",
+        "",
+        *chart,
+        "",
+        "## Plan (Beijing time)",
+        "",
+        "| days | steps (time: servers) | server-hours a day | a day's cost |",
+        "|---|---|---|---|",
+    ]
+    for kind, steps in outcome.plans.items():
+        cost = outcome.day_cost.get(kind, 0.0)
+        shown = ", ".join(f"{s.at()}: {s.servers}" for s in steps)
+        lines.append(f"| {kind} | {shown} | {server_hours(steps):.1f} | {cost:.2f} |")
+    if outcome.fixed_day_cost is not None:
+        lines += ["", f"The guide's fixed lunch peak would cost {outcome.fixed_day_cost:.2f} a day "
+                      f"(at {outcome.hourly_price} an hour per server)."]  # fmt: skip
+    lines += ["", f"## Difference {verb}", ""]
+    lines += [f"- {d}" for d in outcome.differences] or ["No change: the group already holds this plan."]
+    text = "\n".join(lines) + "\n"
+    outcome.report = text + "\n" + outcome.report
+    create_markdown_artifact(
+        text, key=f"plan-capacity-{outcome.tier}-{outcome.run_key}"[:200], description=f"plan-capacity ({outcome.tier})"
+    )
