@@ -106,6 +106,15 @@ def preflight(params: CapacityPlanParameters, declaration: ClusterDeclaration | 
     )
 
 
+def bounds_base(region: str, group: asg.Group, declared_min: int | None) -> int:
+    """The tier's base: the declared min_size, else its protected servers (attached by configure-autoscaling),
+    as configure-autoscaling sets the group's minimum; never the group's minimum now, which a step may have raised."""
+    if declared_min is not None:
+        return declared_min
+    attached = [m for m in asg.members(region, group.group_id) if m.creation_type == "MANUAL_ATTACHING"]
+    return max(len(attached), 1)
+
+
 def balancer_port(region: str, fwd: asg.ForwardLoadBalancer) -> int:
     """The listener's own port (the group's `port` is the servers' backend port)."""
     found = [li for li in clb.listeners(region, fwd.load_balancer_id) if li.get("ListenerId") == fwd.listener_id]
@@ -146,6 +155,7 @@ def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
             else:
                 members = [m.instance_id for m in asg.members(run.region, group.group_id) if m.state == "IN_SERVICE"]
                 capacity = history.measure_capacity(run.region, members, load, start, now, target)
+        base = bounds_base(run.region, group, tp.autoscaling.min_size)
         plans: dict[str, list[CapacityStep]] = {}
         forecasts: dict[str, list[float]] = {}
         days = next_days(now.astimezone(forecast.BEIJING).date())
@@ -153,11 +163,11 @@ def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
             for kind, day in days.items():
                 forecasts[kind] = forecast.forecast_day(past, day)
                 plans[kind] = plan_day(
-                    forecasts[kind], capacity.per_server, where.lead, group.min_size, group.max_size, params.max_steps
+                    forecasts[kind], capacity.per_server, where.lead, base, group.max_size, params.max_steps
                 )
         if plans["weekday"] == plans["weekend"]:
             plans = {"daily": plans["weekday"]}
-        wanted = apply.wanted_actions(tier, plans, group, now)
+        wanted = apply.wanted_actions(tier, plans, group.max_size, now)
         with run.step(f"{'plan' if tp.dry_run else 'apply'} {len(wanted)} scheduled action(s) on {group.group_id}"):
             differences = apply.converge(run, group, wanted, now)
         run.record.plan += differences or ["no change: the group's scheduled actions already hold this plan"]
@@ -177,7 +187,7 @@ def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
             differences=differences,
             hourly_price=price,
             day_cost={k: round(server_hours(s) * price, 2) for k, s in plans.items()},
-            fixed_day_cost=round(fixed_server_hours(group.min_size, tp.autoscaling.peak) * price, 2),
+            fixed_day_cost=round(fixed_server_hours(base, tp.autoscaling.peak) * price, 2),
             history_days=len(forecast.usable_days(past, max(days.values()))),
         )
         run.finish(outcome)

@@ -1,8 +1,10 @@
 """The plan as a scaling group's scheduled actions: one recurring action per step and day type, named
 `tcscale-<tier>-plan-<days>-<HHMM>` (the name is the mark: scheduled actions take no tag).
 
-Each action sets the desired capacity only within the group's own bounds (MinSize and MaxSize stay the group's):
-the CPU alarms still add servers above the plan for load it did not foresee, and remove them when the CPU is low.
+Each action sets the desired capacity and the minimum to the step's servers, the maximum to the group's: the plan
+is a floor the CPU alarms cannot take away, and they still add servers above it for load it did not foresee (the
+guide's lunch-peak actions do the same with min + extra). The day's first step, at 00:00, puts the floor back to the
+tier's base.
 Every change is written to the run's undo ledger before it is made: a creation is undone by deleting it, a
 modification by putting the earlier action back (only while the action still holds what this run wrote), a deletion
 by creating the earlier action again.
@@ -33,7 +35,7 @@ def action_name(tier: str, kind: str, step: CapacityStep) -> str:
 
 
 def wanted_actions(
-    tier: str, plans: dict[str, list[CapacityStep]], group: asg.Group, now: datetime
+    tier: str, plans: dict[str, list[CapacityStep]], max_size: int, now: datetime
 ) -> list[asg.ScheduledAction]:
     """One recurring action per step of each day type's plan, the first firing at least MIN_NOTICE from now."""
     actions = []
@@ -44,9 +46,9 @@ def wanted_actions(
             actions.append(
                 asg.ScheduledAction(
                     name=action_name(tier, kind, step),
-                    min_size=group.min_size,
-                    max_size=group.max_size,
-                    desired=min(max(step.servers, group.min_size), group.max_size),
+                    min_size=min(step.servers, max_size),
+                    max_size=max_size,
+                    desired=min(step.servers, max_size),
                     start_time=beijing(first),
                     end_time=beijing(first + timedelta(days=365)),
                     recurrence=f"{step.minute % 60} {step.minute // 60} * * {field}",

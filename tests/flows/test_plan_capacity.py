@@ -1,0 +1,124 @@
+"""plan-capacity end to end on the sandbox: four weeks of history with a lunch peak at 11:30-13:30 and an evening
+peak at 19:00-21:00, the plan written as scheduled actions, then a day on the sandbox clock with real requests
+through the business tier's CLB: the planned servers healthy behind it before each peak begins, and gone after."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flows.capacity_plan_steps import apply
+from flows.capacity_plan_steps.history import PlanInputError
+from flows.capacity_plan_steps.steps import CapacityStep, servers_at
+from flows.configure_autoscaling import configure_autoscaling
+from flows.parameters import CapacityPlanParameters
+from flows.plan_capacity import plan_capacity
+from flows.scale_out import scale_out_cluster
+from sandbox.server import EmbeddedSandbox
+from tasks import autoscaling as asg
+from tasks import autoscaling_policies, clb
+from tests.flows.autoscaling_support import advance_to, autoscaling_params, sandbox_now
+from tests.flows.support import cluster_params
+from tests.sdk import poll
+
+LUNCH, EVENING = (11 * 60 + 30, 13 * 60 + 30), (19 * 60, 21 * 60)
+
+
+def test_a_real_plan_needs_the_declaration_to_say_forecast_and_a_scaling_group(cloud_env):
+    """Refused before any change, naming both fixes (no declaration: the fixed lunch peak is what is declared)."""
+    with pytest.raises(PlanInputError) as refused:
+        plan_capacity(CapacityPlanParameters(tier="business"))
+    assert "capacity_plan: forecast" in str(refused.value)
+    assert "no scaling group tcscale-business" in str(refused.value) and "configure-autoscaling" in str(refused.value)
+
+
+def settle(region: str, group_id: str, listener: asg.ForwardLoadBalancer, servers: int) -> asg.Group:
+    """The group settled at `servers`, every one of them healthy behind the CLB."""
+
+    def read() -> asg.Group | None:
+        group = asg.describe_group(region, group_id)
+        if group is None or not group.settled or group.desired != servers or group.in_service != servers:
+            return None
+        health = clb.target_health(region, listener.load_balancer_id, listener.listener_id)
+        healthy = sum(ok for target, ok in health.items() if target.port == listener.port)
+        return group if healthy == servers else None
+
+    found = poll(read, what=f"{group_id} at {servers} servers, all healthy", timeout=90)
+    assert found is not None
+    return found
+
+
+def at(day: datetime, minute: int) -> datetime:
+    return day.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
+
+
+def through_the_clb(vip: str, port: int, requests: int = 20) -> None:
+    for _ in range(requests):  # a new connection each: the CLB spreads them over the serving servers
+        assert httpx.get(f"http://{vip}:{port}/login", timeout=5).status_code == 200
+
+
+@pytest.mark.slow
+def test_four_weeks_of_two_peaks_become_capacity_ready_before_each_peak(
+    guide: dict[str, Any], cloud_env: EmbeddedSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    region = guide["region"]
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("capacity_plan: forecast\nlunch_peak_by: autoscaling\n")
+    monkeypatch.setenv("TCSCALE_CLUSTER_FILE", str(cluster))
+    _, business = scale_out_cluster(cluster_params(guide, count=1))
+    params = autoscaling_params(guide)
+    params.tiers = ["business"]
+    (configured,) = configure_autoscaling(params)
+    group_id = configured.group_id or ""
+    assert not autoscaling_policies.scheduled_actions(region, group_id), "capacity_plan: forecast: no fixed peak"
+    cloud_env.admin("POST", "monitor/history", {
+        "profile": "lunch-and-evening", "days": 28, "seed": 3,
+        "load_balancer_id": business.load_balancer_id, "auto_scaling_group_id": group_id,
+    })  # fmt: skip
+
+    asked = CapacityPlanParameters(tier="business", business=params.business, target_cpu=50)
+    dry = plan_capacity(asked.model_copy(update={"dry_run": True}))
+    assert dry.differences and all(d.startswith("create scheduled action") for d in dry.differences)
+    assert not autoscaling_policies.scheduled_actions(region, group_id), "a dry run changes nothing"
+
+    outcome = plan_capacity(asked)
+    assert outcome.history_days >= 14 and outcome.per_server and "measured" in outcome.capacity_how
+    assert "data:image/svg+xml;base64," in outcome.report and "a day's cost" in outcome.report
+    written = {a.name: a for a in autoscaling_policies.scheduled_actions(region, group_id)}
+    assert set(written) == {d.split(":")[0].removeprefix("create scheduled action ") for d in outcome.differences}
+    assert all(a.name.startswith(apply.prefix("business")) for a in written.values())
+    policies = {p.name for p in autoscaling_policies.alarm_policies(region, group_id)}
+    assert policies == {"tcscale-business-cpu-high", "tcscale-business-cpu-low"}, "the alarms stay"
+    assert plan_capacity(asked).differences == [], "the same history, the same plan: no change"
+
+    now = sandbox_now(cloud_env)
+    kind = "daily" if "daily" in outcome.plans else "weekday"
+    day = now + timedelta(days=1)
+    while kind == "weekday" and day.isoweekday() >= 6:
+        day += timedelta(days=1)
+    steps: list[CapacityStep] = outcome.plans[kind]
+    base = servers_at(steps, 0)
+    group = asg.describe_group(region, group_id)
+    assert group is not None
+    listener = group.forward[0]
+    vip = business.vip or ""
+    port = params.business.load_balancer.listener_port
+    for start, end in (LUNCH, EVENING):
+        peak = servers_at(steps, start)
+        assert peak > base, (start, steps)
+        for step in [s for s in steps if start - 90 <= s.minute <= start]:  # the steps that prepare the peak
+            advance_to(cloud_env, at(day, step.minute))
+            settle(region, group_id, listener, step.servers)
+        assert sandbox_now(cloud_env) < at(day, start), "the peak's servers are healthy before it begins"
+        through_the_clb(vip, port)
+        after = next(s for s in steps if s.minute >= end)  # the step down once the peak is over
+        advance_to(cloud_env, at(day, after.minute))
+        settle(region, group_id, listener, after.servers)
+        assert after.servers < peak
+        through_the_clb(vip, port)
+    members = asg.members(region, group_id)
+    assert sorted(m.creation_type for m in members) == ["MANUAL_ATTACHING", "MANUAL_ATTACHING"], members
