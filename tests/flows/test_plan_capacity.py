@@ -39,17 +39,18 @@ def test_a_real_plan_needs_the_declaration_to_say_forecast_and_a_scaling_group(c
 def settle(region: str, group_id: str, listener: asg.ForwardLoadBalancer, servers: int) -> asg.Group:
     """The group settled at `servers`, every one of them healthy behind the CLB."""
 
-    def read() -> asg.Group | None:
+    def read() -> tuple[asg.Group | None, int]:
         group = asg.describe_group(region, group_id)
-        if group is None or not group.settled or group.desired != servers or group.in_service != servers:
-            return None
         health = clb.target_health(region, listener.load_balancer_id, listener.listener_id)
-        healthy = sum(ok for target, ok in health.items() if target.port == listener.port)
-        return group if healthy == servers else None
+        return group, sum(ok for target, ok in health.items() if target.port == listener.port)
 
-    found = poll(read, what=f"{group_id} at {servers} servers, all healthy", timeout=90)
-    assert found is not None
-    return found
+    def done(seen: tuple[asg.Group | None, int]) -> bool:
+        group, healthy = seen
+        return group is not None and group.settled and group.desired == group.in_service == healthy == servers
+
+    group, _ = poll(read, done, what=f"{group_id} at {servers} servers, all healthy", timeout=90)
+    assert group is not None
+    return group
 
 
 def at(day: datetime, minute: int) -> datetime:
