@@ -12,12 +12,14 @@ from prefect import flow
 from flows.autoscaling_steps.outcome import AutoScalingOutcome
 from flows.cleanup_run import Removed, cleanup_run
 from flows.configure_autoscaling import configure_autoscaling
+from flows.plan_capacity import PlanOutcome, plan_capacity
 from flows.run_forms import (
     AutoScalingForm,
     BusinessScaleOutForm,
     CapacityForm,
     CleanupForm,
     ClusterScaleOutForm,
+    PlanCapacityForm,
     SessionScaleOutForm,
 )
 from flows.scale_out import scale_out_business_tier, scale_out_cluster, scale_out_session_tier
@@ -59,3 +61,8 @@ def verify(params: AutoScalingForm) -> list[AutoScalingOutcome]:
 @flow(name=set_capacity.name, description=set_capacity.description)
 def capacity(params: CapacityForm) -> AutoScalingOutcome:
     return set_capacity.fn(params.parameters())
+
+
+@flow(name=plan_capacity.name, description=plan_capacity.description)
+def plan(params: PlanCapacityForm) -> PlanOutcome:
+    return plan_capacity.fn(params.parameters())

@@ -24,6 +24,7 @@ from flows.parameters import (
     AutoScalingClusterParameters,
     BusinessTierParameters,
     CapacityParameters,
+    CapacityPlanParameters,
     CleanupParameters,
     ClusterParameters,
     SessionTierParameters,
@@ -245,6 +246,26 @@ class CapacityForm(RunForm):
         """The overrides are the chosen tier's."""
         check_fields(self.full.model_fields[self.tier].annotation, self.overrides, "overrides")  # type: ignore[arg-type]
         return self.full.model_validate({**self.decisions(), self.tier: self.overrides})
+
+
+class PlanCapacityForm(RunForm):
+    """plan-capacity: one tier's capacity scheduled ahead of the peaks its history shows."""
+
+    full = CapacityPlanParameters
+    tier: Tier = Field(title="Tier", description="session (auth) servers or business servers")
+    history_days: int = Field(
+        28, ge=14, le=28, title="History (days)", description="days of Cloud Monitor history to learn from, 14 to 28"
+    )
+    target_cpu: int = Field(
+        0, ge=0, le=95, title="Target CPU (%)",
+        description="each server planned to this CPU at the forecast load, 0 to 95; 0: the high CPU alarm's threshold",
+    )  # fmt: skip
+    dry_run: bool = Field(False, title="Dry run", description="forecast and show the plan, its chart and its cost")
+    overrides: dict[str, Any] = overrides_field('{"connections_per_server": 12, "max_steps": 6}')
+
+    def decisions(self) -> dict[str, Any]:
+        target = {"target_cpu": self.target_cpu} if self.target_cpu else {}  # 0: the high alarm's threshold
+        return {"tier": self.tier, **_set(self, history_days=self.history_days, dry_run=self.dry_run), **target}
 
 
 # --- deployments ------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from flows.capacity_plan_steps import apply
+from flows.capacity_plan_steps.forecast import day_type as forecast_day_type
 from flows.capacity_plan_steps.history import PlanInputError
 from flows.capacity_plan_steps.steps import CapacityStep, servers_at
 from flows.configure_autoscaling import configure_autoscaling
@@ -96,30 +97,37 @@ def test_four_weeks_of_two_peaks_become_capacity_ready_before_each_peak(
     assert policies == {"tcscale-business-cpu-high", "tcscale-business-cpu-low"}, "the alarms stay"
     assert plan_capacity(asked).differences == [], "the same history, the same plan: no change"
 
+    # the day: every step fires in turn on the sandbox clock (one advance per firing, as the hours pass), real
+    # requests go through the CLB at each peak's start and after it
     now = sandbox_now(cloud_env)
-    kind = "daily" if "daily" in outcome.plans else "weekday"
-    day = now + timedelta(days=1)
-    while kind == "weekday" and day.isoweekday() >= 6:
+    day = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    while "daily" not in outcome.plans and day.isoweekday() >= 6:
         day += timedelta(days=1)
-    steps: list[CapacityStep] = outcome.plans[kind]
-    base = servers_at(steps, 0)
+    steps: list[CapacityStep] = outcome.plans.get("daily") or outcome.plans["weekday"]
+    firings = []
+    moment = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    while moment <= day:
+        kind = "daily" if "daily" in outcome.plans else forecast_day_type(moment)
+        firings += [(at(moment, s.minute), s.servers) for s in outcome.plans[kind] if at(moment, s.minute) > now]
+        moment += timedelta(days=1)
     group = asg.describe_group(region, group_id)
     assert group is not None
-    listener = group.forward[0]
-    vip = business.vip or ""
+    listener, vip = group.forward[0], business.vip or ""
     port = params.business.load_balancer.listener_port
-    for start, end in (LUNCH, EVENING):
-        peak = servers_at(steps, start)
-        assert peak > base, (start, steps)
-        for step in [s for s in steps if start - 90 <= s.minute <= start]:  # the steps that prepare the peak
-            advance_to(cloud_env, at(day, step.minute))
-            settle(region, group_id, listener, step.servers)
-        assert sandbox_now(cloud_env) < at(day, start), "the peak's servers are healthy before it begins"
-        through_the_clb(vip, port)
-        after = next(s for s in steps if s.minute >= end)  # the step down once the peak is over
-        advance_to(cloud_env, at(day, after.minute))
-        settle(region, group_id, listener, after.servers)
-        assert after.servers < peak
-        through_the_clb(vip, port)
+    base = servers_at(steps, 0)
+    starts = {at(day, start): servers_at(steps, start) for start, _ in (LUNCH, EVENING)}
+    assert all(peak > base for peak in starts.values()), steps
+    for when, servers in sorted(firings):
+        for begins in [b for b in starts if b <= when]:  # a peak begins before this step fires
+            peak = starts.pop(begins)
+            serving = asg.describe_group(region, group_id)
+            assert sandbox_now(cloud_env) < begins, "settled (all healthy behind the CLB) before the peak begins"
+            assert serving is not None and serving.in_service >= peak > base, (begins, serving, steps)
+            through_the_clb(vip, port)
+        advance_to(cloud_env, when)
+        settle(region, group_id, listener, servers)
+    assert not starts, f"no step after {starts}"
+    assert servers_at(steps, EVENING[1] + 30) == base  # and back down after the evening peak: settled at base above
+    through_the_clb(vip, port)
     members = asg.members(region, group_id)
     assert sorted(m.creation_type for m in members) == ["MANUAL_ATTACHING", "MANUAL_ATTACHING"], members

@@ -20,6 +20,7 @@ from flows.run_forms import (
     CleanupForm,
     ClusterScaleOutForm,
     OverridesError,
+    PlanCapacityForm,
     RunForm,
     SessionScaleOutForm,
     form_parameters,
@@ -27,7 +28,15 @@ from flows.run_forms import (
 )
 from tests.flows.test_declaration import DECLARED
 
-FORMS = [SessionScaleOutForm, BusinessScaleOutForm, ClusterScaleOutForm, CleanupForm, AutoScalingForm, CapacityForm]
+FORMS = [
+    SessionScaleOutForm,
+    BusinessScaleOutForm,
+    ClusterScaleOutForm,
+    CleanupForm,
+    AutoScalingForm,
+    CapacityForm,
+    PlanCapacityForm,
+]
 
 
 @pytest.fixture
@@ -85,6 +94,8 @@ def test_chat_commands_schedules_and_the_crash_automation_send_valid_forms(decla
     scheduled = CapacityForm.model_validate(peak_parameters("session", "+2", 20)["params"]).parameters()
     assert scheduled.late_after_minutes == 20
     assert CleanupForm.model_validate(parse("cleanup run-1").parameters(True)["params"]).parameters().run_key == "run-1"
+    planned = PlanCapacityForm.model_validate(parse("capacity business").parameters(True)["params"]).parameters()
+    assert (planned.tier, planned.dry_run, planned.history_days, planned.target_cpu) == ("business", True, 28, None)
     # the crash automation's (tests/deployments/test_crashes.py renders it)
     assert CleanupForm.model_validate({"run_key": "killed-1"}).parameters().restore_configs is True
 
