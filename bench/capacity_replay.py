@@ -13,19 +13,23 @@ A launched server bills from its launch and serves LAUNCH_MINUTES later (the lau
 that plus a 5-minute margin); scale-in is at once, newest first. A minute is under capacity when its load needs
 more than the serving servers at SATURATED CPU. Measured per strategy: minutes under capacity (all, and within the
 forecastable peaks: the profile's peaks on days whose week before had the same peaks), server-hours and their cost
-at the catalogue type's list price. Writes bench/results/capacity_replay.json and docs/capacity-replay.png.
+at the catalogue type's list price. Writes bench/results/capacity_replay.json and the README's chart,
+docs/capacity-replay.png.
 
     uv run python -m bench.capacity_replay
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from bench.common import print_table, write_results
+from bench.common import RESULTS, ROOT, print_table, write_results
 from bench.forecast_methods import PER_SERVER_FULL, PER_SERVER_TARGET, SATURATED
 from bench.traffic import MINUTES_PER_DAY, PROFILES, Profile, generate, minute_of, slots
 from flows.capacity_plan_steps.forecast import by_day, forecast_day, slot_start
@@ -101,8 +105,15 @@ def daily_plans(profile: Profile, series: list[float]) -> dict[int, list[Capacit
 
 
 def replay(
-    profile: Profile, strategy: str, series: list[float], plans: dict[int, list[CapacityStep]]
+    profile: Profile,
+    strategy: str,
+    series: list[float],
+    plans: dict[int, list[CapacityStep]],
+    trace: list[float] | None = None,
+    trace_day: int = -1,
 ) -> dict[str, Any]:
+    """One strategy over the replayed days; `trace` gets the serving capacity (requests/s) of each minute of
+    `trace_day`."""
     group = Group(alarms=strategy != "fixed")
     fixed_out, fixed_in = minute_of("11:00") - LEAD, minute_of("13:00")
     under = under_peak = 0
@@ -122,6 +133,8 @@ def replay(
             load = series[minute]
             billed, serving = group.tick(minute, load)
             billed_minutes += billed
+            if trace is not None and index == trace_day:
+                trace.append(serving * PER_SERVER_FULL * SATURATED)
             if load > serving * PER_SERVER_FULL * SATURATED:
                 under += 1
                 under_peak += any(a <= m < b for a, b in peaks)
@@ -136,13 +149,89 @@ def replay(
     }
 
 
+CHART_PROFILE, CHART_DAY = 2, 44  # lunch + evening peak, a Wednesday of the replay
+COLOURS = {"fixed + alarms": "#d62728", "alarms": "#ff7f0e", "forecast + alarms": "#2ca02c"}
+
+
+def chart(profile: Profile, series: list[float], plans: dict[int, list[CapacityStep]], rows: list[dict]) -> str:
+    """One day of the replay as SVG: the load per minute, and what each strategy could serve."""
+    w, h, left, right, top, bottom = 900, 420, 56, 20, 48, 130
+    traces = {}
+    for strategy in COLOURS:
+        trace: list[float] = []
+        replay(profile, strategy, series, plans, trace, CHART_DAY)
+        traces[strategy] = trace
+    load = series[CHART_DAY * MINUTES_PER_DAY : (CHART_DAY + 1) * MINUTES_PER_DAY]
+    peak = max([*load, *(v for t in traces.values() for v in t)]) * 1.08
+
+    def x(minute: float) -> float:
+        return left + minute / MINUTES_PER_DAY * (w - left - right)
+
+    def y(value: float) -> float:
+        return h - bottom - value / peak * (h - top - bottom)
+
+    day = profile.first_day + timedelta(days=CHART_DAY)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="Helvetica, Arial, sans-serif"'
+        ' font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="#fff"/>',
+        f'<text x="{left}" y="22" font-size="15" font-weight="bold">{profile.name}, {day:%a %Y-%m-%d}: the load, '
+        "and what each strategy serves</text>",
+    ]
+    for value in range(0, int(peak) + 1, 10):
+        out.append(f'<line x1="{left}" y1="{y(value):.1f}" x2="{w - right}" y2="{y(value):.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value}</text>')
+    for hour in range(0, 25, 3):
+        out.append(f'<text x="{x(hour * 60):.1f}" y="{h - bottom + 16}" text-anchor="middle">{hour:02d}:00</text>')
+    out.append(f'<text x="8" y="{top - 8}" fill="#555">requests/s</text>')
+    path = " ".join(f"{x(m):.1f},{y(v):.1f}" for m, v in enumerate(load))
+    out.append(f'<polyline points="{path}" fill="none" stroke="#888" stroke-width="1"/>')
+    for offset, (strategy, colour) in zip((-2.5, 0.0, 2.5), COLOURS.items(), strict=True):  # apart where equal
+        path = " ".join(f"{x(m):.1f},{y(v) + offset:.1f}" for m, v in enumerate(traces[strategy]))
+        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2.2"/>')
+    legend_y = h - bottom + 38
+    for i, (strategy, colour) in enumerate([("load", "#888"), *COLOURS.items()]):
+        lx = left + i * 210
+        out.append(f'<line x1="{lx}" y1="{legend_y - 4}" x2="{lx + 24}" y2="{legend_y - 4}" stroke="{colour}" '
+                   'stroke-width="3"/>')  # fmt: skip
+        out.append(f'<text x="{lx + 30}" y="{legend_y}">{strategy}</text>')
+    totals = {s: [r for r in rows if r["strategy"] == s] for s in COLOURS}
+    out.append(f'<text x="{left}" y="{legend_y + 24}" fill="#333">over 28 days of each of the 6 profiles:</text>')
+    for i, (s, rs) in enumerate(totals.items()):
+        under, hours = sum(r["minutes_under"] for r in rs), sum(r["server_hours"] for r in rs)
+        line = f"{s}: {under:,} minutes under capacity, {hours:,.0f} server-hours"
+        out.append(f'<text x="{left + 12}" y="{legend_y + 42 + 16 * i}" fill="{COLOURS[s]}">{line}</text>')
+    return "\n".join([*out, "</svg>"])
+
+
+def write_chart(svg: str) -> None:
+    """bench/results/capacity-replay.svg, and the PNG the README shows (docs/, rendered by Debian's chromium)."""
+    svg_path = RESULTS / "capacity-replay.svg"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    svg_path.write_text(svg)
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        print(f"chart: {svg_path.relative_to(ROOT)} (no chromium: no PNG)")
+        return
+    png = ROOT / "docs" / "capacity-replay.png"
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={png}",
+         "--window-size=900,420", svg_path.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    print(f"chart: {png.relative_to(ROOT)}")
+
+
 def main() -> None:
     started = time.monotonic()
     rows = []
-    for profile in PROFILES:
+    drawn: tuple[Profile, list[float], dict[int, list[CapacityStep]]] | None = None
+    for i, profile in enumerate(PROFILES):
         series = generate(profile, DAYS)
         plans = daily_plans(profile, series)
         rows += [replay(profile, strategy, series, plans) for strategy in STRATEGIES]
+        if i == CHART_PROFILE:
+            drawn = (profile, series, plans)
     title = f"the last {REPLAYED} of {DAYS} days (launch-to-healthy {LAUNCH_MINUTES} min, lead {LEAD} min)"
     print_table(title, rows)
     failures = []
@@ -157,6 +246,8 @@ def main() -> None:
             failures.append(f"{profile.name}: {mine['server_hours']} server-hours > fixed {fixed['server_hours']}")
     print("\ntarget:", "met" if not failures else "missed: " + "; ".join(failures))
     print(f"({time.monotonic() - started:.1f} s)")
+    assert drawn is not None
+    write_chart(chart(*drawn, rows))
     write_results("capacity_replay", {"rows": rows, "target_missed": failures, "price_per_hour": HOURLY_PRICE})
 
 
