@@ -30,10 +30,10 @@ from flows.capacity_plan_steps import apply, forecast, history
 from flows.capacity_plan_steps.chart import plan_chart
 from flows.capacity_plan_steps.steps import CapacityStep, plan_day, server_hours
 from flows.declaration import ClusterDeclaration, declared, load_declaration
-from flows.parameters import CapacityPlanParameters, LunchPeak
+from flows.parameters import AutoScalingTierParameters, CapacityPlanParameters, LunchPeak
 from flows.shared.tier_run import TierOutcome, tier_run
 from tasks import autoscaling as asg
-from tasks import clb
+from tasks import clb, cvm, pricing
 
 PLAN_STEPS = 6
 DEFAULT_LEAD_MINUTES = 15  # no launch-to-healthy measured yet (deployments/lunch_peak.py uses the same)
@@ -50,6 +50,7 @@ class PlanOutcome(TierOutcome):
     plans: dict[str, list[CapacityStep]] = Field(default_factory=dict)
     differences: list[str] = Field(default_factory=list)
     hourly_price: float | None = None
+    price_source: str = ""
     day_cost: dict[str, float] = Field(default_factory=dict, description="each day type's plan, one day's cost")
     fixed_day_cost: float | None = None
     history_days: int = 0
@@ -171,7 +172,7 @@ def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
         with run.step(f"{'plan' if tp.dry_run else 'apply'} {len(wanted)} scheduled action(s) on {group.group_id}"):
             differences = apply.converge(run, group, wanted, now)
         run.record.plan += differences or ["no change: the group's scheduled actions already hold this plan"]
-        price = params.hourly_price if params.hourly_price is not None else hourly_price(tp)
+        price, price_source = hourly_price(run.region, group, params.hourly_price, tp)
         outcome = PlanOutcome(
             tier=tier,
             run_key=run.key,
@@ -186,6 +187,7 @@ def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
             plans=plans,
             differences=differences,
             hourly_price=price,
+            price_source=price_source,
             day_cost={k: round(server_hours(s) * price, 2) for k, s in plans.items()},
             fixed_day_cost=round(fixed_server_hours(base, tp.autoscaling.peak) * price, 2),
             history_days=len(forecast.usable_days(past, max(days.values()))),
@@ -196,9 +198,25 @@ def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
     return outcome
 
 
-def hourly_price(tp: object) -> float:
-    """One server's price per hour: the declared cost model's (the cloud's quote once tasks/pricing.py has it)."""
-    return float(tp.autoscaling.cost.hourly_price)  # type: ignore[attr-defined]
+def hourly_price(
+    region: str, group: asg.Group, typed: float | None, tp: AutoScalingTierParameters
+) -> tuple[float, str]:
+    """One server's price per hour and where it comes from: typed (the run's, else the declared cost model's), else
+    the cloud's quote (InquiryPriceRunInstances) for the group's launch configuration, zone and charge type."""
+    cost = tp.autoscaling.cost
+    for price in (typed, cost.hourly_price):
+        if price is not None:
+            return price, f"{price} {cost.currency}/h per server (typed)"
+    lc = asg.describe_launch_configuration(region, group.launch_configuration_id)
+    if lc is None:
+        raise history.PlanInputError(f"the launch configuration {group.launch_configuration_id} is gone")
+    members = [m.instance_id for m in asg.members(region, group.group_id)]
+    zone = group.zones[0] if group.zones else next((s.zone for s in cvm.describe_servers(region, members[:1])), "")
+    quote = pricing.quote_server_hour(
+        zone, lc.image_id, lc.instance_type, cost.charge_type,
+        project_id=lc.project_id, region=region,
+    )  # fmt: skip
+    return quote.hourly, quote.describe()
 
 
 def fixed_server_hours(base: int, peak: LunchPeak) -> float:
@@ -254,7 +272,7 @@ def publish(outcome: PlanOutcome, chart: list[str]) -> None:
         lines.append(f"| {kind} | {shown} | {server_hours(steps):.1f} | {cost:.2f} |")
     if outcome.fixed_day_cost is not None:
         lines += ["", f"The guide's fixed lunch peak would cost {outcome.fixed_day_cost:.2f} a day "
-                      f"(at {outcome.hourly_price} an hour per server)."]  # fmt: skip
+                      f"(one server-hour: {outcome.price_source})."]  # fmt: skip
     lines += ["", f"## Difference {verb}", ""]
     lines += [f"- {d}" for d in outcome.differences] or ["No change: the group already holds this plan."]
     text = "\n".join(lines) + "\n"
