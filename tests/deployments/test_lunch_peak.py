@@ -63,7 +63,7 @@ def test_serve_builds_every_deployment_with_the_declared_peak(prefect_server: Pr
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):  # the measured lead is read there
         made = {d.name: d for d in runner_deployments(declaration(extra=4, lead_minutes=30))}
     assert set(made) == {"cluster", "session-tier", "business-tier", "cleanup", "autoscaling", "verify", "capacity",
-                         "lunch-peak-session", "lunch-peak-business"}  # fmt: skip
+                         "lunch-peak-session", "lunch-peak-business", "plan"}  # fmt: skip
     session = made["lunch-peak-session"].schedules
     assert [s.schedule.cron for s in session] == ["30 10 * * *", "0 13 * * *"]
     assert session[0].parameters["params"]["capacity"] == "+4"

@@ -132,7 +132,7 @@ def test_every_run_form_is_a_few_fields_on_the_first_screen(browser: Any, up_sta
     page = browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(WAIT_MS)
     found = deployments(up_stack.api_url)
-    assert len(found) == 9, found
+    assert len(found) == 10, found
     for name, deployment_id in found:
         form = measure_form(page, up_stack.ui_url, deployment_id, name)
         assert 1 <= len(form.fields) <= 6 and form.first_screen == form.fields, form
