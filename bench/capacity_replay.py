@@ -13,8 +13,8 @@ A launched server bills from its launch and serves LAUNCH_MINUTES later (the lau
 that plus a 5-minute margin); scale-in is at once, newest first. A minute is under capacity when its load needs
 more than the serving servers at SATURATED CPU. Measured per strategy: minutes under capacity (all, and within the
 forecastable peaks: the profile's peaks on days whose week before had the same peaks), server-hours and their cost
-at the catalogue type's list price. Writes bench/results/capacity_replay.json and the README's chart,
-docs/capacity-replay.png.
+at the list price the sandbox quotes for S5.SMALL2 (sandbox/cvm/prices.py).
+Writes bench/results/capacity_replay.json and the README's chart, docs/capacity-replay.png.
 
     uv run python -m bench.capacity_replay
 """
@@ -34,12 +34,14 @@ from bench.forecast_methods import PER_SERVER_FULL, PER_SERVER_TARGET, SATURATED
 from bench.traffic import MINUTES_PER_DAY, PROFILES, Profile, generate, minute_of, slots
 from flows.capacity_plan_steps.forecast import by_day, forecast_day, slot_start
 from flows.capacity_plan_steps.steps import CapacityStep, plan_day
+from sandbox.cvm import prices
 
 DAYS, REPLAYED = 56, 28
 MIN_SIZE, MAX_SIZE, START = 2, 6, 2
 LAUNCH_MINUTES, MARGIN_MINUTES = 4, 5
 LEAD = LAUNCH_MINUTES + MARGIN_MINUTES
-HOURLY_PRICE = 0.5  # replaced by the catalogue's quote once the sandbox prices (tasks/pricing.py)
+INSTANCE_TYPE = "S5.SMALL2"  # 1 core: 20 requests/s at 100 % CPU (the sandbox's 50 ms a request)
+HOURLY_PRICE = prices.hourly(INSTANCE_TYPE)  # the list price InquiryPriceRunInstances quotes (sandbox/cvm/prices.py)
 STRATEGIES = ("fixed", "fixed + alarms", "alarms", "forecast + alarms")
 
 
@@ -248,6 +250,7 @@ def main() -> None:
     print(f"({time.monotonic() - started:.1f} s)")
     assert drawn is not None
     write_chart(chart(*drawn, rows))
+    print(f"cost: {HOURLY_PRICE} CNY per {INSTANCE_TYPE} server-hour (pay-as-you-go list price)")
     write_results("capacity_replay", {"rows": rows, "target_missed": failures, "price_per_hour": HOURLY_PRICE})
 
 
