@@ -4,7 +4,8 @@ A rule can add latency, answer with an HTTP status, answer with an API error, or
 succeed while the asynchronous operation it starts ends in its failed state (a CREATEFAILED image,
 a LAUNCH_FAILED server, a CLB task with status 1). It fires with a probability, or for the
 first `count` matching requests only, or only once another rule has fired (`after`: a fault during the undo
-of a run that failed on the first).
+of a run that failed on the first), or only after its first `skip` matches went through (the third RegisterTargets
+of a run: `skip` 2, `count` 1).
 """
 
 import random
@@ -34,7 +35,9 @@ class FaultRule(BaseModel):
     after: str | None = Field(
         None, description="the id of another rule: fire only once that one has fired (a fault during an undo)"
     )
+    skip: int = Field(0, ge=0, description="let the first N matches through untouched, then fire")
     fired: int = 0
+    seen: int = 0  # matches so far (those let through by `skip` included)
 
     def matches(self, service: str, action: str) -> bool:
         return (self.service in (None, service)) and (self.action in (None, action))
@@ -60,6 +63,9 @@ class Faults:
             if not rule.matches(service, action) or (only is not None and not only(rule)):
                 continue
             if rule.after is not None and rule.after not in armed:
+                continue
+            rule.seen += 1
+            if rule.seen <= rule.skip:
                 continue
             if rule.count is not None and rule.fired >= rule.count:
                 continue

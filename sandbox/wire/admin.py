@@ -6,7 +6,7 @@ plane) add their own routes with `@admin_route`.
 
 import time
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -106,8 +106,14 @@ def set_config(cloud: "Cloud", body: dict[str, Any]) -> dict[str, Any]:
     return get_config(cloud, {})
 
 
+CHANGES_KEPT = 10_000
+READ_PREFIXES = ("Describe", "Inquiry", "Get")
+
+
 class RequestStats:
-    """API requests per (service, action) and error codes since the last reset (for benchmarks).
+    """API requests per (service, action) and error codes since the last reset (for benchmarks), and the order of
+    the requests that change something (`changes`, the last CHANGES_KEPT: where a run can be stopped between two
+    of its changes).
 
     Counting is one Counter increment per request: cheap enough to stay on always.
     """
@@ -118,10 +124,13 @@ class RequestStats:
     def reset(self) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.errors: Counter[str] = Counter()
+        self.changes: deque[str] = deque(maxlen=CHANGES_KEPT)
         self.since = time.time()
 
     def count(self, service: str, action: str) -> None:
         self.requests[(service, action)] += 1
+        if not action.startswith(READ_PREFIXES):
+            self.changes.append(f"{service}.{action}")
 
     def error(self, code: str) -> None:
         self.errors[code] += 1
@@ -136,6 +145,7 @@ class RequestStats:
             "total": sum(self.requests.values()),
             "requests": by_service,
             "errors": dict(sorted(self.errors.items())),
+            "changes": list(self.changes),
         }
 
 

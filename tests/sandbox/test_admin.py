@@ -75,3 +75,19 @@ def test_stats_count_requests_per_action_since_reset(client, sandbox):
     assert stats["total"] == 5 and stats["errors"] == {"InternalError": 1}
     assert sandbox.admin("POST", "stats/reset") == {"reset": True}
     assert sandbox.admin("GET", "stats")["total"] == 0
+
+
+def test_stats_list_the_changing_requests_in_order_and_a_rule_fires_after_the_first_matches(client, sandbox):
+    """What the crash matrix stops a run with: the order of a run's changes, and a rule on the n-th of an action."""
+    sandbox.admin("POST", "stats/reset")
+    cvm = client(cvm_client.CvmClient)
+    sandbox.admin("POST", "faults", {"action": "CreateKeyPair", "error_code": "InternalError", "skip": 2, "count": 1})
+    create_key(cvm, "first")
+    cvm.DescribeKeyPairs(models.DescribeKeyPairsRequest())
+    create_key(cvm, "second")
+    with pytest.raises(TencentCloudSDKException, match="InternalError"):
+        create_key(cvm, "third")
+    create_key(cvm, "fourth")
+    (rule,) = sandbox.admin("GET", "faults")
+    assert rule["fired"] == 1 and rule["seen"] == 4
+    assert sandbox.admin("GET", "stats")["changes"] == ["cvm.CreateKeyPair"] * 4
