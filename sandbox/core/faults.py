@@ -28,7 +28,9 @@ class FaultRule(BaseModel):
         None, description="the request succeeds; the operation it starts fails with this message"
     )
     lose_answer: bool = Field(
-        False, description="the request takes effect, then its answer is lost (HTTP 502): a create that succeeded"
+        False,
+        description="the request takes effect, then its answer is lost (HTTP 502; after latency_ms): a create that "
+        "succeeded",
     )
     probability: float = Field(1.0, ge=0, le=1)
     count: int | None = Field(None, ge=1, description="fire for the first N matches only")

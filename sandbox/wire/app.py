@@ -90,10 +90,12 @@ class SandboxApp:
             raise ApiError("UnsupportedRegion", f"The region `{region}` is not supported.")
         cloud.throttle.check(signed.secret_id, service, action)
 
-        async_failure, lose_answer = None, False
+        async_failure, lose_answer, late_loss_ms = None, False, 0
         for rule in cloud.faults.pick(service, action):
             lose_answer = lose_answer or rule.lose_answer
-            if rule.latency_ms:
+            if rule.lose_answer:  # the request takes effect at once; its (lost) answer is what is late
+                late_loss_ms += rule.latency_ms
+            elif rule.latency_ms:
                 await asyncio.sleep(rule.latency_ms / 1000)  # emulated network latency, not a readiness wait
             if rule.http_status:
                 raise _HttpFault(rule.http_status)
@@ -116,6 +118,7 @@ class SandboxApp:
         if not action.startswith("Describe"):
             cloud.touched()
         if lose_answer:
+            await asyncio.sleep(late_loss_ms / 1000)
             raise _HttpFault(502)  # done, but the client never hears so
         return result
 

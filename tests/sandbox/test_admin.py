@@ -1,5 +1,7 @@
 """The /_sandbox/ admin API and persistence across restarts."""
 
+import threading
+
 import httpx
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
@@ -7,7 +9,7 @@ from tencentcloud.cvm.v20170312 import cvm_client, models
 
 from sandbox.core.emulated_cloud import SandboxConfig
 from sandbox.server import EmbeddedSandbox
-from tests.sdk import sdk_client
+from tests.sdk import poll, sdk_client
 
 
 def create_key(cvm: cvm_client.CvmClient, name: str) -> str:
@@ -91,3 +93,28 @@ def test_stats_list_the_changing_requests_in_order_and_a_rule_fires_after_the_fi
     (rule,) = sandbox.admin("GET", "faults")
     assert rule["fired"] == 1 and rule["seen"] == 4
     assert sandbox.admin("GET", "stats")["changes"] == ["cvm.CreateKeyPair"] * 4
+
+
+def test_a_lost_answer_with_latency_is_late_after_the_change_is_made(client, sandbox):
+    """A process can be stopped right after one of its changes went through, before it hears of it."""
+    cvm = client(cvm_client.CvmClient)
+    sandbox.admin("POST", "faults", {"action": "CreateKeyPair", "lose_answer": True, "latency_ms": 3000, "count": 1})
+    failed: list[Exception] = []
+
+    def create() -> None:
+        try:
+            create_key(cvm, "late")
+        except Exception as error:
+            failed.append(error)
+
+    caller = threading.Thread(target=create)
+    caller.start()
+    poll(
+        lambda: sandbox.admin("GET", "state")["services"]["cvm"]["key_pairs"],
+        done=lambda keys: [k for k in keys.values() if k["key_name"] == "late"],
+        what="the key pair made while its answer is held",
+        timeout=10,
+    )
+    assert caller.is_alive(), "the answer came before the hold ended"
+    caller.join(30)
+    assert failed, "the answer was not lost"
