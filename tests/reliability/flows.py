@@ -30,10 +30,12 @@ AS_KEY = "matrix-as-1"
 
 @dataclass
 class Knobs:
-    """What a case may shorten: the waits of the scale-out steps and of one scaling activity."""
+    """What a case may shorten: the waits of the scale-out steps and of one scaling activity; and the run key (a
+    re-run of the crash matrix takes its killed run's)."""
 
     timeouts: Timeouts = field(default_factory=lambda: SHORT)
     activity_timeout: float = 60
+    run_key: str | None = None
 
 
 Snapshot = dict[str, Any]
@@ -74,7 +76,7 @@ def killed_run(sandbox: EmbeddedSandbox, guide: dict[str, Any]) -> None:
 
 def business_autoscaling(guide: dict[str, Any], knobs: Knobs, quiet: bool = False) -> Any:
     params = autoscaling_params(guide, activity_timeout=knobs.activity_timeout, **(QUIET if quiet else {}))
-    params.tiers, params.run_key = ["business"], AS_KEY
+    params.tiers, params.run_key = ["business"], knobs.run_key or AS_KEY
     return params
 
 
@@ -82,7 +84,8 @@ def run_capacity(guide: dict[str, Any], knobs: Knobs) -> Any:
     from flows.parameters import CapacityParameters
 
     scaling = business_autoscaling(guide, knobs, quiet=True)
-    return set_capacity(CapacityParameters(tier="business", capacity="+1", business=scaling.business))
+    business = scaling.business.model_copy(update={"run_key": knobs.run_key})
+    return set_capacity(CapacityParameters(tier="business", capacity="+1", business=business))
 
 
 # --- intended results ---------------------------------------------------------------------------------------
@@ -231,7 +234,9 @@ FLOWS: dict[str, FlowSpec] = {
         FlowSpec(
             "scale-out-session-tier",
             nothing,
-            lambda guide, knobs: scale_out_session_tier(session_params(guide, timeouts=knobs.timeouts)),
+            lambda guide, knobs: scale_out_session_tier(
+                session_params(guide, timeouts=knobs.timeouts, run_key=knobs.run_key)
+            ),
             session_intended,
             repoints=True,
             waits=("image", "launch", "clb"),
@@ -239,14 +244,18 @@ FLOWS: dict[str, FlowSpec] = {
         FlowSpec(
             "scale-out-business-tier",
             nothing,
-            lambda guide, knobs: scale_out_business_tier(business_params(guide, timeouts=knobs.timeouts)),
+            lambda guide, knobs: scale_out_business_tier(
+                business_params(guide, timeouts=knobs.timeouts, run_key=knobs.run_key)
+            ),
             business_intended,
             waits=("image", "launch", "clb"),
         ),
         FlowSpec(
             "scale-out-cluster",
             nothing,
-            lambda guide, knobs: scale_out_cluster(cluster_params(guide, knobs.timeouts, count=1)),
+            lambda guide, knobs: scale_out_cluster(
+                cluster_params(guide, knobs.timeouts, count=1).model_copy(update={"run_key": knobs.run_key})
+            ),
             cluster_intended,
             repoints=True,
             waits=("image", "launch", "clb"),
