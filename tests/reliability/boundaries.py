@@ -8,7 +8,7 @@ clean run (`GET /_sandbox/stats` "changes"), recorded by
 that slow test: a flow whose changes move makes the test fail until it is recorded again.
 
 Boundary k is "every change before the k-th went through, the k-th did not": the k-th request (the n-th of its
-action) is held by a sandbox rule (`after` n - 1, a long latency, then an error, so it never takes effect) and the
+action) is held by a sandbox rule (`skip` n - 1, a long latency, then an error, so it never takes effect) and the
 process is SIGKILLed while it waits. The last is "every change went through": the last request takes effect and
 its answer is held (a lost answer's latency), then the process is killed. The flows that rewrite the business
 servers' sdk.config have one more: killed while the business app restarts (its config written, the restart command
@@ -52,7 +52,7 @@ class Boundary:
             action = f"{business_server}/weapp.restart"
             return {"service": "guest", "action": action, "latency_ms": RESTART_HOLD_MS, "count": 1}
         service, action = self.request.split(".")
-        rule = {"service": service, "action": action, "after": self.nth - 1, "count": 1, "latency_ms": HOLD_MS}
+        rule = {"service": service, "action": action, "skip": self.nth - 1, "count": 1, "latency_ms": HOLD_MS}
         if self.went_through:  # it takes effect; its answer is held, then lost
             return {**rule, "lose_answer": True}
         return {**rule, "error_code": "InternalError", "error_message": "crash matrix: held, then killed"}
