@@ -34,7 +34,7 @@ FINAL = (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CAN
 ACTIVE = (StateType.PENDING, StateType.RUNNING)
 FLOWS = (
     "scale-out-cluster", "scale-out-session-tier", "scale-out-business-tier", "cleanup-run",
-    "configure-autoscaling", "verify-autoscaling", "set-capacity",
+    "configure-autoscaling", "verify-autoscaling", "set-capacity", "plan-capacity",
 )  # fmt: skip
 
 

@@ -34,10 +34,12 @@ def flows() -> dict[str, tuple[Any, type[BaseModel]]]:
         AutoScalingClusterParameters,
         BusinessTierParameters,
         CapacityParameters,
+        CapacityPlanParameters,
         CleanupParameters,
         ClusterParameters,
         SessionTierParameters,
     )
+    from flows.plan_capacity import plan_capacity
     from flows.scale_out import scale_out_business_tier, scale_out_cluster, scale_out_session_tier
     from flows.set_capacity import set_capacity
     from flows.verify_autoscaling import verify_autoscaling
@@ -50,6 +52,7 @@ def flows() -> dict[str, tuple[Any, type[BaseModel]]]:
         "configure-autoscaling": (configure_autoscaling, AutoScalingClusterParameters),
         "verify-autoscaling": (verify_autoscaling, AutoScalingClusterParameters),
         "set-capacity": (set_capacity, CapacityParameters),
+        "plan-capacity": (plan_capacity, CapacityPlanParameters),
     }
 
 
@@ -83,7 +86,7 @@ def run(
         str,
         typer.Argument(
             help="scale-out-session-tier, scale-out-business-tier, scale-out-cluster, cleanup-run, "
-            "configure-autoscaling, verify-autoscaling, set-capacity"
+            "configure-autoscaling, verify-autoscaling, set-capacity, plan-capacity"
         ),
     ],
     params_file: Annotated[Path | None, typer.Option("--params", help="JSON file of the flow's parameters")] = None,
