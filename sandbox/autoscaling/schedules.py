@@ -123,18 +123,24 @@ class ScheduleRules:
         return upcoming if upcoming is not None and upcoming <= end else None
 
     def fire_schedules(self, now: float) -> float | None:
-        upcoming: float | None = None
-        for action in self.state.scheduled_actions.values():
-            if action.next_at is None:
-                continue
-            if action.next_at <= now:
-                group = self.state.groups.get(action.group_id)
-                if group is not None and group.enabled:
-                    self._fire(action, group)
-                action.next_at = self._following(action, now)
-            if action.next_at is not None:
-                upcoming = action.next_at if upcoming is None else min(upcoming, action.next_at)
-        return upcoming
+        # a clock jump over several actions fires each once, in the order of their last occurrence up to now, so
+        # the group ends with the sizes of the one that fired last (as the cloud, firing each at its time, does)
+        due = [a for a in self.state.scheduled_actions.values() if a.next_at is not None and a.next_at <= now]
+        for action in sorted(due, key=lambda a: self._last_until(a, now)):
+            group = self.state.groups.get(action.group_id)
+            if group is not None and group.enabled:
+                self._fire(action, group)
+            action.next_at = self._following(action, now)
+        upcoming = [a.next_at for a in self.state.scheduled_actions.values() if a.next_at is not None]
+        return min(upcoming) if upcoming else None
+
+    def _last_until(self, action: ScheduledAction, now: float) -> float:
+        """The action's latest occurrence at or before `now` (it is due: its next_at is one)."""
+        assert action.next_at is not None
+        last = action.next_at
+        while (following := self._following(action, last)) is not None and following <= now:
+            last = following
+        return last
 
     def _fire(self, action: ScheduledAction, group: AutoScalingGroup) -> None:
         action.fired += 1

@@ -157,3 +157,22 @@ def test_modify_delete_and_duplicates(world: World, sandbox: Any) -> None:
     error = error_of(lambda: world.a("DeleteScheduledAction", ScheduledActionId=action_id))
     assert error.code == "ResourceNotFound.ScheduledActionNotFound"
     poll(lambda: world.a("DescribeScheduledActions").TotalCount == 0)
+
+
+def test_a_clock_jump_over_several_actions_leaves_the_group_as_the_latest_firing_set_it(
+    world: World, sandbox: Any
+) -> None:
+    """The cloud fires each action at its time, so after hours without a look the sizes are those of the action that
+    fired last; a jump of the sandbox clock over several actions must end the same way, whatever order they were
+    created in (it took the last-created one: a later plan's 11:10 step lost to yesterday's 21:10)."""
+    group_id = world.group(world.launch_configuration(), DesiredCapacity=1, MinSize=1)
+    world.settle(group_id)
+    now = sandbox_now(sandbox)
+    morning = (now + timedelta(days=2)).replace(hour=11, minute=10, second=0, microsecond=0)
+    end = beijing(morning + timedelta(days=30))
+    schedule(world, group_id, "morning", morning, MinSize=3, DesiredCapacity=3, Recurrence="10 11 * * *", EndTime=end)
+    evening = morning - timedelta(hours=14)  # 21:10 the day before: created second, fires first
+    schedule(world, group_id, "evening", evening, MinSize=1, DesiredCapacity=1, Recurrence="10 21 * * *", EndTime=end)
+    advance_to(sandbox, morning)  # one jump over the evening's 21:10, then the morning's 11:10
+    group = world.settle(group_id)
+    assert (group.MinSize, group.DesiredCapacity, group.InServiceInstanceCount) == (3, 3, 3)
