@@ -18,6 +18,7 @@ import pytest
 
 from devstack.run_forms import CHROMIUM, CHROMIUM_ARGS, NONE_TEXT, VIEWPORT, WAIT_MS, deployments, measure_form
 from tests.devstack.up_support import UpProcess, finished, start_run
+from tests.sdk import poll
 
 
 @pytest.fixture(scope="module")
@@ -127,16 +128,39 @@ def test_ui_shows_our_run_form_and_a_finished_runs_report(browser: Any, up_stack
 SECRETISH = ("known_hosts", "known hosts", "host key", "key file", "key_file", "password")
 
 
+def runs_of(stack: UpProcess, deployment_id: str) -> list[dict[str, Any]]:
+    query = {"deployments": {"id": {"any_": [deployment_id]}}}
+    return list(httpx.post(f"{stack.api_url}/flow_runs/filter", json=query, timeout=10).json())
+
+
 def test_every_run_form_is_a_few_fields_on_the_first_screen(browser: Any, up_stack: UpProcess) -> None:
     """Issue 15: the forms were 35 to 172 fields, 5,162 to 23,459 px, up to 56 'Property is type None'."""
+    stack = up_stack
     page = browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(WAIT_MS)
-    found = deployments(up_stack.api_url)
+    found = deployments(stack.api_url)
     assert len(found) == 10, found
     for name, deployment_id in found:
-        form = measure_form(page, up_stack.ui_url, deployment_id, name)
+        form = measure_form(page, stack.ui_url, deployment_id, name)
         assert 1 <= len(form.fields) <= 6 and form.first_screen == form.fields, form
         assert form.fields[-1].startswith("Overrides"), form  # the rest: one optional object
         assert form.none_properties == 0 and NONE_TEXT not in form.text, form
         assert not [word for word in SECRETISH if word in form.text.lower()], form
         assert form.height < VIEWPORT["height"] * 1.5, form  # was 5,162 px at least
+
+    # What the form sends is a run: scale-out-cluster's, a dry run of 3 more business servers, filled in and submitted.
+    cluster = dict(found)["scale-out-cluster/cluster"]
+    earlier = {run["id"] for run in runs_of(stack, cluster)}
+    measure_form(page, stack.ui_url, cluster, "scale-out-cluster/cluster")
+    page.get_by_role("switch").first.click()  # Dry run: the form's one toggle
+    business = page.locator(".schema-form-property").filter(has_text="Business servers to add").last
+    business.locator("input").fill("3")
+    page.get_by_role("button", name="Submit").click()
+    new = poll(lambda: [r for r in runs_of(stack, cluster) if r["id"] not in earlier], what="the submitted run",
+               timeout=WAIT_MS / 1000)  # fmt: skip
+    run = finished(stack, new[0]["id"])
+    assert run["parameters"]["params"] == {"session_count": 2, "business_count": 3, "instance_type": "",
+                                           "dry_run": True, "run_key": "", "overrides": {}}  # fmt: skip
+    query = {"artifacts": {"key": {"any_": [f"scale-out-business-tier-{run['id']}"]}}}
+    (plan,) = httpx.post(f"{stack.api_url}/artifacts/filter", json=query, timeout=10).json()
+    assert "(plan)" in plan["data"] and "launch 3 x" in plan["data"], plan["data"]
