@@ -198,7 +198,8 @@ def wait_restarted(
 
 
 def _holds(observe: Any, after: AppProcess, host: str, app: str, settle: float) -> None:
-    """Poll through the settle window: any change of process, a failed state or HTTP down fails at once."""
+    """Look halfway through the settle window and at its end: any change of process, a failed state or HTTP down
+    fails."""
     if settle <= 0:
         return
     start = time.monotonic()
@@ -222,8 +223,11 @@ def _holds(observe: Any, after: AppProcess, host: str, app: str, settle: float) 
             failed=lambda s: broken(s[0]),
             what=f"{app} on {host} to stay up",
             timeout=settle * 2 + 30,
-            first_delay=min(0.2, settle / 4),
-            max_delay=max(0.2, settle / 4),
+            # Twice in the window: a restart in between changes the identity (pid + start), so the last look
+            # catches a crash loop that the middle one missed; each look is an SSH command and an HTTP request
+            # per server, and a repoint of 100 servers is CPU-bound on them.
+            first_delay=settle / 2,
+            max_delay=settle / 2,
             transient=lambda error: isinstance(error, RemoteError),
         )
     except WaitFailed as error:

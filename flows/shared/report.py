@@ -7,6 +7,7 @@ the models written here carry ids, addresses, config values and timings, never k
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -71,6 +72,7 @@ class RunRecord:
         self.total_steps = steps
         self.started = time.monotonic()
         self._progress: UUID | None = None
+        self._progress_lock = threading.Lock()  # a run's branches (`.submit`) finish steps at once
 
     @property
     def key(self) -> str:
@@ -99,10 +101,11 @@ class RunRecord:
         description = f"{self.flow}: {self.steps[-1].name} ({self.steps[-1].outcome})" if self.steps else self.flow
         if finished is not None:  # a run may skip a step (no other business server): the end is the end
             done, description = 100.0, f"{self.flow}: {finished}"
-        if self._progress is None:
-            self._progress = create_progress_artifact(done, key=f"{self.key}-progress", description=description)
-        else:
-            update_progress_artifact(self._progress, min(done, 100.0), description=description)
+        with self._progress_lock:
+            if self._progress is None:
+                self._progress = create_progress_artifact(done, key=f"{self.key}-progress", description=description)
+            else:
+                update_progress_artifact(self._progress, min(done, 100.0), description=description)
 
     def add(self, kind: str, resource_id: str, created: bool, detail: str = "") -> None:
         self.resources.append(Resource(kind=kind, id=resource_id, created=created, detail=detail))

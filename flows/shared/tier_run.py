@@ -30,6 +30,7 @@ from flows.parameters import CleanupParameters, TierParameters
 from flows.shared.ledger import Ledger
 from flows.shared.report import RunRecord, StepRecord
 from flows.shared.tier_lock import tier_lock
+from tasks import remote
 from tasks.models import Change
 
 # A run is typed by its flow's parameters, so a step sees the fields of its own flow (covariant: a step that needs
@@ -169,15 +170,17 @@ def tier_run(
 ) -> Iterator[TierRun[P]]:
     """Lock (unless a dry run; waiting `lock_wait_seconds` for a busy tier, default the short wait), run, undo on
     any failure under the lock (a signalled deployment run of a flow whose changes all carry marks,
-    `undo_by_marks`: by a cleanup-run), report whatever happens."""
+    `undo_by_marks`: by a cleanup-run), report whatever happens. One SSH connection per server serves every step
+    of the run, its undo included (`remote.pooled`)."""
     run = TierRun(flow, tier, params, steps, undo_by_marks)
     outcome = "failed"
     try:
         if params.dry_run:
-            yield run
+            with remote.pooled():
+                yield run
             outcome = "planned"
         else:
-            with tier_lock(tier, lock_wait_seconds):
+            with tier_lock(tier, lock_wait_seconds), remote.pooled():
                 try:
                     yield run
                 except BaseException as error:  # a cancellation or SIGTERM too: undo while the process lives

@@ -490,3 +490,33 @@ def test_java_and_windows_profiles(client, sandbox, seeded, ssh, flavour):
         app = guest_app(sandbox, instance_id, unit_name)
         assert app["state"] == "online" and app["loaded"]["authServerUrl"] == NEW_URL and app["restarts"] == 1
         assert remote.restore(conn, change) and remote.read_file(conn, profile.config_path) == original
+
+
+# ---- one connection per server for a whole run ----------------------------------------------------------
+def test_connections_made_at_once_do_not_share_a_config(seeded, ssh):
+    # fabric merges into a connection's Config as it is made: one Config shared by threads that connected at once
+    # lost its keys mid-merge (a repoint of 101 servers failed: "No attribute or config key found for 'gateway'")
+    host, _ = business(seeded)
+    with remote.session(host, ssh) as first, remote.session(host, ssh) as second:
+        assert first.config is not second.config
+
+
+def test_a_pool_keeps_one_connection_per_server_for_the_run_and_replaces_a_broken_one(seeded, ssh):
+    host, instance_id = business(seeded)
+    with remote.pooled() as pool:
+        with remote.session(host, ssh, instance_id=instance_id) as first:
+            assert remote.run(first, "cat /etc/qcloud/sdk.config").stdout.startswith("{")
+        with remote.session(host, ssh, instance_id=instance_id) as again:
+            assert again is first and again.is_connected  # reused, not closed between steps
+        with remote.session(host, ssh.model_copy(update={"connect_timeout": 4})) as other:
+            assert other is not first  # other settings, another connection
+        assert len(pool) == 2
+        first.client.get_transport().close()  # the connection drops between two steps
+        with remote.session(host, ssh, instance_id=instance_id) as fresh:
+            assert fresh is not first and remote.run(fresh, "true").exit == 0
+        with pytest.raises(remote.RemoteError), remote.session(host, ssh, instance_id=instance_id) as conn:
+            conn.client.get_transport().close()  # dropped under a step: the step fails, the pool forgets it
+            remote.run(conn, "true")
+        with remote.session(host, ssh, instance_id=instance_id) as after:
+            assert after is not conn and after.is_connected
+    assert not after.is_connected and len(pool) == 0  # the run's end closes them all
