@@ -4,11 +4,17 @@ Each tier flow reads like the guide: preflight, image, launch, load balancer, li
 bind, verify, (session tier) repoint the business servers and verify again, report. Around it,
 `tier_run` holds the tier's lock and undoes everything the run changed if anything fails.
 `dry_run` stops after preflight and records the plan.
+
+The order is the guide's, the waits overlap where nothing depends on them: a tier's CLB and listener need only the
+VPC, so they are made while the image bakes and the servers boot (`servers_from_image.submit`); and
+`scale-out-cluster` runs the business tier beside the session tier, its new servers repointed to the session VIP
+(like the old one) before they are bound and serve.
 """
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import flow, task, unmapped
+from prefect.cache_policies import NO_CACHE
 
 from flows.declaration import declared
 from flows.parameters import BusinessTierParameters, ClusterParameters, SessionTierParameters, TierParameters
@@ -21,15 +27,16 @@ from flows.scale_out_steps.preflight import (
     select_servers,
 )
 from flows.scale_out_steps.repoint import repoint_business_servers
+from flows.shared import handoff
 from flows.shared.tier_run import TierOutcome, TierRun, settle_all, this_flow_run_id, tier_run
 from tasks.business_server import plan_config_change
 from tasks.clb import LoadBalancer
 from tasks.cvm import Image, Server
 from tasks.health import auth_url
-from tasks.models import Change, RuntimeProfile
+from tasks.models import Change, HostKeyPolicy, RuntimeProfile, SshSettings
 
 SESSION_STEPS = 12
-BUSINESS_STEPS = 10
+BUSINESS_STEPS = 12
 
 
 @flow(
@@ -45,18 +52,22 @@ def scale_out_session_tier(params: SessionTierParameters) -> TierOutcome:
         if params.dry_run:
             run.record.changes += planned
             return run.finish(planned_outcome(run, plan, "INTERNAL", port, business))
-        # 1. 制作会话管理服务器镜像  2. 基于镜像创建会话管理服务器
-        image = launch.image_server(run, plan)
-        new = launch.launch_servers(run, plan, image)
-        # 3. 创建内网负载均衡, TCP listener, the VIP let in, old and new servers bound and healthy
-        balancer = balance.load_balancer(run, plan, "INTERNAL")
-        listener = balance.tcp_listener(run, balancer, port, params.health.auth_path)
+        # 1. 制作会话管理服务器镜像  2. 基于镜像创建会话管理服务器, while 3. 创建内网负载均衡 and its TCP listener
+        building = launch.servers_from_image.submit(run, plan)
+        try:
+            balancer = balance.load_balancer(run, plan, "INTERNAL")
+            listener = balance.tcp_listener(run, balancer, port, params.health.auth_path)
+        finally:
+            settle_all([building])  # nothing is undone while the image or the servers are still being made
+        image, new = building.result()
+        # 3. the VIP let in, old and new servers bound and healthy
         servers, skipped = balance.bindable([*running(plan.members), *new])
         balance.admit_vip(run, balancer, servers, port)
         bound = balance.bind(run, balancer, listener, servers, port)
         balance.wait_targets_healthy(run, balancer, listener, bound, port)
         url = auth_url(balancer.vip or "", params.load_balancer.listener_port, params.health.auth_path)
         verify.session_service_through_vip(run, url)
+        handoff.publish(run.key, url)  # scale-out-cluster: the business tier beside this one may use the VIP now
         # 4. 修改业务服务器配置: each business server reaches the VIP itself, then is repointed and restarted
         verify.servers_reach(run, business, profile, url)
         repoint_business_servers(run, business, profile, url)
@@ -72,13 +83,21 @@ def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
             plan = preflight_tier(params, "business", "OPEN", launch.image_name(run), run.tags)
         if params.dry_run:
             return run.finish(planned_outcome(run, plan, "OPEN", port, []))
-        # 1. 制作业务服务器镜像  2. 基于镜像创建业务服务器 (it already carries the session tier's authServerUrl)
-        image = launch.image_server(run, plan)
-        new = launch.launch_servers(run, plan, image)
+        # 1. 制作业务服务器镜像  2. 基于镜像创建业务服务器, while 3. 配置外网负载均衡 and its TCP listener
+        building = launch.servers_from_image.submit(run, plan)
+        try:
+            balancer = balance.load_balancer(run, plan, "OPEN")
+            listener = balance.tcp_listener(run, balancer, port, params.health.up_path)
+        finally:
+            settle_all([building])  # nothing is undone while the image or the servers are still being made
+        image, new = building.result()
         verify.business_apps(run, new, profile, "the new business servers' app answers (the image starts it at boot)")
-        # 3. 配置外网负载均衡
-        balancer = balance.load_balancer(run, plan, "OPEN")
-        listener = balance.tcp_listener(run, balancer, port, params.health.up_path)
+        # Beside the session tier (scale-out-cluster), the image may predate its VIP: the new servers are repointed
+        # to it before they serve. Alone, the image already carries the session tier's authServerUrl.
+        if (session := handoff.partner(run.key)) is not None:
+            url = session.wait(session_tier_seconds(params))
+            repoint_business_servers(run, new, profile, url)
+        # 3. the VIP let in, old and new servers bound and healthy
         servers, skipped = balance.bindable([*running(plan.members), *new])
         balance.admit_vip(run, balancer, servers, port)
         bound = balance.bind(run, balancer, listener, servers, port)
@@ -87,19 +106,51 @@ def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
         return run.finish(outcome(run, plan, image, new, balancer, listener.listener_id, bound, skipped))
 
 
-@flow(name="scale-out-cluster", description="集群版架构扩容: the session tier first, then the business tier")
+@flow(name="scale-out-cluster", description="集群版架构扩容: both tiers at once, the business servers on the new VIP")
 def scale_out_cluster(params: ClusterParameters) -> list[TierOutcome]:
-    """Session tier first, so the business server imaged afterwards already carries the new authServerUrl.
+    """The business tier beside the session tier: its image, CLB and servers need nothing of the session tier; its
+    new servers wait for the session VIP and are repointed to it before they are bound and serve traffic (when the
+    run can SSH into the servers it launches: `reaches_new_servers`; else the session tier first, as the guide).
 
     Both tiers run under one run key (this flow run's id by default): `cleanup-run` with it finds all.
-    A failed business tier is undone; the session tier, verified before, stays.
+    A failed business tier is undone; the session tier, verified before, stays. A failed session tier fails the
+    business tier too (it waits for the VIP), which is undone.
     """
     params = declared(params)
     key = params.run_key or this_flow_run_id()
     shared = {"run_key": key}
     session = params.session.model_copy(update={**shared, "dry_run": params.dry_run or params.session.dry_run})
     business = params.business.model_copy(update={**shared, "dry_run": params.dry_run or params.business.dry_run})
-    return [scale_out_session_tier(session), scale_out_business_tier(business)]
+    if business.dry_run or not reaches_new_servers(business.ssh):  # in sequence: the image carries the new URL
+        return [scale_out_session_tier(session), scale_out_business_tier(business)]
+    with handoff.session_url(key) as session_url:
+        business_run = business_tier_beside.submit(business)
+        try:
+            session_outcome = scale_out_session_tier(session)
+        except BaseException as error:
+            session_url.fail(error)  # the business tier stops waiting, and undoes its changes
+            raise
+        finally:
+            settle_all([business_run])
+    return [session_outcome, business_run.result()]
+
+
+@task(name="business-tier-beside-the-session-tier", cache_policy=NO_CACHE)
+def business_tier_beside(params: BusinessTierParameters) -> TierOutcome:
+    return scale_out_business_tier(params)
+
+
+def reaches_new_servers(ssh: SshSettings) -> bool:
+    """Can the run SSH into the business servers it launches, to repoint them? Not with `strict` host keys: a server
+    launched from an image has a host key of its own, in no known_hosts line the operator could have given. Then the
+    business tier runs after the session tier, imaging the business server once it holds the new authServerUrl."""
+    return ssh.host_key_policy != HostKeyPolicy.strict
+
+
+def session_tier_seconds(params: TierParameters) -> float:
+    """How long the business tier waits for the session tier's VIP: as long as the session tier may take to get it."""
+    t = params.timeouts
+    return t.image + t.launch + 2 * t.clb + 2 * t.health
 
 
 def running(servers: list[Server]) -> list[Server]:

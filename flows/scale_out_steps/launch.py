@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from flows.parameters import TierParameters
 from flows.scale_out_steps.preflight import TierPlan, server_name
 from flows.shared.tier_run import TierRun
@@ -47,3 +50,11 @@ def launch_servers(run: TierRun[TierParameters], plan: TierPlan, image: cvm.Imag
         for instance_id in ids:
             run.record.add("instance", instance_id, created=True, detail=f"{run.tier} server from {image.image_id}")
         return cvm.wait_servers_running(run.region, ids, timeouts.launch, timeouts.poll)
+
+
+@task(name="image-and-launch", cache_policy=NO_CACHE)
+def servers_from_image(run: TierRun[TierParameters], plan: TierPlan) -> tuple[cvm.Image, list[cvm.Server]]:
+    """Steps 1 and 2 as one branch of the run (`.submit`), so that the CLB and its listener are made meanwhile:
+    they need only the VPC, not the image."""
+    image = image_server(run, plan)
+    return image, launch_servers(run, plan, image)

@@ -5,11 +5,13 @@ and the product's own checks are the real apps' routes only.
 """
 
 import httpx
+import pytest
 from prefect.artifacts import Artifact
 
 from flows.scale_out import scale_out_cluster, scale_out_session_tier
 from tasks.cvm import describe_servers
 from tasks.health import WX_SESSION_MAGIC_ID, auth_url
+from tasks.models import HostKeyPolicy
 from tests.flows.support import cluster_params, guest_status
 
 
@@ -41,10 +43,17 @@ def test_scale_out_session_tier(guide, cloud_env):
     assert "reaches" in report and "60012" in report  # the session service's verdict, through the new VIP
 
 
-def test_scale_out_cluster(guide, cloud_env):
+@pytest.mark.parametrize("policy", ["strict", "tofu"])
+def test_scale_out_cluster(guide, cloud_env, policy):
+    # strict: the session tier first, then the business server imaged with the new URL. tofu: the business tier
+    # beside the session tier (the run can SSH into the servers it launches), its new servers repointed to the VIP
+    # before they are bound
     params = cluster_params(guide)
+    params.business.ssh = params.business.ssh.model_copy(update={"host_key_policy": HostKeyPolicy(policy)})
     session, business = scale_out_cluster(params)
     assert len(business.bound) == 3
+    repointed = {c.instance_id for c in business.changes if c.key == "authServerUrl" and c.applied}
+    assert repointed == (set(business.new_instance_ids) if policy == "tofu" else set())
     port = params.business.load_balancer.listener_port
     login = httpx.get(f"http://{business.vip}:{port}/login", timeout=10)
     assert login.status_code == 200 and WX_SESSION_MAGIC_ID in login.text
