@@ -1,9 +1,10 @@
 """Bench (issue 4): `scale-out-cluster` on the sandbox's realistic latency profile.
 
-1. Overhead: total time of `scale-out-cluster` (N = 1 per tier) divided by the critical path of the
-   cloud's own waits, i.e. the waits the flow does one after the other (per tier: image creation,
-   instance launch, CLB creation, the listener's CLB task, one CLB task per 20 targets registered),
-   each `REALISTIC_SECONDS[op] * S`. Target <= 1.15. Prefect's fixed overhead is measured apart (a
+1. Overhead: total time of `scale-out-cluster` divided by the critical path of its dependency graph
+   (`critical_path`: each tier's image + launch beside its CLB + listener, then the registration; the business
+   tier beside the session tier, its new servers repointed to the session VIP, a settle window per repoint
+   batch, before they are registered), each cloud wait `REALISTIC_SECONDS[op] * S`. Target <= 1.05 at every N.
+   Prefect's fixed overhead is measured apart (a
    flow of the same shape whose tasks do nothing), and so is the whole flow on the instant profile
    (every cloud wait 0: what the product costs beyond the cloud's waits).
 2. Scaling: the same flow as N (servers added per tier) grows 1 -> 10 -> 50 -> 100: time (target:
@@ -43,7 +44,7 @@ from sandbox.core.clock import REALISTIC_SECONDS
 from sandbox.core.emulated_cloud import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 
 SEED_NETWORK = {"vpc_cidr": "127.78.0.0/16", "subnet_cidr": "127.78.3.0/24"}  # clear of tests and bench.dataplane
-TARGET_RATIO, TARGET_GROWTH = 1.15, 1.5
+TARGET_RATIO, TARGET_GROWTH = 1.05, 1.5
 REAL_POLL_SECONDS = 2.0  # Timeouts.poll's default against the real cloud
 REGISTER_BATCH = 20  # RegisterTargets takes at most 20 targets a call (one CLB task each)
 
@@ -76,21 +77,39 @@ class Sandbox(SandboxProcess):
 def cluster_parameters(seed: dict[str, Any], count: int, poll: float) -> Any:
     from devstack.demo import seed_parameters
     from flows.parameters import Timeouts
+    from tasks.models import HostKeyPolicy
 
-    return seed_parameters(seed, count, Timeouts(image=600, launch=600, clb=300, health=300, poll=poll))
+    # tofu: the run SSHes into the business servers it launches (their host keys are new), so the business tier
+    # runs beside the session tier; the seeded servers' keys are still checked strictly (their known_hosts lines)
+    ssh = {"host_key_policy": HostKeyPolicy.tofu, "tofu_variable": f"tcscale-bench-host-keys-{time.time_ns()}"}
+    return seed_parameters(seed, count, Timeouts(image=600, launch=600, clb=300, health=300, poll=poll), ssh)
 
 
-def critical_path(count: int, scale: float) -> dict[str, float]:
-    """The cloud's own waits the flow does in sequence, per tier, at time scale `scale` (seconds)."""
-    waits = {
-        "image.create": REALISTIC_SECONDS["image.create"],
-        "instance.launch": REALISTIC_SECONDS["instance.launch"],
-        "clb.create": REALISTIC_SECONDS["clb.create"],
-        "clb.task (listener)": REALISTIC_SECONDS["clb.task"],
-        # old + new servers; writes to one CLB are serialised (the cloud refuses parallel ones)
-        "clb.task (register)": math.ceil((count + 1) / REGISTER_BATCH) * REALISTIC_SECONDS["clb.task"],
+def critical_path(count: int, scale: float, settle: float) -> dict[str, float]:
+    """The longest path through the run's dependency graph (seconds), each node a wait: the cloud's
+    (`REALISTIC_SECONDS[op] * scale`) or a restart's settle window. The business tier runs beside the session tier.
+
+    Per tier: the image and the servers booting (image -> launch) beside the CLB and its listener (clb -> task); then
+    the servers registered (old + new, 20 a task, one CLB's tasks in sequence). The session VIP then serves; the old
+    business server is repointed (a canary: one settle window). The business tier's new servers wait for the VIP,
+    are repointed (canary, then the rest: a settle window each), then registered."""
+
+    def wait(op: str, times: int = 1) -> float:
+        return times * REALISTIC_SECONDS[op] * scale
+
+    register = wait("clb.task", math.ceil((count + 1) / REGISTER_BATCH))
+    servers, balancer = wait("image.create") + wait("instance.launch"), wait("clb.create") + wait("clb.task")
+    vip = max(servers, balancer) + register
+    session_done = vip + settle  # the old business server: the canary, alone
+    repoint_new = settle * (2 if count > 1 else 1)  # canary, then the other new servers together
+    business_done = max(servers, balancer, vip) + repoint_new + register
+    return {
+        "image.create + instance.launch": servers,
+        "register (session)": register,
+        "settle (new business servers)": repoint_new,
+        "register (business)": register,
+        "path": max(session_done, business_done),
     }
-    return {name: 2 * seconds * scale for name, seconds in waits.items()}  # two tiers, one after the other
 
 
 _STEP_ROW = re.compile(r"^\| (?P<name>.+) \| (?P<outcome>\w+) \| (?P<seconds>[0-9.]+) \|$")
@@ -113,13 +132,13 @@ def run_cluster(sandbox: Sandbox, key_dir: Path, count: int, profile: str, scale
     total = time.perf_counter() - began
     stats = sandbox.admin("GET", "stats")
     assert all(len(o.new_instance_ids) == count for o in outcomes), "the run did not launch what it was asked"
-    waits = critical_path(count, scale) if profile == "realistic" else {}
+    waits = critical_path(count, scale, params.business.health.settle_seconds) if profile == "realistic" else {}
     return {
         "count": count,
         "profile": profile,
         "time_scale": scale,
         "total_s": total,
-        "critical_path_s": sum(waits.values()),
+        "critical_path_s": waits.get("path", 0.0),
         "critical_path": waits,
         "steps": {o.tier: report_steps(o.report) for o in outcomes},
         "api": stats,
@@ -244,6 +263,8 @@ def main() -> None:
             "ratio_n1": ratio,
             "target_ratio": TARGET_RATIO,
             "ratio_met": ratio <= TARGET_RATIO,
+            "ratios": {r["count"]: r["total_s"] / r["critical_path_s"] for r in runs},
+            "ratios_met": all(r["total_s"] / r["critical_path_s"] <= TARGET_RATIO for r in runs),
             "growth": growth,
             "growth_of_n": largest["count"],
             "target_growth": TARGET_GROWTH,
