@@ -52,7 +52,9 @@ def test_scale_out_cluster(guide, cloud_env, policy):
     params.business.ssh = params.business.ssh.model_copy(update={"host_key_policy": HostKeyPolicy(policy)})
     session, business = scale_out_cluster(params)
     assert len(business.bound) == 3
-    repointed = {c.instance_id for c in business.changes if c.key == "authServerUrl" and c.applied}
+    # beside: the business tier repointed its new servers itself (a no-op change when its image was taken after
+    # the session tier had repointed the imaged server: both orders are right)
+    repointed = {c.instance_id for c in business.changes if c.key == "authServerUrl"}
     assert repointed == (set(business.new_instance_ids) if policy == "tofu" else set())
     port = params.business.load_balancer.listener_port
     login = httpx.get(f"http://{business.vip}:{port}/login", timeout=10)
