@@ -121,7 +121,9 @@ def scale_out_cluster(params: ClusterParameters) -> list[TierOutcome]:
     shared = {"run_key": key}
     session = params.session.model_copy(update={**shared, "dry_run": params.dry_run or params.session.dry_run})
     business = params.business.model_copy(update={**shared, "dry_run": params.dry_run or params.business.dry_run})
-    if business.dry_run or not reaches_new_servers(business.ssh):  # in sequence: the image carries the new URL
+    # In sequence when a tier only plans (a planned session tier gives no VIP to wait for) or the run cannot SSH
+    # into the business servers it launches: the business server is imaged once it holds the new URL.
+    if session.dry_run or business.dry_run or not reaches_new_servers(business.ssh):
         return [scale_out_session_tier(session), scale_out_business_tier(business)]
     with handoff.session_url(key) as session_url:
         business_run = business_tier_beside.submit(business)
