@@ -58,6 +58,8 @@ bench: uv
 	$(UV) run python -m bench.rewrite
 	$(UV) run python -m bench.autoscaling
 	$(UV) run python -m bench.chatops
+	$(UV) run python -m bench.forecast_methods
+	$(UV) run python -m bench.capacity_replay
 	$(UV) run python -m bench.chart
 
 # The multi-machine path on one machine: PostgreSQL, an authenticated Prefect server, two workers, ten chat commands.

@@ -3,7 +3,6 @@
 import io
 import json
 import socket
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -420,23 +419,14 @@ def test_the_fallback_interpreter_runs_the_commands_guests_need(fallback_guest: 
     assert sh("nosuchcommand")[0] == 127
 
 
-def info_shell(fleet: Fleet) -> str:
-    return fleet.sandbox.admin("GET", "servers")["shell"]
-
-
-# ---- numbers --------------------------------------------------------------------------------------
-def test_ssh_handshake_and_exec_median_on_loopback(fleet: Fleet) -> None:
+def test_fifteen_ssh_connections_in_a_row_each_authenticate_and_exec(fleet: Fleet) -> None:
+    """Each connection a full handshake and public-key auth. How fast is `bench.dataplane`'s question (a timed
+    assertion here failed whenever the machine was busy)."""
     (instance_id,) = fleet.launch()
     info = server(fleet.sandbox, instance_id)
-    durations = []
     for _ in range(15):
-        started = time.perf_counter()
         with connect(info, fleet.pkey) as ssh:
             assert run(ssh, "true")[0] == 0
-        durations.append(time.perf_counter() - started)
-    median = statistics.median(durations)
-    print(f"\nSSH handshake + exec median: {median * 1000:.1f} ms (exec: {info_shell(fleet)})")
-    assert median < 0.25
 
 
 def test_the_fallback_curl_answers_like_curl(fallback_guest: tuple[Shell, Guest]) -> None:
