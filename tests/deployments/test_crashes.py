@@ -60,7 +60,7 @@ def test_the_automations_are_valid_for_the_prefect_server() -> None:
     related = zombies.trigger.match_related
     assert not isinstance(related, list) and set(related["prefect.resource.name"]) == {
         "scale-out-cluster", "scale-out-session-tier", "scale-out-business-tier", "cleanup-run",
-        "configure-autoscaling", "verify-autoscaling", "set-capacity",
+        "configure-autoscaling", "verify-autoscaling", "set-capacity", "plan-capacity",
     }  # fmt: skip
     (crash,) = zombies.actions
     assert crash.type == "change-flow-run-state" and crash.state == StateType.CRASHED
