@@ -1,6 +1,6 @@
 """Bench (issue 16): capacity strategies replayed over 28 days of generated traffic, minute by minute.
 
-For each profile of `bench.traffic` (56 days generated; the first 28 are the history, the last 28 replayed), a
+For each profile of `bench.forecast_methods` (56 days generated; the first 28 are the history, the last 28 replayed), a
 scaling group (min 2, max 6, 2 servers at the start) is driven by
 
 - `fixed`: the guide's lunch peak, +2 servers (min and desired) from 11:00 minus the lead to 13:00, every day;
@@ -30,10 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, ROOT, print_table, write_results
-from bench.forecast_methods import PER_SERVER_FULL, PER_SERVER_TARGET, SATURATED
-from bench.traffic import MINUTES_PER_DAY, PROFILES, Profile, generate, minute_of, slots
+from bench.forecast_methods import (
+    FIRST_DAY,
+    PER_SERVER_FULL,
+    PER_SERVER_TARGET,
+    PROFILES,
+    SATURATED,
+    generate,
+    slots,
+)
 from flows.capacity_plan_steps.forecast import by_day, forecast_day, slot_start
 from flows.capacity_plan_steps.steps import CapacityStep, plan_day
+from sandbox.core.traffic_profiles import TrafficProfile, peaks_on
 from sandbox.cvm import prices
 
 DAYS, REPLAYED = 56, 28
@@ -43,6 +51,12 @@ LEAD = LAUNCH_MINUTES + MARGIN_MINUTES
 INSTANCE_TYPE = "S5.SMALL2"  # 1 core: 20 requests/s at 100 % CPU (the sandbox's 50 ms a request)
 HOURLY_PRICE = prices.hourly(INSTANCE_TYPE)  # the list price InquiryPriceRunInstances quotes (sandbox/cvm/prices.py)
 STRATEGIES = ("fixed", "fixed + alarms", "alarms", "forecast + alarms")
+MINUTES_PER_DAY = 24 * 60
+
+
+def minute_of(hhmm: str) -> int:
+    hour, minute = hhmm.split(":")
+    return int(hour) * 60 + int(minute)
 
 
 @dataclass
@@ -88,26 +102,26 @@ class Group:
         return len(self.ready_at), self.serving(minute)
 
 
-def forecastable(profile: Profile, index: int) -> list[tuple[int, int]]:
+def forecastable(profile: TrafficProfile, index: int) -> list[tuple[int, int]]:
     """The peak windows of day `index` that the same weekday a week before also had (minutes of the day)."""
-    weekend = (profile.first_day + timedelta(days=index)).isoweekday() >= 6
-    today = {p for p in profile.peaks_on(index) if not (weekend and p.weekdays_only)}
-    before = set(profile.peaks_on(index - 7))
-    return [(minute_of(p.start), minute_of(p.end)) for p in today & before]
+    day = FIRST_DAY + timedelta(days=index)
+    before = peaks_on(profile, day - timedelta(days=7))
+    return [(minute_of(p.start), minute_of(p.end)) for p in peaks_on(profile, day) if p in before]
 
 
-def daily_plans(profile: Profile, series: list[float]) -> dict[int, list[CapacityStep]]:
-    past = by_day(slot_start(profile.first_day, 0), slots(series))
+def daily_plans(series: list[float]) -> dict[int, list[CapacityStep]]:
+    past = by_day(slot_start(FIRST_DAY, 0), slots(series))
     plans = {}
     for index in range(DAYS - REPLAYED, DAYS):
-        day = profile.first_day + timedelta(days=index)
+        day = FIRST_DAY + timedelta(days=index)
         known = {d: v for d, v in past.items() if d < day}
         plans[index] = plan_day(forecast_day(known, day), PER_SERVER_TARGET, LEAD, MIN_SIZE, MAX_SIZE)
     return plans
 
 
 def replay(
-    profile: Profile,
+    name: str,
+    profile: TrafficProfile,
     strategy: str,
     series: list[float],
     plans: dict[int, list[CapacityStep]],
@@ -142,7 +156,7 @@ def replay(
                 under_peak += any(a <= m < b for a, b in peaks)
     hours = billed_minutes / 60
     return {
-        "profile": profile.name,
+        "profile": name,
         "strategy": strategy,
         "minutes_under": under,
         "minutes_under_forecastable_peaks": under_peak,
@@ -155,13 +169,15 @@ CHART_PROFILE, CHART_DAY = 2, 44  # lunch + evening peak, a Wednesday of the rep
 COLOURS = {"fixed + alarms": "#d62728", "alarms": "#ff7f0e", "forecast + alarms": "#2ca02c"}
 
 
-def chart(profile: Profile, series: list[float], plans: dict[int, list[CapacityStep]], rows: list[dict]) -> str:
+def chart(
+    name: str, profile: TrafficProfile, series: list[float], plans: dict[int, list[CapacityStep]], rows: list[dict]
+) -> str:
     """One day of the replay as SVG: the load per minute, and what each strategy could serve."""
     w, h, left, right, top, bottom = 900, 420, 56, 20, 48, 130
     traces = {}
     for strategy in COLOURS:
         trace: list[float] = []
-        replay(profile, strategy, series, plans, trace, CHART_DAY)
+        replay(name, profile, strategy, series, plans, trace, CHART_DAY)
         traces[strategy] = trace
     load = series[CHART_DAY * MINUTES_PER_DAY : (CHART_DAY + 1) * MINUTES_PER_DAY]
     peak = max([*load, *(v for t in traces.values() for v in t)]) * 1.08
@@ -172,12 +188,12 @@ def chart(profile: Profile, series: list[float], plans: dict[int, list[CapacityS
     def y(value: float) -> float:
         return h - bottom - value / peak * (h - top - bottom)
 
-    day = profile.first_day + timedelta(days=CHART_DAY)
+    day = FIRST_DAY + timedelta(days=CHART_DAY)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="Helvetica, Arial, sans-serif"'
         ' font-size="12">',
         f'<rect width="{w}" height="{h}" fill="#fff"/>',
-        f'<text x="{left}" y="22" font-size="15" font-weight="bold">{profile.name}, {day:%a %Y-%m-%d}: the load, '
+        f'<text x="{left}" y="22" font-size="15" font-weight="bold">{name}, {day:%a %Y-%m-%d}: the load, '
         "and what each strategy serves</text>",
     ]
     for value in range(0, int(peak) + 1, 10):
@@ -227,25 +243,23 @@ def write_chart(svg: str) -> None:
 def main() -> None:
     started = time.monotonic()
     rows = []
-    drawn: tuple[Profile, list[float], dict[int, list[CapacityStep]]] | None = None
-    for i, profile in enumerate(PROFILES):
+    drawn: tuple[str, TrafficProfile, list[float], dict[int, list[CapacityStep]]] | None = None
+    for i, (name, profile) in enumerate(PROFILES.items()):
         series = generate(profile, DAYS)
-        plans = daily_plans(profile, series)
-        rows += [replay(profile, strategy, series, plans) for strategy in STRATEGIES]
+        plans = daily_plans(series)
+        rows += [replay(name, profile, strategy, series, plans) for strategy in STRATEGIES]
         if i == CHART_PROFILE:
-            drawn = (profile, series, plans)
+            drawn = (name, profile, series, plans)
     title = f"the last {REPLAYED} of {DAYS} days (launch-to-healthy {LAUNCH_MINUTES} min, lead {LEAD} min)"
     print_table(title, rows)
     failures = []
-    for profile in PROFILES:
-        mine = next(r for r in rows if r["profile"] == profile.name and r["strategy"] == "forecast + alarms")
-        fixed = next(r for r in rows if r["profile"] == profile.name and r["strategy"] == "fixed + alarms")
+    for name in PROFILES:
+        mine = next(r for r in rows if r["profile"] == name and r["strategy"] == "forecast + alarms")
+        fixed = next(r for r in rows if r["profile"] == name and r["strategy"] == "fixed + alarms")
         if mine["minutes_under_forecastable_peaks"]:
-            failures.append(
-                f"{profile.name}: {mine['minutes_under_forecastable_peaks']} min under on forecastable peaks"
-            )
+            failures.append(f"{name}: {mine['minutes_under_forecastable_peaks']} min under on forecastable peaks")
         if mine["server_hours"] > fixed["server_hours"]:
-            failures.append(f"{profile.name}: {mine['server_hours']} server-hours > fixed {fixed['server_hours']}")
+            failures.append(f"{name}: {mine['server_hours']} server-hours > fixed {fixed['server_hours']}")
     print("\ntarget:", "met" if not failures else "missed: " + "; ".join(failures))
     print(f"({time.monotonic() - started:.1f} s)")
     assert drawn is not None

@@ -1,21 +1,23 @@
 """Traffic profiles: a mini-program's request rate over days and weeks, as a small pure function.
 
 A `TrafficProfile` describes a tier's requests per second in Beijing time: a daily shape (a quiet night, a
-daytime level), peaks on top of it (the guide's lunch peak 11:00-13:00, a shifted one, an evening one), a
-weekly shape (quiet weekends), multiplicative noise, and optionally one spike no history could foresee.
+daytime level), peaks on top of it (the guide's lunch peak 11:00-13:00, a shifted one, an evening one), peaks
+that move from a given day on (a campaign), a weekly shape (quiet weekends), day-to-day and per-value noise, and
+optionally one spike no history could foresee.
 
     from sandbox.core.traffic_profiles import PRESETS, requests_per_second
     rates = requests_per_second(PRESETS["lunch-and-evening"], start, minutes=28 * 1440, seed=7)
 
 `rate_at(profile, moment)` is the noiseless rate at one moment; `requests_per_second(profile, start,
-minutes, step_seconds, seed)` the noisy series, one value per step from `start` (deterministic for a seed).
+minutes, step_seconds, seed)` the noisy series, one value per step from `start` (deterministic for a seed);
+`peaks_on(profile, day)` the peaks a day has, `day_level(profile, day, seed)` that day's drawn level.
 Nothing here touches the sandbox: the monitor's history route (`POST /_sandbox/monitor/history`) turns the
 series into Cloud Monitor metrics, and the replay benchmark reuses it as is.
 """
 
 import math
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -54,13 +56,39 @@ class Spike(BaseModel):
     height: float = Field(4.0, gt=0, description="the rate during the spike, as a multiple of the day level")
 
 
+class PeakMove(BaseModel):
+    """From `on` (a Beijing date) on, these peaks instead of the profile's (a campaign moves the lunch peak)."""
+
+    on: date
+    peaks: list[Peak]
+
+
 class TrafficProfile(BaseModel):
     day_rps: float = Field(10.0, gt=0, description="requests/s at the daytime level, outside the peaks")
     night_factor: float = Field(0.3, ge=0, le=1, description="the night's rate (01:00-06:00) as a share of it")
     peaks: list[Peak] = Field(default_factory=list)
+    moves: list[PeakMove] = Field(default_factory=list, description="peaks that change from a given day on")
     weekend_factor: float = Field(1.0, ge=0, description="Saturdays and Sundays, as a multiple of a weekday")
     noise: float = Field(0.05, ge=0, le=1, description="relative standard deviation of each value")
+    day_noise: float = Field(0.0, ge=0, le=0.5, description="relative standard deviation of each day's level")
     spike: Spike | None = None
+
+
+def peaks_on(profile: TrafficProfile, day: date) -> list[Peak]:
+    """The peaks of `day`: the latest move on or before it (else the profile's), weekdays-only ones not at weekends."""
+    peaks = profile.peaks
+    for move in sorted(profile.moves, key=lambda m: m.on):
+        if move.on <= day:
+            peaks = move.peaks
+    weekend = day.weekday() >= 5
+    return [p for p in peaks if not (p.weekdays_only and weekend)]
+
+
+def day_level(profile: TrafficProfile, day: date, seed: int = 0) -> float:
+    """The day's level around 1 (sd `day_noise`): a pure function of the seed and the date, wherever a series starts."""
+    if not profile.day_noise:
+        return 1.0
+    return max(0.5, random.Random(f"{seed}:{day.isoformat()}").gauss(1.0, profile.day_noise))
 
 
 def _ramp(minute: float, start: float, end: float, ramp: float) -> float:
@@ -84,28 +112,25 @@ class _Compiled:
 
     def __init__(self, profile: TrafficProfile) -> None:
         self.profile = profile
-        self.peaks = [
-            (_minute_of_day(p.start), _minute_of_day(p.end), p.height, p.ramp_minutes, p.weekdays_only)
-            for p in profile.peaks
-        ]
+        self.moves = sorted(m.on for m in profile.moves)
         spike = profile.spike
         self.spike = None if spike is None else (spike.at.timestamp(), spike.minutes * 60, spike.height)
-        self._daily: dict[tuple[float, bool], float] = {}
+        self._daily: dict[tuple[float, bool, int], float] = {}
 
     def rate(self, moment: datetime) -> float:
         local = moment.astimezone(BEIJING)
-        return self.rate_local(local.hour * 60 + local.minute + local.second / 60, local.weekday(), moment.timestamp())
+        return self.rate_local(local.hour * 60 + local.minute + local.second / 60, local.date(), moment.timestamp())
 
-    def rate_local(self, minute: float, weekday: int, epoch: float) -> float:
-        weekend = weekday >= 5
+    def rate_local(self, minute: float, day: date, epoch: float) -> float:
+        weekend = day.weekday() >= 5
         level = self.profile.day_rps * (self.profile.weekend_factor if weekend else 1.0)
-        key = (minute, weekend)
+        key = (minute, weekend, sum(1 for on in self.moves if on <= day))
         rate = self._daily.get(key)
-        if rate is None:  # the same minute of every weekday (or weekend day) has the same noiseless rate
+        if rate is None:  # the same minute of every day of a kind (weekday or not, same peaks) has the same rate
             rate = level * _day_shape(minute, self.profile.night_factor)
-            for start, end, height, ramp, weekdays_only in self.peaks:
-                if not (weekdays_only and weekend):
-                    rate += level * (height - 1) * _ramp(minute, start, end, ramp)
+            for peak in peaks_on(self.profile, day):
+                start, end = _minute_of_day(peak.start), _minute_of_day(peak.end)
+                rate += level * (peak.height - 1) * _ramp(minute, start, end, peak.ramp_minutes)
             self._daily[key] = rate
         if self.spike is not None and 0 <= epoch - self.spike[0] < self.spike[1]:
             rate = max(rate, level * self.spike[2])
@@ -128,12 +153,17 @@ def requests_per_second(
     local = start.astimezone(BEIJING)
     first_epoch = start.timestamp()
     first_minute = local.hour * 60 + local.minute + local.second / 60
+    levels: dict[date, float] = {}
     values = []
     for index in range(minutes * 60 // step_seconds):
         elapsed = index * step_seconds / 60  # Beijing has no daylight saving: minutes of the day advance evenly
         days, minute = divmod(first_minute + elapsed, 1440)
-        weekday = (local.weekday() + int(days)) % 7
-        rate = compiled.rate_local(minute, weekday, first_epoch + index * step_seconds)
+        day = local.date() + timedelta(days=int(days))
+        rate = compiled.rate_local(minute, day, first_epoch + index * step_seconds)
+        if profile.day_noise:
+            if day not in levels:
+                levels[day] = day_level(profile, day, seed)
+            rate *= levels[day]
         if profile.noise:
             rate *= max(0.0, rng.gauss(1.0, profile.noise))
         values.append(rate)

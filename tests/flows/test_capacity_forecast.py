@@ -6,15 +6,16 @@ from datetime import date, timedelta
 
 import pytest
 
-from bench.traffic import EVENING, LUNCH, SHIFTED, Peak, Profile, generate, slots
+from bench.forecast_methods import EVENING, FIRST_DAY, LUNCH, SHIFTED, generate, peak, slots, traffic
 from flows.capacity_plan_steps.forecast import SLOTS_PER_DAY, ForecastError, by_day, forecast_day, slot_start
 from flows.capacity_plan_steps.steps import ahead, merge, plan_day, servers_at, servers_needed
+from sandbox.core.traffic_profiles import PeakMove, TrafficProfile
 
-MONDAY = date(2026, 11, 2)
+MONDAY = FIRST_DAY
 
 
-def history(profile: Profile, days: int) -> dict[date, list[float | None]]:
-    return by_day(slot_start(profile.first_day, 0), slots(generate(profile, days)))
+def history(profile: TrafficProfile, days: int) -> dict[date, list[float | None]]:
+    return by_day(slot_start(FIRST_DAY, 0), slots(generate(profile, days)))
 
 
 def mean(values: list[float], start: str, end: str) -> float:
@@ -23,7 +24,7 @@ def mean(values: list[float], start: str, end: str) -> float:
 
 
 def test_both_peaks_of_four_weeks_are_forecast_for_the_next_day():
-    profile = Profile("two peaks", (SHIFTED, EVENING))
+    profile = traffic([SHIFTED, EVENING])
     past = history(profile, 28)
     day = MONDAY + timedelta(days=28)
     forecast = forecast_day(past, day)
@@ -35,7 +36,7 @@ def test_both_peaks_of_four_weeks_are_forecast_for_the_next_day():
 
 
 def test_quiet_weekends_are_forecast_quiet():
-    profile = Profile("weekdays", (Peak("11:00", "13:00", 26.0, weekdays_only=True),), weekend=0.45)
+    profile = traffic([peak("11:00", "13:00", 26.0, weekdays_only=True)], weekend_factor=0.45)
     past = history(profile, 26)  # ends on a Friday
     saturday = MONDAY + timedelta(days=26)
     assert saturday.isoweekday() == 6
@@ -43,13 +44,14 @@ def test_quiet_weekends_are_forecast_quiet():
 
 
 def test_a_peak_that_moved_two_weekdays_ago_is_followed():
-    profile = Profile("moved", (LUNCH,), moved=(24, (SHIFTED,)))  # a campaign moves the peak on Thursday
+    moves = [PeakMove(on=MONDAY + timedelta(days=24), peaks=[SHIFTED])]  # a campaign moves the peak on Thursday
+    profile = traffic([LUNCH], moves=moves)
     forecast = forecast_day(history(profile, 28), MONDAY + timedelta(days=28))
     assert mean(forecast, "13:00", "13:30") > 35  # the old quantile alone says ~20 here
 
 
 def test_less_than_two_weeks_of_history_is_refused_with_the_fix():
-    past = history(Profile("short", (LUNCH,)), 13)
+    past = history(traffic([LUNCH]), 13)
     with pytest.raises(ForecastError, match=r"13 day\(s\) of history .*at least 14 needed"):
         forecast_day(past, MONDAY + timedelta(days=13))
 
