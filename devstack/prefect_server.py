@@ -54,6 +54,18 @@ def migrated_sqlite_database(cache: Path) -> Path:
     return database
 
 
+def upgrade_database(database_url: str, home: Path, shared_env: dict[str, str] | None = None) -> None:
+    """`prefect server database upgrade -y` once, before several servers start on the database (`migrate=False`)."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **(shared_env or {}), "PREFECT_HOME": str(home)}
+    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
+    with (home / "upgrade.log").open("ab") as log:
+        subprocess.run(
+            [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+            env=env, check=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
@@ -69,6 +81,9 @@ class PrefectServer:
     server still knows who holds a tier and frees it when its holder is gone (Prefect's default, memory, forgets).
     `database_template` (SQLite only): a migrated database (`migrated_sqlite_database`) copied in when `home` has
     none yet, so the server skips the migrations.
+    Several servers on one database (docs/team-setup.md): `shared_env` is what they share (Redis: messaging, leases,
+    the Docket: `LocalRedis.prefect_settings()`), `migrate=False` leaves the migrations to one
+    `upgrade_database()` beforehand, and `public_url` is the load balancer in front, which clients and the UI use.
     """
 
     def __init__(
@@ -81,6 +96,9 @@ class PrefectServer:
         startup_timeout: float = 180.0,
         lease_storage: str = FILESYSTEM_LEASES,
         database_template: Path | None = None,
+        shared_env: dict[str, str] | None = None,
+        migrate: bool = True,
+        public_url: str | None = None,
     ) -> None:
         self.home = home
         self.host = host
@@ -90,6 +108,9 @@ class PrefectServer:
         self.startup_timeout = startup_timeout
         self.lease_storage = lease_storage
         self.database_template = database_template
+        self.shared_env = shared_env or {}
+        self.migrate = migrate
+        self.public_url = public_url
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = home / "server.log"
 
@@ -103,12 +124,12 @@ class PrefectServer:
 
     @property
     def ui_url(self) -> str:
-        return self.url
+        return self.public_url or self.url
 
     def client_env(self) -> dict[str, str]:
         """The environment a Prefect client (a flow, a worker, `prefect deploy`, the bridge) needs for this server."""
         env = {
-            "PREFECT_API_URL": self.api_url,
+            "PREFECT_API_URL": f"{self.ui_url}/api",
             "PREFECT_UI_URL": self.ui_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
@@ -123,13 +144,16 @@ class PrefectServer:
             PREFECT_HOME=str(self.home),
             PREFECT_SERVER_API_HOST=self.host,
             PREFECT_SERVER_API_PORT=str(self.port),
-            PREFECT_UI_API_URL=self.api_url,
+            PREFECT_UI_API_URL=f"{self.ui_url}/api",
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_LOGGING_LEVEL="WARNING",
             PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=self.lease_storage,
         )
+        env.update(self.shared_env)
         if self.database_url:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
+        if not self.migrate:
+            env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] = "false"
         if self.auth_string:
             env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
         return env
@@ -171,6 +195,12 @@ class PrefectServer:
             tail = self.log_path.read_text(errors="replace")[-2000:]
             return f"`prefect server start` exited with {self.process.returncode}:\n{tail}"
         return None
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group: its machine lost, no shutdown of any kind."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.process is None or self.process.poll() is not None:

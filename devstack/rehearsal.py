@@ -1,14 +1,18 @@
 """The multi-machine path, rehearsed on one machine: `python -m devstack.rehearsal` (`make rehearse`).
 
-What a team runs on several machines, each piece in its own process: PostgreSQL (the Debian package, a
-temporary cluster), a Prefect server on it with an auth string, the sandbox seeded with the guide's starting
-point (the team's Tencent Cloud), `tcscale setup` + `prefect deploy --all`, TWO process workers on pool `tcscale`,
-each in its own empty folder with its own PREFECT_HOME and no TCSCALE_* environment (the deployments' git_clone
-pull step brings them the code, the job variables and Secret blocks the rest), and the chatops bridge. Then ten
-signed chat commands over both tiers; every run is waited for, and the rehearsal checks, from the Prefect API
-alone, that the runs spread over both workers, that no two runs of one tier held the tier's lock at the same
-time, and that no command was lost. It exits 1 when a check fails, and stops every process it started
-(PostgreSQL too) on the way out, Ctrl-C and SIGTERM included.
+What a team runs on several machines, each piece in its own process: PostgreSQL and Redis (the Debian packages,
+throwaway instances), TWO Prefect servers on them (each its API and its background services, sharing events,
+concurrency leases and the services' Docket through Redis) with one auth string, a TCP round-robin in front of
+them (the team's load balancer: every client talks to it), the sandbox seeded with the guide's starting point (the
+team's Tencent Cloud), `tcscale setup` + `prefect deploy --all`, TWO process workers on pool `tcscale`, each in its
+own empty folder with its own PREFECT_HOME and no TCSCALE_* environment (the deployments' git_clone pull step brings
+them the code, the job variables and Secret blocks the rest), and the chatops bridge. Then ten signed chat commands
+over both tiers; as soon as a change holds its tier's lock, one Prefect server is SIGKILLed (its machine lost).
+Every run is waited for, and the rehearsal checks, from the Prefect API alone, that every run completed or undid
+its changes (or was refused because its tier was busy), that the runs spread over both workers, that no two runs
+of one tier held the tier's lock at the same time, that both servers served before the kill, and that no tier is
+left locked at the end. It exits 1 when a check fails, and stops every process it started (PostgreSQL and Redis
+too) on the way out, Ctrl-C and SIGTERM included.
 """
 
 from __future__ import annotations
@@ -22,21 +26,35 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from devstack.postgres import LocalPostgres
-from devstack.prefect_server import PrefectServer, free_port
-from devstack.rehearsal_checks import Command, check, collect, print_report
+from devstack.prefect_server import PrefectServer, free_port, upgrade_database
+from devstack.redis import LocalRedis
+from devstack.rehearsal_checks import (
+    Command,
+    balancer_counts,
+    check,
+    check_failover,
+    check_tiers_free,
+    collect,
+    print_report,
+    runs_in_flight,
+    tier_slots,
+)
 from devstack.up import Child, seed_sandbox, tail, write_declaration
 from tasks.waiters import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = "tcscale"
 WORKERS = ("worker-a", "worker-b")
+SERVERS = ("server-a", "server-b")  # server-a is the one killed
 CHAT_USER, CHAT_ROOM = "rehearsal-ops", "rehearsal-room"
 
 
@@ -97,9 +115,9 @@ def wait_ok(url: str, children: list[Child], what: str) -> None:
     wait_until(status, done=lambda code: code == 200, failed=lambda _: exited(children), what=what, timeout=180)
 
 
-def workers_online(server: PrefectServer, auth: str) -> int:
+def workers_online(api_url: str, auth: str) -> int:
     user, _, password = auth.partition(":")
-    answer = httpx.post(f"{server.api_url}/work_pools/{POOL}/workers/filter", json={}, auth=(user, password), timeout=5)
+    answer = httpx.post(f"{api_url}/work_pools/{POOL}/workers/filter", json={}, auth=(user, password), timeout=5)
     answer.raise_for_status()
     return sum(1 for w in answer.json() if w["name"] in WORKERS and w.get("status") == "ONLINE")
 
@@ -115,6 +133,74 @@ def sign_and_send(bridge_url: str, secret: str, message_id: str, text: str) -> d
     return response.json()
 
 
+def start_servers(
+    stack: contextlib.ExitStack, workdir: Path, children: list[Child], logs: Path, auth: str
+) -> tuple[list[PrefectServer], str]:
+    """PostgreSQL, Redis, the migrations once, two Prefect servers (API + services each) and the round-robin in
+    front of them; the balancer's URL, which every client uses."""
+    started = time.monotonic()
+    postgres = stack.enter_context(LocalPostgres())
+    print(f"- PostgreSQL {'.'.join(map(str, postgres.version or ()))} on 127.0.0.1:{postgres.port}", flush=True)
+    redis = stack.enter_context(LocalRedis(workdir))
+    print(f"- Redis {redis.version} on 127.0.0.1:{redis.port} (password auth)", flush=True)
+    shared = redis.prefect_settings()
+    upgrade_database(postgres.database_url, workdir / "migrations", shared)
+    balancer_port = free_port()
+    public_url = f"http://127.0.0.1:{balancer_port}"
+    servers = []
+    for name in SERVERS:
+        server = PrefectServer(workdir / name, database_url=postgres.database_url, auth_string=auth,
+                               shared_env=shared, migrate=False, public_url=public_url)  # fmt: skip
+        stack.callback(server.stop)  # registered first: a Ctrl-C while it starts stops it too
+        server.start()
+        servers.append(server)
+        print(f"- Prefect server {name} {server.url} (API + services) ({time.monotonic() - started:.0f} s)", flush=True)
+    backends = [f"--backend={name}={s.host}:{s.port}" for name, s in zip(SERVERS, servers, strict=True)]
+    balancer = [sys.executable, "-m", "devstack.tcp_balancer", "--port", str(balancer_port), *backends,
+                "--stats", str(workdir / "balancer.json")]  # fmt: skip
+    stack.callback(lambda: [child.stop() for child in reversed(children)])  # the children stop before the servers
+    children.append(start_child("balancer", balancer, ROOT, dict(os.environ), logs))
+    wait_ok(f"{public_url}/api/health", children, "the round-robin in front of the Prefect servers")
+    print(f"- round-robin {public_url} over {', '.join(SERVERS)}: every client's PREFECT_API_URL", flush=True)
+    return servers, f"{public_url}/api"
+
+
+class ServerKill:
+    """SIGKILLs one Prefect server as soon as a change holds its tier's lock (a thread: the commands go on)."""
+
+    def __init__(self, server: PrefectServer, api_url: str, auth: str, commands: list[Command]) -> None:
+        self.server, self.api_url, self.auth, self.commands = server, api_url, auth, commands
+        self.at: datetime | None = None
+        self.held: dict[str, int] = {}
+        self.in_flight: list[str] = []
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="server-kill", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.held = wait_until(lambda: tier_slots(self.api_url, self.auth), done=lambda s: any(s.values()),
+                                   failed=lambda _: None, what="a change holding its tier's lock", timeout=600,
+                                   first_delay=0.2, max_delay=0.5)  # fmt: skip
+            self.server.kill()
+            self.at = datetime.now(UTC)
+            self.in_flight = runs_in_flight(self.api_url, self.auth, self.commands)
+        except Exception as error:
+            self.error = f"{type(error).__name__}: {error}"
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def describe(self) -> str:
+        if self.at is None:
+            return f"no server was killed: {self.error or 'no change ever held its tier lock'}"
+        held = ", ".join(f"{tier} {n}" for tier, n in sorted(self.held.items()))
+        return (
+            f"SIGKILLed {self.server.home.name} at {self.at.strftime('%H:%M:%S.%f')[:-5]} UTC while tier slots were "
+            f"held ({held}); {len(self.in_flight)} run(s) not final then: {', '.join(self.in_flight) or '-'}"
+        )
+
+
 def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_file: Path) -> bool:
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -122,14 +208,9 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_
     started = time.monotonic()
     children: list[Child] = []
     with contextlib.ExitStack() as stack:
-        postgres = stack.enter_context(LocalPostgres())
-        print(f"- PostgreSQL {'.'.join(map(str, postgres.version or ()))} on 127.0.0.1:{postgres.port}", flush=True)
         auth = f"tcscale:{secrets.token_urlsafe(12)}"
-        server = PrefectServer(workdir / "server", database_url=postgres.database_url, auth_string=auth)
-        stack.callback(server.stop)  # registered first: a Ctrl-C while it starts stops it too
-        server.start()
-        print(f"- Prefect server {server.url} on PostgreSQL, basic auth on ({time.monotonic() - started:.0f} s)")
-        stack.callback(lambda: [child.stop() for child in reversed(children)])
+        servers, api_url = start_servers(stack, workdir, children, logs, auth)
+        client_env = servers[0].client_env()  # the balancer's URL and the auth string
 
         # The team's Tencent Cloud: the sandbox in its own process, seeded with the guide's starting point.
         sandbox_port, secret_id, secret_key = free_port(), "AKID" + secrets.token_hex(16), secrets.token_hex(16)
@@ -147,7 +228,7 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_
         signing_secret = secrets.token_urlsafe(24)
         env = {  # the operator's shell: setup, deploy and the bridge
             **os.environ,
-            **server.client_env(),
+            **client_env,
             "PREFECT_HOME": str(workdir / "operator"),
             "TCSCALE_ENDPOINT": sandbox_url.removeprefix("http://"),
             "TCSCALE_PROTOCOL": "http",
@@ -158,16 +239,8 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_
             "TCSCALE_GIT_REPOSITORY": ROOT.as_uri(),  # the pull step clones the team's repository (its HEAD)
         }
         run_step("tcscale setup", [sys.executable, "-m", "cli", "setup"], env, logs / "setup.log")
-        deploy = [
-            sys.executable,
-            "-m",
-            "prefect",
-            "--no-prompt",
-            "deploy",
-            "--all",
-            "--prefect-file",
-            str(prefect_file),
-        ]
+        deploy = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file",
+                  str(prefect_file)]  # fmt: skip
         run_step("prefect deploy --all", deploy, env, logs / "deploy.log")
 
         for name in WORKERS:  # "other machines": an empty folder, their own PREFECT_HOME, no TCSCALE_* at all
@@ -175,7 +248,7 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_
             folder.mkdir()
             worker_env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("TCSCALE_", "PREFECT_"))},
-                **server.client_env(),
+                **client_env,
                 "PREFECT_HOME": str(folder / ".prefect"),
                 "PREFECT_WORKER_QUERY_SECONDS": "2",
             }
@@ -194,11 +267,13 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_
         children.append(start_child("bridge", bridge, ROOT, bridge_env, logs))
         bridge_url = f"http://127.0.0.1:{bridge_port}"
         wait_ok(f"{bridge_url}/health", children, "the chatops bridge")
-        wait_until(lambda: workers_online(server, auth), done=lambda n: n >= len(WORKERS),
+        wait_until(lambda: workers_online(api_url, auth), done=lambda n: n >= len(WORKERS),
                    failed=lambda _: exited(children), what="both workers online", timeout=120)  # fmt: skip
         print(f"- bridge {bridge_url}; both workers online ({time.monotonic() - started:.0f} s)", flush=True)
+        before_kill = balancer_counts(workdir / "balancer.json")
 
         sent = commands()
+        kill = ServerKill(servers[0], api_url, auth, sent)
         print(f"\nsending {len(sent)} signed chat commands as {CHAT_USER} in {CHAT_ROOM} ...", flush=True)
         sent_at = int(time.time())
         for number, command in enumerate(sent, 1):
@@ -206,9 +281,13 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_
             command.run_id = command.answer.get("run_id")
             print(f"  {number:2}. {command.text:<22} -> {command.answer.get('text', command.answer)}", flush=True)
 
-        facts = collect(server.api_url, auth, sent, failed=lambda _: exited(children))
+        kill.join(timeout=600)
+        print(f"\n{kill.describe()}", flush=True)
+        facts = collect(api_url, auth, sent, failed=lambda _: exited(children))
         print_report(facts)
         failures = check(facts, sent, WORKERS)
+        failures += check_failover(kill.at, before_kill, balancer_counts(workdir / "balancer.json"), SERVERS)
+        failures += check_tiers_free(api_url, auth, sent)
         for line in failures or ["every check passed"]:
             print(("FAILED: " if failures else "") + line)
         print(f"\nrehearsal took {time.monotonic() - started:.0f} s; stopping everything ...", flush=True)

@@ -2,17 +2,20 @@
 
 Everything comes from the server, as an operator would see it: each flow run's state and times
 (`GET /flow_runs/{id}`), the worker that ran it (the worker's own `prefect.worker.submitted-flow-run`
-event, whose resource is the worker and whose related resources name the flow run), and when the run held
+event, whose resource is the worker and whose related resources name the flow run), when the run held
 its tier's lock (`prefect.concurrency-limit.acquired` / `.released` events of the global concurrency limit
-`tcscale-scale-<tier>`, emitted from inside the flow run, so related to it).
+`tcscale-scale-<tier>`, emitted from inside the flow run, so related to it), and each tier limit's active slots
+(`/v2/concurrency_limits/filter`); plus the round-robin's own counts of connections per Prefect server.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +32,8 @@ EVENTS = [
 # How a change sent while its tier is taken may end, by design: the bridge replies busy, or the run is queued, or
 # it gives up waiting for the tier's lock (TierBusy), or the deployment's own limit cancels it (CANCEL_NEW).
 BUSY_WORDS = ("busy", "TierBusy", "queued", "concurrency limit reached")
+UNDO_INCOMPLETE = "undo incomplete"  # flows/shared/tier_run.py's note on a failed run whose undo did not finish
+TIER_LIMIT_PREFIX = "tcscale-scale-"
 
 
 @dataclass
@@ -120,6 +125,62 @@ def collect(
         return wait_until(read_all, done=settled, failed=failed, what="every run final", timeout=timeout, max_delay=5.0)
 
 
+def tier_slots(api_url: str, auth: str) -> dict[str, int]:
+    """Each tier limit's active slots (1: a run holds the tier), by tier."""
+    with _api(api_url, auth) as api:
+        answer = api.post("/v2/concurrency_limits/filter", json={"offset": 0, "limit": 100})
+        answer.raise_for_status()
+    return {
+        limit["name"].removeprefix(TIER_LIMIT_PREFIX): int(limit["active_slots"])
+        for limit in answer.json()
+        if limit["name"].startswith(TIER_LIMIT_PREFIX)
+    }
+
+
+def runs_in_flight(api_url: str, auth: str, commands: list[Command]) -> list[str]:
+    """The names of the commands' runs that are not final yet."""
+    with _api(api_url, auth) as api:
+        facts = [_read(api, command) for command in commands if command.run_id]
+    return [f"{f.name} ({f.state.lower()})" for f in facts if f.state not in FINAL]
+
+
+def balancer_counts(stats: Path) -> dict[str, dict[str, int]]:
+    """The round-robin's counts per Prefect server: {name: {forwarded, refused}}."""
+    try:
+        backends = json.loads(stats.read_text())["backends"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {b["name"]: {"forwarded": b["forwarded"], "refused": b["refused"]} for b in backends}
+
+
+def check_failover(
+    killed_at: datetime | None,
+    before: dict[str, dict[str, int]],
+    after: dict[str, dict[str, int]],
+    servers: tuple[str, ...],
+) -> list[str]:
+    """One server was killed mid-run; both served clients before; only the other one after."""
+    failures = [] if killed_at else ["no Prefect server was killed while a change ran"]
+    for name in servers:
+        was, now = before.get(name, {}), after.get(name, {})
+        print(f"{name}: {was.get('forwarded', 0)} connections before the commands, {now.get('forwarded', 0)} in all, "
+              f"{now.get('refused', 0)} refused (dead)")  # fmt: skip
+        if not was.get("forwarded"):
+            failures.append(f"{name} served no connection before the kill: the round-robin did not spread the load")
+    return failures
+
+
+def check_tiers_free(api_url: str, auth: str, commands: list[Command]) -> list[str]:
+    """No tier is left locked once every run is final."""
+    slots = tier_slots(api_url, auth)
+    print("final active slots: " + ", ".join(f"{tier} {n}" for tier, n in sorted(slots.items())))
+    return [
+        f"the {tier} tier is left locked ({slots.get(tier)} active slots of {TIER_LIMIT_PREFIX}{tier})"
+        for tier in sorted({c.tier for c in commands if c.changes})
+        if slots.get(tier, 0) != 0
+    ]
+
+
 def _clock(value: datetime | None) -> str:
     return value.strftime("%H:%M:%S.%f")[:-5] if value else "-"
 
@@ -159,17 +220,27 @@ def _busy(f: RunFacts) -> bool:
     return f.command.changes and any(word.lower() in said.lower() for word in BUSY_WORDS)
 
 
+def _undone(f: RunFacts) -> bool:
+    """A change that failed and undid everything it had done (its undo finished: no "undo incomplete" note)."""
+    return f.command.changes and f.state == "FAILED" and UNDO_INCOMPLETE not in f.message
+
+
 def check(facts: list[RunFacts], commands: list[Command], workers: tuple[str, ...]) -> list[str]:
     """Every failed check, in words (empty: all held)."""
     failures: list[str] = []
-    # 1. No command lost: each has a run in a final state, Completed unless refused or queued as designed.
+    # 1. No command lost: each has a run in a final state, Completed unless refused or queued as designed, or a
+    #    change that failed and undid what it had done.
     for number, f in enumerate(facts, 1):
         if f.command.run_id is None and not _busy(f):
             failures.append(f"command {number} ({f.command.text!r}) created no run: {f.command.answer}")
-        elif f.command.run_id and f.state != "COMPLETED" and not _busy(f):
+        elif f.command.run_id and f.state != "COMPLETED" and not (_busy(f) or _undone(f)):
             failures.append(f"command {number} ({f.command.text!r}): run {f.name} ended {f.state}: {f.message}")
     ran = [f for f in facts if f.command.run_id]
-    print(f"runs: {len(ran)} for {len(commands)} commands; completed {sum(f.state == 'COMPLETED' for f in ran)}")
+    completed = sum(f.state == "COMPLETED" for f in ran)
+    refused = sum(_busy(f) and f.state != "COMPLETED" for f in facts)
+    undone = sum(_undone(f) and not _busy(f) for f in ran)
+    print(f"runs: {len(ran)} for {len(commands)} commands; completed {completed}, undone {undone}, refused as busy "
+          f"{refused}, other {len(facts) - completed - undone - refused}")  # fmt: skip
     # 2. The runs spread over every worker.
     used = {f.worker for f in ran if f.worker}
     print(f"workers used: {', '.join(sorted(used)) or 'none'}")
