@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from devstack.lease_watch import LeaseWatch
 from devstack.postgres import LocalPostgres
 from devstack.prefect_server import PrefectServer, free_port, upgrade_database
 from devstack.redis import LocalRedis
@@ -42,10 +43,12 @@ from devstack.rehearsal_checks import (
     balancer_counts,
     check,
     check_failover,
+    check_leases,
     check_tiers_free,
     collect,
     print_report,
     runs_in_flight,
+    tier_limit_ids,
     tier_slots,
 )
 from devstack.up import Child, seed_sandbox, tail, write_declaration
@@ -135,9 +138,9 @@ def sign_and_send(bridge_url: str, secret: str, message_id: str, text: str) -> d
 
 def start_servers(
     stack: contextlib.ExitStack, workdir: Path, children: list[Child], logs: Path, auth: str
-) -> tuple[list[PrefectServer], str]:
+) -> tuple[list[PrefectServer], str, str]:
     """PostgreSQL, Redis, the migrations once, two Prefect servers (API + services each) and the round-robin in
-    front of them; the balancer's URL, which every client uses."""
+    front of them; the balancer's API URL, which every client uses, and the servers' Redis URL."""
     started = time.monotonic()
     postgres = stack.enter_context(LocalPostgres())
     print(f"- PostgreSQL {'.'.join(map(str, postgres.version or ()))} on 127.0.0.1:{postgres.port}", flush=True)
@@ -162,7 +165,7 @@ def start_servers(
     children.append(start_child("balancer", balancer, ROOT, dict(os.environ), logs))
     wait_ok(f"{public_url}/api/health", children, "the round-robin in front of the Prefect servers")
     print(f"- round-robin {public_url} over {', '.join(SERVERS)}: every client's PREFECT_API_URL", flush=True)
-    return servers, f"{public_url}/api"
+    return servers, f"{public_url}/api", redis.url()
 
 
 class ServerKill:
@@ -209,7 +212,7 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_
     children: list[Child] = []
     with contextlib.ExitStack() as stack:
         auth = f"tcscale:{secrets.token_urlsafe(12)}"
-        servers, api_url = start_servers(stack, workdir, children, logs, auth)
+        servers, api_url, redis_url = start_servers(stack, workdir, children, logs, auth)
         client_env = servers[0].client_env()  # the balancer's URL and the auth string
 
         # The team's Tencent Cloud: the sandbox in its own process, seeded with the guide's starting point.
@@ -273,6 +276,7 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_
         before_kill = balancer_counts(workdir / "balancer.json")
 
         sent = commands()
+        watch = LeaseWatch(redis_url)  # the tier leases as the servers keep them, independent of the runs' events
         kill = ServerKill(servers[0], api_url, auth, sent)
         print(f"\nsending {len(sent)} signed chat commands as {CHAT_USER} in {CHAT_ROOM} ...", flush=True)
         sent_at = int(time.time())
@@ -285,7 +289,12 @@ def rehearse(workdir: Path, ssh_port: int | None, app_port: int | None, prefect_
         print(f"\n{kill.describe()}", flush=True)
         facts = collect(api_url, auth, sent, failed=lambda _: exited(children))
         print_report(facts)
-        failures = check(facts, sent, WORKERS)
+        left, tiers = watch.stop(), {limit_id: tier for tier, limit_id in tier_limit_ids(api_url, auth).items()}
+        leases = {tier: watch.holds(limit_id) for limit_id, tier in tiers.items()}
+        failures = check(facts, sent, WORKERS, leases)
+        failures += check_leases(
+            leases, {tiers[i] for i in watch.overlaps}, {tiers[i] for i in left if i in tiers}, facts
+        )
         failures += check_failover(kill.at, before_kill, balancer_counts(workdir / "balancer.json"), SERVERS)
         failures += check_tiers_free(api_url, auth, sent)
         for line in failures or ["every check passed"]:
