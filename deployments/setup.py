@@ -37,6 +37,8 @@ SECRET_BLOCKS = {
     "tcscale-wecom-token": "TCSCALE_CHATOPS_WECOM_TOKEN",
     "tcscale-wecom-aes-key": "TCSCALE_CHATOPS_WECOM_AES_KEY",
     "tcscale-wecom-corp-secret": "TCSCALE_CHATOPS_WECOM_CORP_SECRET",
+    "tcscale-wecom-robot-token": "TCSCALE_CHATOPS_WECOM_ROBOT_TOKEN",
+    "tcscale-wecom-robot-aes-key": "TCSCALE_CHATOPS_WECOM_ROBOT_AES_KEY",
 }
 
 

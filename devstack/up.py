@@ -3,7 +3,8 @@
 In order: a real Prefect server with its UI on 127.0.0.1 (`PrefectServer`), the sandbox (`sandbox serve` as a
 child: a local Tencent Cloud) seeded with the guide's starting point, the cluster declaration of that seed
 (`<workdir>/cluster.json`, `TCSCALE_CLUSTER_FILE`), the deployments served with their schedules (`tcscale serve`,
-its runs sending heartbeats), the chatops bridge (`tcscale chatops`) with a generated signing secret, then
+its runs sending heartbeats), the chatops bridge (`tcscale chatops`) with a generated signing secret (and the
+WeCom group robot's route when the shell sets the robot's Token, EncodingAESKey and ID), then
 `tcscale setup` (with the automations that mark a dead run Crashed and clean it up). It prints the
 URLs and ready-made signed chat commands, then "ready". Ctrl-C (SIGINT) or SIGTERM stops every child in the
 reverse order (bridge, serve, sandbox, server) and exits 0; a child that dies on its own stops the stack (exit 1).
@@ -24,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,11 @@ from tasks.waiters import WaitFailed, WaitTimeout, wait_until
 DEFAULT_WORKDIR = Path.home() / ".tcscale" / "up"
 TRY_USER, TRY_CHAT = "you", "laptop"  # the allowlist of the local bridge lets this user run everything here
 STARTUP_TIMEOUT = 240.0
+# The WeCom group robot's settings `tcscale up` passes to the bridge: its secrets (each also as <VAR>_FILE, as for
+# `tcscale setup`, which seeds their Secret blocks) and its aibotid; then the optional ones.
+ROBOT_SECRETS = ("TCSCALE_CHATOPS_WECOM_ROBOT_TOKEN", "TCSCALE_CHATOPS_WECOM_ROBOT_AES_KEY")
+ROBOT_ID = "TCSCALE_CHATOPS_WECOM_ROBOT_ID"
+ROBOT_OPTIONAL = ("TCSCALE_CHATOPS_WECOM_ROBOT_RECEIVE_ID", "TCSCALE_CHATOPS_WECOM_ROBOT_RESPONSE_BASE")
 
 
 class StackError(Exception):
@@ -102,6 +108,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     signing_secret: str = ""
+    robot_env: dict[str, str] = field(default_factory=dict)  # the bridge's WeCom group robot settings, if any
 
     @property
     def workdir(self) -> Path:
@@ -109,6 +116,7 @@ class Stack:
 
     def start(self) -> None:
         workdir = self.workdir
+        self.robot_env = wecom_robot_env(os.environ)  # a half-configured robot stops `up` before anything starts
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
         keys = local_secrets(workdir / "secrets.json")
         self.signing_secret = keys["chat_signing_secret"]
@@ -201,9 +209,12 @@ class Stack:
             "TCSCALE_CHATOPS_PORT": str(port),
             "TCSCALE_CHATOPS_STATE_DIR": str(self.workdir / "chatops"),
             "TCSCALE_CHATOPS_ALLOWLIST": json.dumps(allowlist),
+            **self.robot_env,
         }
         child = self._spawn("bridge", ["-m", "cli", "chatops", "--port", str(port)], env)
         self.urls["bridge"] = url = f"http://127.0.0.1:{port}"
+        if self.robot_env:
+            self.urls["wecom-robot"] = f"{url}/chat/wecom-robot"
         return child, answers(f"{url}/health"), f"the chatops bridge ({url})"
 
     # ---- children ------------------------------------------------------------------------------------
@@ -328,6 +339,34 @@ def seed_sandbox(url: str, key_file: Path) -> dict[str, Any]:
     return seed
 
 
+def wecom_robot_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The bridge's env that enables the WeCom group robot's route, from the shell's robot settings; {} when none
+    is set; a StackError naming what is missing (never a value) when only some are."""
+    from deployments.setup import SetupError, secret_value
+
+    found: dict[str, str] = {}
+    missing = []
+    for var in ROBOT_SECRETS:
+        try:
+            value, _ = secret_value(env, var)
+        except SetupError as error:
+            raise StackError(str(error)) from None
+        if value is None:
+            missing.append(f"{var} (or {var}_FILE)")
+        else:
+            found[var] = value
+    if env.get(ROBOT_ID):
+        found[ROBOT_ID] = env[ROBOT_ID]
+    else:
+        missing.append(f"{ROBOT_ID} (the robot's aibotid)")
+    if not found:
+        return {}
+    if missing:
+        raise StackError("the WeCom group robot is half configured: set " + ", ".join(missing) + " (or none of them)")
+    optional = {var: env[var] for var in ROBOT_OPTIONAL if var in env}
+    return {**found, **optional, "TCSCALE_CHATOPS_PLATFORMS": "generic,wecom-robot"}
+
+
 def write_declaration(seed: dict[str, Any], count: int, path: Path) -> Path:
     from devstack.demo import seed_declaration
     from flows.declaration import dump_declaration
@@ -360,6 +399,8 @@ def announce(stack: Stack) -> None:
         echo("\nTry a chat command (signed now; the bridge accepts it for 5 minutes):")
         echo("  " + chat_command(urls["bridge"], stack.signing_secret, "status"))
         echo("  " + chat_command(urls["bridge"], stack.signing_secret, "plan scale session 1"))
+    if "wecom-robot" in urls:
+        echo(f"\n  WeCom robot      {urls['wecom-robot']}   (the robot's API settings URL, once WeCom can reach it)")
     echo(f"\nLogs: {stack.workdir / 'logs'}. Ctrl-C stops everything.")
     echo("ready")
 

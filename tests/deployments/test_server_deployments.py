@@ -153,6 +153,7 @@ SECRETS = {
     "TCSCALE_SECRET_ID": "AKIDtestsecretid0001",
     "TCSCALE_SECRET_KEY": "key-that-must-never-print-7f3a",
     "TCSCALE_CHATOPS_SIGNING_SECRET": "signing-that-must-never-print-91c2",
+    "TCSCALE_CHATOPS_WECOM_ROBOT_TOKEN": "robot-token-that-must-never-print-5e0d",
 }
 
 
@@ -178,6 +179,7 @@ def test_setup_twice_is_idempotent_and_never_prints_a_secret(
         assert secret not in first and secret not in second
     assert "secret block tcscale-secret-key: created (from $TCSCALE_SECRET_KEY)" in first
     assert f"secret block tcscale-ssh-key: created (from {ssh_key})" in first
+    assert "secret block tcscale-wecom-robot-token: created (from $TCSCALE_CHATOPS_WECOM_ROBOT_TOKEN)" in first
     assert f"variable {CLUSTER_VARIABLE}: created from {cluster}" in first
     assert "deployment scale-out-session-tier/session-tier: parameters from the declaration: updated" in first
     assert "created" not in second and "updated" not in second
@@ -188,6 +190,7 @@ def test_setup_twice_is_idempotent_and_never_prints_a_secret(
         with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
             assert Secret.load("tcscale-secret-key").get() == SECRETS["TCSCALE_SECRET_KEY"]
             assert Secret.load("tcscale-ssh-key").get() == ssh_key.read_text()
+            assert Secret.load("tcscale-wecom-robot-token").get() == SECRETS["TCSCALE_CHATOPS_WECOM_ROBOT_TOKEN"]
             assert Variable.get(CLUSTER_VARIABLE) == {"session": {"region": "ap-shanghai", "count": 3}}
             assert api.read_global_concurrency_limit_by_name("tcscale-scale-business").limit == 1
         # The UI's custom-run form starts from the deployment's parameters: the declared servers to add; the rest

@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chatops.settings import ChatopsSettings
+from devstack.up import StackError, wecom_robot_env
 from tests.devstack.up_support import UpProcess, descendants, finished, listening, processes_in
 
 
@@ -48,3 +50,30 @@ def test_up_from_a_fresh_clone_is_ready_and_stops_cleanly_on_ctrl_c(up_stack: Up
     assert [pid for pid in tree if alive(pid)] == []
     assert [pid for pid in processes_in(stack.clone) if pid != os.getpid()] == []
     assert [url for url in stack.urls.values() if listening(url)] == []
+
+
+ROBOT_AES_KEY = "a" * 43
+ROBOT = {"TCSCALE_CHATOPS_WECOM_ROBOT_TOKEN": "robot-token-never-shown", "TCSCALE_CHATOPS_WECOM_ROBOT_ID": "aib-1"}
+
+
+def test_up_enables_the_wecom_robot_the_shell_configures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key_file = tmp_path / "robot-aes-key"
+    key_file.write_text(ROBOT_AES_KEY + "\n")
+    env = wecom_robot_env({**ROBOT, "TCSCALE_CHATOPS_WECOM_ROBOT_AES_KEY_FILE": str(key_file), "HOME": "/x"})
+    assert env["TCSCALE_CHATOPS_WECOM_ROBOT_AES_KEY"] == ROBOT_AES_KEY and "HOME" not in env
+    for name, value in env.items():  # the bridge started with this env serves the robot's route
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TCSCALE_CHATOPS_SIGNING_SECRET", "generic-secret")
+    settings = ChatopsSettings()
+    assert settings.platforms == ["generic", "wecom-robot"] and settings.wecom_robot_id == "aib-1"
+    secrets = settings.resolve_secrets()
+    assert secrets.wecom_robot_token is not None and secrets.wecom_robot_aes_key is not None
+    assert wecom_robot_env({"HOME": "/x"}) == {}  # no robot: the generic route only, as before
+
+
+def test_up_refuses_a_half_configured_wecom_robot_naming_what_is_missing() -> None:
+    with pytest.raises(StackError) as refused:
+        wecom_robot_env({"TCSCALE_CHATOPS_WECOM_ROBOT_TOKEN": "robot-token-never-shown"})
+    message = str(refused.value)
+    assert "TCSCALE_CHATOPS_WECOM_ROBOT_AES_KEY" in message and "TCSCALE_CHATOPS_WECOM_ROBOT_ID" in message
+    assert "robot-token-never-shown" not in message
