@@ -62,7 +62,8 @@ bench: uv
 	$(UV) run python -m bench.capacity_replay
 	$(UV) run python -m bench.chart
 
-# The multi-machine path on one machine: PostgreSQL, an authenticated Prefect server, two workers, ten chat commands.
+# The team's setup on one machine: PostgreSQL + Redis, two authenticated Prefect servers behind a round-robin (one
+# killed mid-run), two workers, ten chat commands (docs/team-setup.md).
 rehearse: uv
 	$(SYNC)
 	$(UV) run python -m devstack.rehearsal
