@@ -120,6 +120,7 @@ class LunchPeak:
         for tier in tiers:
             self.observe(tier)
             chart = chart_dir / f"lunch-peak-{tier.outcome.tier}.svg"
+            tier.timeline.read_cpu(self.region)  # the tier's mean CPU from Cloud Monitor, as the reports draw it
             chart.write_text(tier.timeline.svg())
             self.echo(f"  chart of the {tier.outcome.tier} tier: {chart}")
         return self.ok

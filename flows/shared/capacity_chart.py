@@ -2,10 +2,12 @@
 
 The Auto Scaling flows record a sample each time they read the scaling group or the CLB's target health (the polls
 they make anyway while they wait), and a driver for each change: their own, or an activity whose cause names a
-scheduled action or an alarm (with the metric's value the alarm saw: the Auto Scaling API reports no metric series;
-Cloud Monitor's GetMonitorData would). `CapacityTimeline.markdown()` draws it as one SVG image in a `data:` URL,
-which the Prefect UI's markdown artifacts show (its renderer allows `data:image/*` in `img src`; a raw `<svg>` is
-sanitized away), so the chart is inside the run's report, with no file or server of its own.
+scheduled action or an alarm. The tier's CPU comes from Cloud Monitor: `read_cpu` reads, once per report, the
+CPUUsage of the servers seen behind the CLB over the chart's range (one `read_metric`, period 60) and draws their
+mean per minute; a failed read draws no CPU line and says so. `CapacityTimeline.markdown()` draws it as one SVG
+image in a `data:` URL, which the Prefect UI's markdown artifacts show (its renderer allows `data:image/*` in
+`img src`; a raw `<svg>` is sanitized away), so the chart is inside the run's report, with no file or server of
+its own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from tasks.autoscaling_models import Activity, Group
 from tasks.clb import Target
+from tasks.monitor import read_metric, server_dimensions
 
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")  # the time of Tencent's schedules and console
 SERIES = (  # field, legend, colour, dash, width: in service under, desired dashed, healthy dotted on top
@@ -78,6 +81,9 @@ class CapacityTimeline(BaseModel):
     drivers: list[Driver] = Field(default_factory=list)
     until: datetime | None = None
     seen_activities: set[str] = Field(default_factory=set)
+    servers: set[str] = Field(default_factory=set, description="the tier's servers seen behind its CLB")
+    cpu: list[tuple[datetime, float]] = Field(default_factory=list, description="their mean CPUUsage per minute")
+    cpu_note: str = ""
 
     def observe(
         self,
@@ -105,6 +111,7 @@ class CapacityTimeline(BaseModel):
 
     def observe_health(self, health: dict[Target, bool], port: int, at: datetime | None = None) -> None:
         """A DescribeTargetHealth answer of the tier's listener: the healthy servers on the tier's backend port."""
+        self.servers |= {target.instance_id for target in health if target.port == port}
         self.observe(healthy=sum(ok for target, ok in health.items() if target.port == port), at=at)
 
     def observe_activities(self, activities: list[Activity], at: datetime | None = None) -> None:
@@ -120,13 +127,40 @@ class CapacityTimeline(BaseModel):
     def drove(self, label: str, at: datetime | None = None) -> None:
         self.drivers.append(Driver(at=at or now(), label=label))
 
+    def read_cpu(self, region: str | None = None) -> None:
+        """The servers' mean CPUUsage over the chart's range from Cloud Monitor (one read; never raises: a failed
+        read leaves no CPU line and a note saying why)."""
+        if not self.samples or not self.servers:
+            self.cpu, self.cpu_note = [], "No CPU line: no server was seen behind the CLB."
+            return
+        start = self.samples[0].at.replace(second=0, microsecond=0)
+        end = max(self.until or start, start)
+        instances = [server_dimensions(i) for i in sorted(self.servers)]
+        try:
+            series = read_metric("QCE/CVM", "CPUUsage", instances, start, end, period=60, region=region)
+        except Exception as error:  # the chart is an aid: the run's outcome never depends on it
+            self.cpu = []
+            self.cpu_note = f"No CPU line: Cloud Monitor could not be read ({type(error).__name__}: {error})."[:300]
+            return
+        by_minute: dict[float, list[float]] = {}
+        for one in series:
+            for stamp, value in zip(one.timestamps, one.values, strict=True):
+                by_minute.setdefault(stamp, []).append(value)
+        self.cpu = [(datetime.fromtimestamp(t, UTC), sum(v) / len(v)) for t, v in sorted(by_minute.items())]
+        self.cpu_note = (
+            f"CPU: the mean CPUUsage of {len(self.servers)} server(s) from Cloud Monitor, per minute."
+            if self.cpu
+            else "No CPU line: Cloud Monitor has no CPUUsage points for these servers in this range."
+        )
+
     def markdown(self) -> list[str]:
         """The chart as a markdown image (a data: URL), with a line of text for those who cannot see it."""
         if not self.samples:
             return []
         svg = self.svg().encode()
         alt = f"{self.title}: {self.summary()}".replace("]", ")").replace("[", "(")
-        return [f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg).decode()})", "", self.summary()]
+        image = f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg).decode()})"
+        return [image, "", self.summary(), *(["", self.cpu_note] if self.cpu_note else [])]
 
     def summary(self) -> str:
         parts = []
@@ -155,7 +189,7 @@ class _Drawing:
             self.end = self.start + timedelta(seconds=1)
         values = [v for s in timeline.samples for v in (s.desired, s.in_service, s.healthy) if v is not None]
         self.top = max([*values, 1]) + 1
-        self.metrics = [d for d in timeline.drivers if d.value is not None]
+        self.thresholds = sorted({d.threshold for d in timeline.drivers if d.threshold is not None})
 
     def x(self, at: datetime) -> float:
         share = (at - self.start).total_seconds() / (self.end - self.start).total_seconds()
@@ -174,7 +208,7 @@ class _Drawing:
             f'<rect width="{W}" height="{H}" fill="#ffffff"/>',
             f'<text x="{LEFT}" y="18" font-size="14" font-weight="bold">{escape(self.t.title)}</text>',
         ]
-        out += self.axes() + self.driver_marks() + self.lines() + self.metric_points() + self.legend()
+        out += self.axes() + self.driver_marks() + self.lines() + self.cpu_line() + self.legend()
         return "\n".join([*out, "</svg>"])
 
     def axes(self) -> list[str]:
@@ -232,28 +266,33 @@ class _Drawing:
             out.append(f'<text x="{x + shift:.1f}" y="{y}" text-anchor="{anchor}" fill="#444">{escape(label)}</text>')
         return out
 
-    def metric_points(self) -> list[str]:
-        if not self.metrics:
+    def cpu_line(self) -> list[str]:
+        """The mean CPU on a percent axis at the right, with the alarms' thresholds dashed."""
+        if not self.t.cpu and not self.thresholds:
             return []
         x1 = W - RIGHT
-        name = self.metrics[0].metric or "metric"
-        out = [f'<text x="{x1 + 6}" y="{TOP - 8}" fill="{METRIC_COLOUR}">{escape(name.split("_")[0])} %</text>']
+        out = [f'<text x="{x1 + 6}" y="{TOP - 8}" fill="{METRIC_COLOUR}">CPU %</text>']
         for n in (0, 50, 100):
             out.append(f'<text x="{x1 + 6}" y="{self.y_percent(n) + 4:.1f}" fill="{METRIC_COLOUR}">{n}</text>')
-        for threshold in sorted({d.threshold for d in self.metrics if d.threshold is not None}):
+        for threshold in self.thresholds:
             y = self.y_percent(threshold)
             out.append(_line(LEFT, y, x1, y, METRIC_COLOUR, ' stroke-dasharray="4 4"'))
-        for d in self.metrics:
-            assert d.value is not None
-            x, y = self.x(d.at), self.y_percent(d.value)
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{METRIC_COLOUR}"/>')
+        inside = [(at, v) for at, v in self.t.cpu if self.start <= at <= self.end] or self.t.cpu[-1:]
+        if len(inside) == 1:
+            at, value = inside[0]
+            out.append(f'<circle cx="{self.x(at):.1f}" cy="{self.y_percent(value):.1f}" r="3" fill="{METRIC_COLOUR}"/>')
+        elif inside:
+            path = " ".join(f"{self.x(at):.1f},{self.y_percent(v):.1f}" for at, v in inside)
+            out.append(f'<polyline points="{path}" fill="none" stroke="{METRIC_COLOUR}" stroke-width="1.5"/>')
         return out
 
     def legend(self) -> list[str]:
         out, x, y = [], float(LEFT), H - 14
         entries = [(legend, colour, dash) for _, legend, colour, dash, _ in SERIES]
-        if self.metrics:
-            entries.append((f"{self.metrics[0].metric} (alarm)", METRIC_COLOUR, "4 4"))
+        if self.t.cpu:
+            entries.append(("mean CPU (Cloud Monitor)", METRIC_COLOUR, ""))
+        elif self.thresholds:
+            entries.append(("CPU alarm threshold", METRIC_COLOUR, "4 4"))
         for legend, colour, dash in entries:
             dashes = f' stroke-dasharray="{dash}"' if dash else ""
             out.append(_line(x, y - 4, x + 22, y - 4, colour, f' stroke-width="3"{dashes}'))

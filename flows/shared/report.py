@@ -162,6 +162,8 @@ class RunRecord:
 
     def publish(self, outcome: str) -> str:
         """Write the report and the server table as artifacts; return the markdown."""
+        if self.capacity.samples:
+            self.capacity.read_cpu(self.region)  # one Cloud Monitor read per report, for the chart's CPU line
         text = self.markdown(outcome)
         if outcome != "failed":
             self._update_progress(outcome)

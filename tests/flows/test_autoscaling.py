@@ -152,6 +152,7 @@ def test_alarms_verify_and_set_capacity(guide, cloud_env, scaled):
         # the report's chart, as its waits saw the group and the CLB: one more, healthy, and back
         assert "## Capacity in time\n\n![business tier: " in outcome.report
         assert "desired 2 → 3 → 2; in service 2 → 3 → 2; healthy behind the CLB 2 → 3 → 2." in outcome.report
+        assert "CPU: the mean CPUUsage of 3 server(s) from Cloud Monitor" in outcome.report  # one read, its line
 
     # set-capacity: +1 waits and verifies; 0 is clamped to the group's minimum
     business = autoscaling_params(guide).business

@@ -7,6 +7,7 @@ import base64
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flows.shared.capacity_chart import CapacityTimeline, driver_of
 from tasks.autoscaling_models import Activity
@@ -84,4 +85,29 @@ def test_the_timeline_keeps_changes_only_and_draws_them_as_one_svg():
     assert "session tier: asg-1 behind lb-1/lbl-1" in texts
     assert "11:00" in texts and "12:00" in texts, texts  # Beijing time on the axis (10:40 to 12:10)
     assert "schedule tcscale-session-peak-out" in texts and "CPU 90 (limit 70)" in texts
-    assert len(svg.findall(f"{SVG}circle")) == 1  # the alarm's CPU value, on the percent axis
+    assert not svg.findall(f"{SVG}circle") and len(lines) == 3  # no CPU read yet: the alarm's threshold only
+    assert "CPU alarm threshold" in texts and "CPU %" in texts
+
+
+def test_the_tiers_mean_cpu_is_read_from_cloud_monitor_once_and_a_failed_read_draws_none(
+    guide: dict[str, Any], sandbox: Any
+) -> None:
+    servers = [guide["session_server"]["instance_id"], guide["business_server"]["instance_id"]]
+    sandbox.admin("POST", "monitor/history", {"profile": "guide-lunch", "days": 1, "instance_ids": servers})
+    now = datetime.fromisoformat(sandbox.admin("GET", "clock")["now"].replace("Z", "+00:00"))
+    timeline = CapacityTimeline(title="tier")
+    timeline.observe(desired=2, in_service=2, at=now - timedelta(minutes=30))
+    timeline.observe_health({Target(instance_id=i, port=80): True for i in servers}, port=80, at=now)
+    timeline.read_cpu(guide["region"])
+    assert 29 <= len(timeline.cpu) <= 31 and all(0 < v <= 100 for _, v in timeline.cpu), timeline.cpu
+    assert timeline.cpu_note.startswith("CPU: the mean CPUUsage of 2 server(s)")
+    markdown = timeline.markdown()
+    assert markdown[-1] == timeline.cpu_note
+    svg = decoded(markdown)
+    assert [line.get("stroke") for line in svg.findall(f"{SVG}polyline")][-1] == "#9467bd"
+    assert "mean CPU (Cloud Monitor)" in [t.text for t in svg.iter(f"{SVG}text")]
+
+    timeline.servers = {"ins-notthere"}  # GetMonitorData refuses an unknown instance: no line, said so, no raise
+    timeline.read_cpu(guide["region"])
+    assert timeline.cpu == [] and timeline.cpu_note.startswith("No CPU line: Cloud Monitor could not be read")
+    assert not [p for p in decoded(timeline.markdown()).findall(f"{SVG}polyline") if p.get("stroke") == "#9467bd"]
