@@ -3,7 +3,8 @@
 A run marks what it makes: instances, images and CLBs carry the tag `tcscale:run=<key>`, its listeners
 are named `tcscale-<tier>-<key>`, security group rules it adds say `tcscale:<key>` in their description,
 each sdk.config it rewrote has a backup named after it, its bindings to a CLB it did not create are
-kept in the Prefect Variable `tcscale-bindings-<key>`, and its scaling groups carry the tag too (their launch
+kept in the Prefect Variable `tcscale-bindings-<key>`, a desired capacity it changed in `tcscale-capacity-<key>`
+(put back only while the group still desires what the run wrote), and its scaling groups carry the tag too (their launch
 configuration, attached servers, scheduled actions and alarm policies are found through the group). This flow
 finds them by those marks alone (the key matching exactly: `abc` never touches `abc-2`) and undoes them with the
 same functions a failed run uses, under both tiers' locks. One failure (an unreachable server) does not stop
@@ -23,7 +24,16 @@ from flows.autoscaling_steps import plan
 from flows.declaration import declared
 from flows.parameters import CleanupParameters
 from flows.scale_out_steps.preflight import select_servers
-from flows.shared.ledger import Ledger, Undone, forget_bindings, remembered_bindings, unbind
+from flows.shared.ledger import (
+    Ledger,
+    Undone,
+    forget_bindings,
+    forget_capacity,
+    remembered_bindings,
+    remembered_capacities,
+    restore_capacity,
+    unbind,
+)
 from flows.shared.tier_lock import LEASE_SECONDS, tier_lock
 from flows.shared.tier_run import settle_all
 from tasks import autoscaling as asg
@@ -49,6 +59,7 @@ class Removed(BaseModel):
     instances: list[str] = Field(default_factory=list)
     images: list[str] = Field(default_factory=list)
     scaling_groups: list[str] = Field(default_factory=list, description="group id (name)")
+    capacities_restored: list[str] = Field(default_factory=list, description="group id: desired run's -> before")
     launch_configurations: list[str] = Field(default_factory=list, description="tagged with the run")
     scheduled_actions: list[str] = Field(default_factory=list, description="group id/name")
     alarm_policies: list[str] = Field(default_factory=list, description="group id/name")
@@ -57,6 +68,9 @@ class Removed(BaseModel):
     failed: list[Undone] = Field(default_factory=list, description="what could not be undone, with the fix")
     configs_left: list[Undone] = Field(
         default_factory=list, description="sdk.config whose authServerUrl was set since the run: left, with the fix"
+    )
+    capacities_left: list[Undone] = Field(
+        default_factory=list, description="desired capacities set since the run: left, with the fix"
     )
 
     def markdown(self) -> str:
@@ -74,14 +88,16 @@ class Removed(BaseModel):
             ("scheduled actions deleted", self.scheduled_actions),
             ("servers detached from a scaling group and bound to its CLB again", self.servers_detached),
             ("servers the scaling group launched, terminated with it", self.group_servers),
+            ("desired capacities put back", self.capacities_restored),
+            ("desired capacities left: set since the run", [u.what for u in self.capacities_left]),
             ("scaling groups deleted", self.scaling_groups),
             ("launch configurations deleted", self.launch_configurations),
         ]
         lines = [f"# cleanup-run {self.run_key}: {verb}", "", "| what | ids |", "|---|---|"]
         lines += [f"| {what} | {', '.join(ids) or '-'} |" for what, ids in rows]
-        if self.configs_left:
-            lines += ["", "## Edited since the run: left as they are", "", "| server | now | fix |", "|---|---|---|"]
-            lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in self.configs_left]
+        if self.configs_left or self.capacities_left:
+            lines += ["", "## Edited since the run: left as they are", "", "| what | now | fix |", "|---|---|---|"]
+            lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in self.configs_left + self.capacities_left]
         if self.failed:
             lines += ["", "## Could not be undone: fix by hand", "", "| what | error | fix |", "|---|---|---|"]
             lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in self.failed]
@@ -132,6 +148,27 @@ def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> N
     if params.restore_configs:
         find_configs(params, removed, ledger)
     find_autoscaling(params, removed, ledger)  # made after the scale-out's resources: added last, undone first
+    find_capacities(params, removed, ledger)  # a group's capacity changed last of all: put back first
+
+
+def find_capacities(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
+    """The desired capacities the run changed (kept before the change), put back only while a group still desires
+    what the run wrote; a group of the run's own goes anyway."""
+    region, timeout, own = params.region, params.timeout, {g.split(" ")[0] for g in removed.scaling_groups}
+    for change in remembered_capacities(params.run_key):
+        group = asg.describe_group(region, change.group_id)
+        if group is None or change.group_id in own or group.desired == change.previous:
+            continue
+        if group.desired != change.target:
+            removed.capacities_left.append(Undone(what=change.described(), outcome="left",
+                                                  detail=f"desired capacity is {group.desired}, set since the run",
+                                                  fix=f"to go back to before the run: set the desired capacity of "
+                                                  f"{change.group_id} to {change.previous}"))  # fmt: skip
+            continue
+        removed.capacities_restored.append(f"{change.group_id}: {change.target} -> {change.previous}")
+        ledger.add(change.described(), lambda c=change: restore_capacity(c, timeout),
+                   f"set the desired capacity of {change.group_id} back to {change.previous} if it is still "
+                   f"{change.target}")  # fmt: skip
 
 
 def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
@@ -247,6 +284,7 @@ def cleanup_run(params: CleanupParameters) -> Removed:
             removed.failed += [u for u in ledger.undo_all(get_run_logger()) if u.outcome == "FAILED"]
             if not removed.failed:
                 forget_bindings(params.run_key)
+                forget_capacity(params.run_key)
     create_markdown_artifact(removed.markdown(), key=f"cleanup-run-{params.run_key}", description="cleanup-run report")
     if removed.failed:
         raise RuntimeError(

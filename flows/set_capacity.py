@@ -9,6 +9,7 @@ from flows.autoscaling_steps.checks import change_capacity_undoably, check_serve
 from flows.autoscaling_steps.outcome import AutoScalingOutcome, publish
 from flows.declaration import declared, load_declaration
 from flows.parameters import CapacityParameters
+from flows.shared.ledger import remembered_capacity
 from flows.shared.tier_run import this_flow_run_id, tier_run
 from tasks import autoscaling as asg
 
@@ -21,6 +22,20 @@ def clamp(target: int, group: asg.Group) -> tuple[int, str]:
             f"{group.max_size}]: set to {clamped} (change the bounds with configure-autoscaling)"
         )
     return target, ""
+
+
+def planned_target(key: str, params: CapacityParameters, group: asg.Group) -> tuple[int, str]:
+    """The target of this run key: the one its first run kept before changing (a re-run of a relative change never
+    counts from a capacity that change already reached), else `capacity` counted from the group's and clamped."""
+    kept = remembered_capacity(key, group.group_id)
+    if kept is None:
+        return clamp(params.target(group.desired), group)
+    if kept.asked != params.capacity:
+        raise ValueError(
+            f"run key {key} already set the desired capacity of {group.group_id} for {kept.asked!r} "
+            f"({kept.previous} -> {kept.target}), not {params.capacity!r}: give another run key for another change"
+        )
+    return kept.target, ""
 
 
 @flow(name="set-capacity", description="调整期望实例数: a tier's desired capacity (4, +2, -1), clamped to the bounds")
@@ -36,7 +51,7 @@ def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
     wait = lateness.lock_wait_seconds(params.late_after_minutes)  # the lunch peak waits out a busy tier
     with tier_run("set-capacity", params.tier, tp, 6, wait) as run:
         group = existing_group(run)
-        target, message = clamp(params.target(group.desired), group)
+        target, message = planned_target(run.key, params, group)
         result = AutoScalingOutcome(
             tier=params.tier, run_key=run.key, dry_run=tp.dry_run, group_id=group.group_id, capacity_message=message
         )
@@ -47,7 +62,7 @@ def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
         elif tp.dry_run:
             run.record.plan.append(f"{group.group_id}: desired {group.desired} -> {target}")
         else:
-            result.activities = change_capacity_undoably(run, group, target, "set the capacity")
+            result.activities = change_capacity_undoably(run, group, target, "set the capacity", params.capacity)
         if not tp.dry_run:
             ids = sorted(member_ids(run.region, group.group_id))
             check_servers(run, group, ids, vip_of(run, group))

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from flows.autoscaling_steps import plan
 from flows.parameters import AutoScalingTierParameters
 from flows.scale_out_steps.verify import VerificationFailed, until_ok
-from flows.shared.ledger import Left
+from flows.shared.ledger import (
+    CapacityChange,
+    Left,
+    forget_capacity,
+    remember_capacity,
+    remembered_capacity,
+    restore_capacity,
+)
 from flows.shared.tier_run import TierRun
 from tasks import autoscaling as asg
 from tasks import clb
@@ -59,22 +66,26 @@ def sample_health(run: TierRun[AutoScalingTierParameters], group: asg.Group) -> 
 
 
 def change_capacity_undoably(
-    run: TierRun[AutoScalingTierParameters], group: asg.Group, target: int, why: str
+    run: TierRun[AutoScalingTierParameters], group: asg.Group, target: int, why: str, asked: str = ""
 ) -> list[asg.Activity]:
-    """`change_capacity`, written to the ledger first: on a failure (of its activity, of a later check, or a lost
-    answer) the undo puts the desired capacity back, only while the group still desires `target`, what this run
-    wrote; a value set since by anyone else stays and is reported."""
-    region, previous, timeouts = run.region, group.desired, run.params.timeouts
+    """`change_capacity`, kept before it is made: per run key in a Prefect Variable (`remember_capacity`, what a re-run
+    of the key and `cleanup-run` find once this process is gone) and in the ledger: on a failure (of its activity, of a
+    later check, or a lost answer) the undo puts the desired capacity back, only while the group still desires
+    `target`, what this run wrote; a value set since by anyone else stays and is reported."""
+    earlier = remembered_capacity(run.key, group.group_id)
+    # a re-run writing what its killed run wrote keeps that run's original
+    previous = earlier.previous if earlier is not None and earlier.target == target else group.desired
+    change = CapacityChange(region=run.region, group_id=group.group_id, previous=previous, target=target, asked=asked)
+    remember_capacity(run.key, change)
+    timeouts = run.params.timeouts
 
     def restore() -> bool | Left:
-        now = described_group(region, group.group_id)
-        if now is not None and now.desired not in (target, previous):
-            return Left(detail=f"desired capacity of {group.group_id} is {now.desired}, set since this run wrote "
-                        f"{target}: not put back to {previous}")  # fmt: skip
-        return asg.restore_desired(region, group.group_id, target, previous, timeouts.undo, timeouts.poll)
+        restored = restore_capacity(change, timeouts.undo, timeouts.poll)
+        forget_capacity(run.key, group.group_id)  # never put back again over a later value
+        return restored
 
     run.ledger.add(
-        f"desired capacity of {group.group_id} {previous} -> {target}",
+        change.described(),
         restore,
         f"set the desired capacity of {group.group_id} back to {previous} if it is still {target}",
     )
@@ -161,11 +172,6 @@ def activity_ids(region: str, group_id: str) -> set[str]:
 
 
 @retrying()
-def described_group(region: str, group_id: str) -> asg.Group | None:
-    return asg.describe_group(region, group_id)
-
-
-@retrying()
 def listener_health(region: str, load_balancer_id: str, listener_id: str) -> dict[clb.Target, bool]:
     return clb.target_health(region, load_balancer_id, listener_id)
 
@@ -215,6 +221,7 @@ class LaunchCheck:
         timeout = run.params.autoscaling.activity_timeout
         poll = run.params.timeouts.poll
         group = asg.wait_settled(run.region, group.group_id, timeout, poll, capacity_seen(run, group))
+        group = self.put_back_a_killed_check(run, group)
         if group.desired + 1 > group.max_size:
             raise CapacityRefused(
                 f"{group.group_id} is at its max size {group.max_size}: a launch check needs one more; raise max_size"
@@ -229,10 +236,20 @@ class LaunchCheck:
         check_servers(run, group, self.new_ids, vip)
         self.seconds = time.monotonic() - started
         self.activities += change_capacity(run, grown, group.desired, "restore the desired capacity")
+        forget_capacity(run.key, group.group_id)  # put back: nothing left for a re-run or cleanup-run
         after = member_ids(run.region, group.group_id)
         if not protected <= after:
             raise VerificationFailed(f"the scale-in removed protected servers: {sorted(protected - after)}")
         return self
+
+    def put_back_a_killed_check(self, run: TierRun[AutoScalingTierParameters], group: asg.Group) -> asg.Group:
+        """A run of this key killed after its + 1 left the group grown (its kept change says so, and the group still
+        desires what it wrote): back to the original first, so this check measures from it and restores to it."""
+        earlier = remembered_capacity(run.key, group.group_id)
+        if earlier is None or earlier.target == earlier.previous or group.desired != earlier.target:
+            return group
+        self.activities += change_capacity(run, group, earlier.previous, "put back the + 1 of a killed run of this key")
+        return group.model_copy(update={"desired": earlier.previous})
 
 
 def activity_table(items: list[asg.Activity]) -> list[str]:

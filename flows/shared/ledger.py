@@ -8,7 +8,9 @@ finds its resource by the run's marks (tags, names, descriptions, backups), so i
 whose answer was lost, and `cleanup-run` undoes a killed run with the same functions.
 
 Bindings to a load balancer the run did not create carry no mark a later process could find, so they are
-also kept in a Prefect Variable (`tcscale-bindings-<run key>`) for `cleanup-run`.
+also kept in a Prefect Variable (`tcscale-bindings-<run key>`) for `cleanup-run`; so is a change of a scaling
+group's desired capacity (`tcscale-capacity-<run key>`: the original and the value the run writes, kept before it
+is written), which a re-run of the key and `cleanup-run` put back, and which makes `set-capacity` idempotent.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any, Literal
 from prefect.variables import Variable
 from pydantic import BaseModel
 
+from tasks import autoscaling as asg
 from tasks import clb
+from tasks.cloud import retrying
 
 log = logging.getLogger("tcscale.undo")
 
@@ -99,20 +103,81 @@ def _bindings_variable(run_key: str) -> str:
     return f"tcscale-bindings-{run_key}"
 
 
+def _kept(name: str) -> list[Any]:
+    return list(Variable.get(name, default=None) or [])
+
+
+def _keep(name: str, items: list[BaseModel]) -> None:
+    if items:
+        Variable.set(name, [item.model_dump() for item in items], overwrite=True)
+    else:
+        Variable.unset(name)
+
+
 def remember_binding(run_key: str, binding: Binding) -> None:
     """Keep, before binding, which pairs a run binds to a listener it did not create (for `cleanup-run`)."""
-    name = _bindings_variable(run_key)
-    known = [Binding.model_validate(b) for b in (Variable.get(name, default=None) or [])]
-    Variable.set(name, [b.model_dump() for b in [*known, binding]], overwrite=True)
+    _keep(_bindings_variable(run_key), [*remembered_bindings(run_key), binding])
 
 
 def remembered_bindings(run_key: str) -> list[Binding]:
-    return [Binding.model_validate(b) for b in (Variable.get(_bindings_variable(run_key), default=None) or [])]
+    return [Binding.model_validate(b) for b in _kept(_bindings_variable(run_key))]
 
 
 def forget_bindings(run_key: str) -> None:
     """Once they are undone (a cleaned-up run), its remembered bindings are of no more use."""
     Variable.unset(_bindings_variable(run_key))
+
+
+# --- desired capacity of a scaling group ---------------------------------------------------------------------
+
+
+class CapacityChange(BaseModel):
+    """A run's ModifyDesiredCapacity of a group, kept before it is made: the group's desired capacity before the run
+    (`previous`) and the value the run writes (`target`), with what `set-capacity` was asked (`asked`, "+1")."""
+
+    region: str
+    group_id: str
+    previous: int
+    target: int
+    asked: str = ""
+
+    def described(self) -> str:
+        return f"desired capacity of {self.group_id} {self.previous} -> {self.target}"
+
+
+def _capacity_variable(run_key: str) -> str:
+    return f"tcscale-capacity-{run_key}"
+
+
+def remembered_capacities(run_key: str) -> list[CapacityChange]:
+    return [CapacityChange.model_validate(c) for c in _kept(_capacity_variable(run_key))]
+
+
+def remembered_capacity(run_key: str, group_id: str) -> CapacityChange | None:
+    return next((c for c in remembered_capacities(run_key) if c.group_id == group_id), None)
+
+
+def remember_capacity(run_key: str, change: CapacityChange) -> None:
+    """Keep, before the change, what a run sets a group's desired capacity to (one change per group and run key)."""
+    others = [c for c in remembered_capacities(run_key) if c.group_id != change.group_id]
+    _keep(_capacity_variable(run_key), [*others, change])
+
+
+def forget_capacity(run_key: str, group_id: str | None = None) -> None:
+    """Once put back (or undone), a remembered change is of no more use: none of its group's (None: of every group)
+    is restored again over a value someone else sets later."""
+    kept = [] if group_id is None else [c for c in remembered_capacities(run_key) if c.group_id != group_id]
+    _keep(_capacity_variable(run_key), kept)
+
+
+def restore_capacity(change: CapacityChange, timeout: float, poll: float = 2.0) -> bool | Left:
+    """The group's desired capacity back to `previous`, only while it is still the `target` the run wrote; a value
+    set since by anyone else stays and is reported (a `Left`). False: nothing to put back (also: no group)."""
+    now = retrying()(asg.describe_group)(change.region, change.group_id)
+    if now is not None and now.desired not in (change.target, change.previous):
+        return Left(detail=f"desired capacity of {change.group_id} is {now.desired}, set since this run wrote "
+                    f"{change.target}: not put back to {change.previous}")  # fmt: skip
+    return asg.restore_desired(change.region, change.group_id, change.target, change.previous, timeout, poll)
 
 
 def unbind(binding: Binding, timeout: float) -> list[clb.Target]:

@@ -57,22 +57,7 @@ SMOKE = {
     "scale-out-session-tier/03-at-CreateListener#1/cleanup",
 }
 # Cases that expose a defect not fixed yet: {case id: reason}. Strict: a fixed defect makes its case XPASS (fail).
-GROWN_FOR_GOOD = (
-    "verify-autoscaling's desired + 1 is undone only by its in-memory ledger: once its process is killed after "
-    "the +1, nothing durable says the group was grown (no mark on the group, no record for cleanup-run), so a re-run "
-    "with the same key checks from the grown desired capacity and restores to it, and cleanup-run of the key finds "
-    "nothing: the group stays one server larger (record the change durably before making it, as the bindings to "
-    "CLBs a run did not create are, and restore it in the re-run and in cleanup-run)"
-)
-DEFECTS: dict[str, str] = {
-    "verify-autoscaling/01-at-ModifyDesiredCapacity#2/rerun": GROWN_FOR_GOOD,
-    "verify-autoscaling/01-at-ModifyDesiredCapacity#2/cleanup": GROWN_FOR_GOOD,
-    "set-capacity/01-after-ModifyDesiredCapacity#1/rerun": (
-        "a relative set-capacity (+1) killed once its ModifyDesiredCapacity went through is applied again by a "
-        "re-run with the same run key (desired 2 -> 4): the run key does not make the change idempotent (record "
-        "the target per run key before changing, and have a re-run apply that target)"
-    ),
-}
+DEFECTS: dict[str, str] = {}
 
 RUN_IN_A_PROCESS = """
 import json, sys
