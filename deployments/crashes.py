@@ -31,7 +31,8 @@ CRASH_ZOMBIES = "tcscale: crash zombie runs"
 CLEAN_UP_CRASHED = "tcscale: clean up crashed runs"
 FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
 # The flows whose changes cleanup-run finds by their marks (set-capacity and verify-autoscaling change a desired
-# capacity, which carries no mark; cleanup-run itself is not cleaned up by another cleanup-run).
+# capacity, kept per run key: a re-run of the key completes or puts it back, and a cleanup-run of the key by hand
+# puts it back; cleanup-run itself is not cleaned up by another cleanup-run).
 CLEANED_UP_FLOWS = ("scale-out-cluster", "scale-out-session-tier", "scale-out-business-tier", "configure-autoscaling")
 # The run key of the dead run: its `params.run_key`, else its flow run id (as `tier_run.run_key` does). Rendered as
 # text: a bare "{{ ... }}" string is rendered as JSON by Prefect, and a flow run id is no JSON (the action failed).

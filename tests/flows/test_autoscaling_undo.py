@@ -2,7 +2,7 @@
 
 A launch configuration or scaling group whose create answer was lost is still undone (found by the run's tags);
 `cleanup-run` deletes only launch configurations carrying the run's tag; a failed launch check puts the desired
-capacity back, but never over someone else's later change.
+capacity back, but never over someone else's later change; so does `cleanup-run` with a run's kept capacity change.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from tencentcloud.autoscaling.v20180419.autoscaling_client import AutoscalingCli
 from flows.autoscaling_steps import plan
 from flows.configure_autoscaling import configure_autoscaling
 from flows.scale_out import scale_out_business_tier
+from flows.shared.ledger import CapacityChange, forget_capacity, remember_capacity, remembered_capacities
 from flows.verify_autoscaling import verify_autoscaling
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
@@ -136,3 +137,41 @@ def test_restoring_the_desired_capacity_never_overwrites_a_later_change(cloud_en
     assert (asg.describe_group(REGION, g.group_id) or pytest.fail("gone")).desired == 2
     assert asg.restore_desired.fn(REGION, g.group_id, written=2, previous=0, timeout=60)
     assert asg.wait_settled.fn(REGION, g.group_id, 60, 0.2).desired == 0
+
+
+def test_cleanup_puts_back_a_kept_capacity_change_only_over_the_runs_value(guide, cloud_env):
+    """Crash matrix: a run killed after its ModifyDesiredCapacity (verify-autoscaling's + 1) left only its kept change;
+    cleanup-run of its key puts the capacity back while the group desires what the run wrote, never over a later
+    value (that one is left and reported with its fix)."""
+    from tests.tasks.test_autoscaling_tasks import REGION, group
+
+    g = group()
+    kept = CapacityChange(region=REGION, group_id=g.group_id, previous=0, target=1)
+    asg.modify_desired.fn(REGION, g.group_id, 1)
+    remember_capacity(KEY, kept)
+    removed = cleanup(guide)
+    assert removed.capacities_restored == [f"{g.group_id}: 1 -> 0"] and not removed.failed
+    assert asg.wait_settled.fn(REGION, g.group_id, 60, 0.2).desired == 0
+    assert remembered_capacities(KEY) == [], "a put-back change is forgotten: never restored again"
+
+    asg.modify_desired.fn(REGION, g.group_id, 2)  # someone else's, after the run wrote 1
+    remember_capacity(KEY, kept)
+    removed = cleanup(guide)
+    assert not removed.capacities_restored and [u.what for u in removed.capacities_left] == [kept.described()]
+    assert asg.wait_settled.fn(REGION, g.group_id, 60, 0.2).desired == 2
+    forget_capacity(KEY)  # the session's Prefect server outlives this test's sandbox
+
+
+def test_a_set_capacity_rerun_applies_its_kept_target_or_refuses_another(guide, cloud_env):
+    """Crash matrix: the same run key's set-capacity never counts a relative change again from what it reached."""
+    from flows.parameters import CapacityParameters
+    from flows.set_capacity import planned_target
+    from tests.tasks.test_autoscaling_tasks import REGION, group
+
+    g = group().model_copy(update={"desired": 3})  # + 1 from 2 went through before the run was killed
+    remember_capacity(KEY, CapacityChange(region=REGION, group_id=g.group_id, previous=2, target=3, asked="+1"))
+    assert planned_target(KEY, CapacityParameters(tier="business", capacity="+1"), g) == (3, "")
+    with pytest.raises(ValueError, match=r"already set the desired capacity .* give another run key"):
+        planned_target(KEY, CapacityParameters(tier="business", capacity="+2"), g)
+    assert planned_target("another-key", CapacityParameters(tier="business", capacity="-1"), g)[0] == 2
+    forget_capacity(KEY)  # the session's Prefect server outlives this test's sandbox

@@ -31,6 +31,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from devstack.prefect_server import PrefectServer
+from flows.shared.ledger import forget_capacity
 from flows.shared.tier_lock import limit_name
 from flows.shared.tier_run import TierOutcome
 from sandbox.server import EmbeddedSandbox
@@ -157,6 +158,7 @@ def test_crash(
 ) -> None:
     sandbox, spec, key = cloud_env, FLOWS[boundary.flow], KEYS.get(boundary.flow, KEY)
     operator, baseline, before = start(sandbox, guide, boundary.flow)
+    forget_capacity(key)  # a case's sandbox is new, the session's Prefect server (and a key's kept change) is not
     run_until_killed(sandbox, guide, boundary, key, tmp_path / "killed-run.log")
     held = free_the_killed_runs_tiers()
     refresh_known_hosts(sandbox, guide)  # the operator's known_hosts lists the servers a scaling group launched since
