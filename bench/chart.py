@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -180,7 +182,16 @@ def panels(scale_out: dict[str, Any] | None, rewrite: dict[str, Any] | None, cha
     return drawn
 
 
-def svg(drawn: list[str]) -> str:
+def load_note(*results: dict[str, Any] | None) -> str:
+    """The machine's load when each bench ended: on a shared machine its wall times are read against it."""
+    loads = [f"{r['bench']} {r['load_at_end'][0]:.1f}" for r in results if r and "load_at_end" in r]
+    return f"load average at the end: {', '.join(loads)} ({os.cpu_count()} CPUs)" if loads else ""
+
+
+FOOTER = 22
+
+
+def svg(drawn: list[str], footer: str = "") -> str:
     style = (
         "text{font-family:DejaVu Sans,Arial,sans-serif;fill:#24292f}.title{font-size:14px;font-weight:bold;"
         "text-anchor:middle}.label{font-size:12px;text-anchor:middle}.xtick{font-size:11px;text-anchor:middle}"
@@ -190,17 +201,20 @@ def svg(drawn: list[str]) -> str:
     cells = "".join(
         f'<g transform="translate({WIDTH * (n % 2)} {HEIGHT * (n // 2)})">{panel}</g>' for n, panel in enumerate(drawn)
     )
-    rows = (len(drawn) + 1) // 2
+    height = (len(drawn) + 1) // 2 * HEIGHT
+    note = f'<text x="{2 * WIDTH - 10}" y="{height + 15}" class="note">{escape(footer)}</text>'
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * WIDTH}" height="{rows * HEIGHT}">'
-        f'<style>{style}</style><rect width="100%" height="100%" fill="white"/>{cells}</svg>'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * WIDTH}" height="{height + FOOTER}">'
+        f'<style>{style}</style><rect width="100%" height="100%" fill="white"/>{cells}{note}</svg>'
     )
 
 
 def to_png(drawing: str, path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    width, height = 2 * WIDTH, HEIGHT * ((drawing.count('<g transform="translate(') + 1) // 2)
+    size = re.search(r'<svg [^>]*width="(\d+)" height="(\d+)"', drawing)
+    assert size is not None, "not an SVG of bench.chart"
+    width, height = int(size.group(1)), int(size.group(2))
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         try:
@@ -254,7 +268,7 @@ def main() -> None:
     parser.add_argument("--png", default=str(ROOT / "docs" / "bench.png"))
     args = parser.parse_args()
     scale_out, rewrite, chat, dataplane = load("scale_out"), load("rewrite"), load("chatops"), load("dataplane")
-    drawing = svg(panels(scale_out, rewrite, chat))
+    drawing = svg(panels(scale_out, rewrite, chat), load_note(scale_out, rewrite, chat))
     (RESULTS / "bench.svg").write_text(drawing)
     to_png(drawing, Path(args.png))
     print(f"chart: {args.png}")

@@ -147,7 +147,8 @@ def _cell(value: Any) -> str:
 def write_results(name: str, results: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    results = {"bench": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(), **results}
+    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    results = {"bench": name, "when": when, "cpus": os.cpu_count(), "load_at_end": os.getloadavg(), **results}
     path.write_text(json.dumps(results, indent=2))
     print(f"\nresults: {path.relative_to(ROOT)}")
     return path

@@ -198,11 +198,11 @@ def wait_restarted(
 
 
 def _holds(observe: Any, after: AppProcess, host: str, app: str, settle: float) -> None:
-    """Look halfway through the settle window and at its end: any change of process, a failed state or HTTP down
-    fails."""
+    """Look again at the end of the settle window: a new process (a restart in between changes the identity, pid +
+    start), a failed or stopped one, or HTTP down fails. One look, not a poll: each look is an SSH command and an
+    HTTP request on the server, and a repoint of 100 servers is bound by them."""
     if settle <= 0:
         return
-    start = time.monotonic()
 
     def broken(state: tuple[Probe, AppProcess]) -> str | None:
         up, process = state
@@ -216,18 +216,16 @@ def _holds(observe: Any, after: AppProcess, host: str, app: str, settle: float) 
             return f"{app} stopped answering after it restarted: {up.detail}"
         return None
 
+    time.sleep(settle)
     try:
         wait_until(
-            lambda: (observe(), time.monotonic() - start),
-            done=lambda s: s[1] >= settle,
-            failed=lambda s: broken(s[0]),
+            observe,
+            done=lambda _: True,  # the first look that SSH and HTTP answer decides
+            failed=broken,
             what=f"{app} on {host} to stay up",
-            timeout=settle * 2 + 30,
-            # Twice in the window: a restart in between changes the identity (pid + start), so the last look
-            # catches a crash loop that the middle one missed; each look is an SSH command and an HTTP request
-            # per server, and a repoint of 100 servers is CPU-bound on them.
-            first_delay=settle / 2,
-            max_delay=settle / 2,
+            timeout=settle + 30,
+            first_delay=0.2,
+            max_delay=2.0,
             transient=lambda error: isinstance(error, RemoteError),
         )
     except WaitFailed as error:
