@@ -51,6 +51,7 @@ FORMS = {  # each deployment's run form (flows/run_forms.py)
     "autoscaling": "AutoScalingForm",
     "verify": "AutoScalingForm",
     "capacity": "CapacityForm",
+    "plan": "PlanCapacityForm",
 }
 
 
