@@ -29,7 +29,7 @@ from tests.sdk import poll
 LUNCH, EVENING = (11 * 60 + 30, 13 * 60 + 30), (19 * 60, 21 * 60)
 
 
-def test_a_real_plan_needs_the_declaration_to_say_forecast_and_a_scaling_group(cloud_env):
+def test_a_real_plan_needs_the_declaration_to_say_forecast_and_a_scaling_group(cloud_env, prefect_harness):
     """Refused before any change, naming both fixes (no declaration: the fixed lunch peak is what is declared)."""
     with pytest.raises(PlanInputError) as refused:
         plan_capacity(CapacityPlanParameters(tier="business"))
