@@ -1,6 +1,7 @@
 """Scaling policies through the real SDK: SIMPLE alarm policies and target tracking over the sandbox's
 per-server metrics (pinned through `POST /_sandbox/metrics`, or derived from the requests the apps serve)."""
 
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -193,6 +194,10 @@ def test_metrics_count_the_requests_an_app_serves(sandbox: Any) -> None:
     port = seed["ports"]["map"][str(seed["ports"]["business"])]
     url = f"http://{server['private_ip']}:{port}/"
     poll(lambda: httpx.get(url, timeout=5).status_code < 500, what="the business app up", timeout=20)
+    # The requests one second into a minute of sandbox time, so they all fall in it, and in the last whole minute
+    # after the jump below (sent just before a minute's end, some fell in the next one and the CPU read idle).
+    now = datetime.fromisoformat(sandbox.admin("GET", "clock")["now"])
+    sandbox.admin("POST", "clock", {"advance": 61 - now.second})  # `now` is to the second
     before = sandbox.admin("GET", "metrics")["servers"][server["instance_id"]]["requests"]
     for _ in range(30):
         httpx.get(url, timeout=5)
