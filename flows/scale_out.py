@@ -30,13 +30,28 @@ from flows.scale_out_steps.repoint import repoint_business_servers
 from flows.shared import handoff
 from flows.shared.tier_run import TierOutcome, TierRun, settle_all, this_flow_run_id, tier_run
 from tasks.business_server import plan_config_change
-from tasks.clb import LoadBalancer
+from tasks.clb import Listener, LoadBalancer
 from tasks.cvm import Image, Server
 from tasks.health import auth_url
 from tasks.models import Change, HostKeyPolicy, RuntimeProfile, SshSettings
 
 SESSION_STEPS = 12
 BUSINESS_STEPS = 12
+
+
+def built_beside_balancer(
+    run: TierRun[TierParameters], plan: TierPlan, clb_type: str, port: int, health_path: str
+) -> tuple[Image, list[Server], LoadBalancer, Listener]:
+    """Steps 1 and 2 (the image, the servers from it) as a branch of the run while step 3's CLB and its listener are
+    made: they need only the VPC. Nothing is undone while the image or the servers are still being made."""
+    building = launch.servers_from_image.submit(run, plan)
+    try:
+        balancer = balance.load_balancer(run, plan, clb_type)
+        listener = balance.tcp_listener(run, balancer, port, health_path)
+    finally:
+        settle_all([building])
+    image, new = building.result()
+    return image, new, balancer, listener
 
 
 @flow(
@@ -53,13 +68,7 @@ def scale_out_session_tier(params: SessionTierParameters) -> TierOutcome:
             run.record.changes += planned
             return run.finish(planned_outcome(run, plan, "INTERNAL", port, business))
         # 1. 制作会话管理服务器镜像  2. 基于镜像创建会话管理服务器, while 3. 创建内网负载均衡 and its TCP listener
-        building = launch.servers_from_image.submit(run, plan)
-        try:
-            balancer = balance.load_balancer(run, plan, "INTERNAL")
-            listener = balance.tcp_listener(run, balancer, port, params.health.auth_path)
-        finally:
-            settle_all([building])  # nothing is undone while the image or the servers are still being made
-        image, new = building.result()
+        image, new, balancer, listener = built_beside_balancer(run, plan, "INTERNAL", port, params.health.auth_path)
         # 3. the VIP let in, old and new servers bound and healthy
         servers, skipped = balance.bindable([*running(plan.members), *new])
         balance.admit_vip(run, balancer, servers, port)
@@ -84,13 +93,7 @@ def scale_out_business_tier(params: BusinessTierParameters) -> TierOutcome:
         if params.dry_run:
             return run.finish(planned_outcome(run, plan, "OPEN", port, []))
         # 1. 制作业务服务器镜像  2. 基于镜像创建业务服务器, while 3. 配置外网负载均衡 and its TCP listener
-        building = launch.servers_from_image.submit(run, plan)
-        try:
-            balancer = balance.load_balancer(run, plan, "OPEN")
-            listener = balance.tcp_listener(run, balancer, port, params.health.up_path)
-        finally:
-            settle_all([building])  # nothing is undone while the image or the servers are still being made
-        image, new = building.result()
+        image, new, balancer, listener = built_beside_balancer(run, plan, "OPEN", port, params.health.up_path)
         verify.business_apps(run, new, profile, "the new business servers' app answers (the image starts it at boot)")
         # Beside the session tier (scale-out-cluster), the image may predate its VIP: the new servers are repointed
         # to it before they serve. Alone, the image already carries the session tier's authServerUrl.
