@@ -15,9 +15,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from devstack.prefect_server import free_port
+from devstack.throwaway import Throwaway
 
 MIN_VERSION = (14, 9)  # what Prefect 3.8 supports
 PACKAGES = ["postgresql", "postgresql-contrib"]
@@ -45,7 +45,7 @@ def server_version(bindir: Path) -> tuple[int, int]:
     return int(found[1]), int(found[2])
 
 
-class LocalPostgres:
+class LocalPostgres(Throwaway):
     """A PostgreSQL cluster in a temporary directory: `.database_url` is what Prefect's server takes."""
 
     def __init__(self, user: str = "tcscale", database: str = "prefect", install: bool = True) -> None:
@@ -141,15 +141,3 @@ class LocalPostgres:
             )
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
-
-    def __enter__(self) -> LocalPostgres:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.stop()

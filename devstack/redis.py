@@ -19,9 +19,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from devstack.prefect_server import free_port
+from devstack.throwaway import Throwaway
 from tasks.waiters import wait_until
 
 PACKAGE = "redis-server"
@@ -37,7 +37,7 @@ def install_with_apt() -> None:
     subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", PACKAGE], check=True, env=env)
 
 
-class LocalRedis:
+class LocalRedis(Throwaway):
     """A redis-server child on 127.0.0.1 with a password; `.url(db)` is what redis clients take."""
 
     def __init__(self, parent: Path | None = None, install: bool = True) -> None:
@@ -119,15 +119,3 @@ class LocalRedis:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
-
-    def __enter__(self) -> LocalRedis:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.stop()
