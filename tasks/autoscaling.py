@@ -3,11 +3,13 @@
 Every write is a Prefect task retried on retryable codes only (`tasks.cloud.retrying`). Auto Scaling's creates
 take no ClientToken, so each create finds its resource by name first (a retry, or a re-run, adopts it).
 Activities are eventually consistent: right after a change, DescribeAutoScalingActivities may list nothing, which
-is "not yet", never an index to take.
+is "not yet", never an index to take. A desired-capacity write whose answer was lost may still take effect later: a
+write of another value to that group waits until it no longer can (tasks/lost_writes.py).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +29,7 @@ from tasks.autoscaling_models import (
     ScheduledAction,
 )
 from tasks.cloud import call_json, clients_for, retrying
+from tasks.lost_writes import outlast, write_outlasting
 from tasks.waiters import wait_until
 
 __all__ = [
@@ -234,7 +237,12 @@ def create_group(region: str, name: str, request: dict[str, Any], tags: dict[str
 @task(name="modify-scaling-group", cache_policy=NO_CACHE)
 @retrying()
 def modify_group(region: str, group_id: str, changes: dict[str, Any]) -> None:
-    call_json(clients_for(region).autoscaling, "ModifyAutoScalingGroup", {"AutoScalingGroupId": group_id, **changes})
+    request = {"AutoScalingGroupId": group_id, **changes}
+    write = functools.partial(call_json, clients_for(region).autoscaling, "ModifyAutoScalingGroup", request)
+    if "DesiredCapacity" in changes:
+        write_outlasting(("desired", region, group_id), changes["DesiredCapacity"], write)
+    else:
+        write()
 
 
 @task(name="delete-scaling-group", cache_policy=NO_CACHE)
@@ -293,13 +301,16 @@ def set_protection(region: str, group_id: str, instance_ids: list[str], protecte
 @retrying()
 def modify_desired(region: str, group_id: str, desired: int) -> None:
     request = {"AutoScalingGroupId": group_id, "DesiredCapacity": desired}
-    call_json(clients_for(region).autoscaling, "ModifyDesiredCapacity", request)
+    write = functools.partial(call_json, clients_for(region).autoscaling, "ModifyDesiredCapacity", request)
+    write_outlasting(("desired", region, group_id), desired, write)
 
 
 @task(name="restore-desired-capacity", cache_policy=NO_CACHE)
 def restore_desired(region: str, group_id: str, written: int, previous: int, timeout: float, poll: float = 2.0) -> bool:
     """Undo a ModifyDesiredCapacity: back to `previous` only while the group still desires `written` (the value the
-    run set), never over someone else's later change; waits for the activities it starts."""
+    run set), never over someone else's later change; waits for the activities it starts. A write of this process
+    whose answer was lost is waited out first: it may land after the run gave up on it."""
+    outlast(("desired", region, group_id), unless=previous)
     group = describe_group(region, group_id)
     if group is None or group.desired != written:
         return False
@@ -313,6 +324,8 @@ def restore_desired(region: str, group_id: str, written: int, previous: int, tim
 def restore_group(region: str, group_id: str, written: dict[str, Any], previous: dict[str, Any]) -> bool:
     """Undo a ModifyAutoScalingGroup: each field back to `previous` only while it still holds the value the run
     `written` (a later change of that field by anyone else stays)."""
+    if "DesiredCapacity" in written:  # a lost write of it may land after the run gave up on it: waited out first
+        outlast(("desired", region, group_id), unless=previous["DesiredCapacity"])
     group = describe_group(region, group_id)
     if group is None:
         return False

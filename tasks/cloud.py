@@ -304,6 +304,26 @@ def is_retryable(exc: BaseException) -> bool:
     return code in RETRYABLE_CODES or any(code == p or code.startswith(p + ".") for p in RETRYABLE_PREFIXES)
 
 
+# A connection never made sent nothing (urllib3's names in the SDK's ClientNetworkError message)
+_NEVER_SENT = ("NewConnectionError", "ConnectTimeoutError")
+
+
+def answer_lost(exc: BaseException) -> bool:
+    """Did a request perhaps reach the cloud without its answer reaching us (timed out, connection dropped, a
+    gateway's non-200)? Then the change it asks for may still take effect, later. A refused connection sent nothing."""
+    if not isinstance(exc, CloudError):
+        return False
+    never_sent = any(name in exc.message for name in _NEVER_SENT)
+    return exc.code == "ServerNetworkError" or (exc.code == "ClientNetworkError" and not never_sent)
+
+
+def lost_write_window() -> float:
+    """Seconds after it was sent until which a write whose answer was lost may still take effect. Tencent's API states
+    no bound: tcscale assumes the cloud applies a request, if ever, within one more request timeout after the client
+    gave up on it (twice TCSCALE_REQUEST_TIMEOUT, 60 s by default)."""
+    return 2.0 * current_settings().request_timeout
+
+
 def jittered(delay: float, rng: random.Random | None = None) -> float:
     """`delay` spread uniformly over [delay/2, delay] ("equal jitter")."""
     return delay / 2 + (rng or random).uniform(0, delay / 2)
@@ -339,7 +359,7 @@ def retrying(
                     if number == attempts or not retry_if(exc):
                         raise
                     delay = jittered(min(cap, first * 2 ** (number - 1))) * BACKOFF_SCALE
-                    _retry_logger().warning(
+                    run_logger().warning(
                         "%s failed (%s), attempt %d/%d; retrying in %.1fs", fn.__name__, exc, number, attempts, delay
                     )
                     sleep(delay)
@@ -350,7 +370,8 @@ def retrying(
     return decorate
 
 
-def _retry_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The Prefect run's logger inside a run, else the `tcscale.retry` logger."""
     from prefect.exceptions import MissingContextError
     from prefect.logging import get_run_logger
 

@@ -115,10 +115,12 @@ class RequestStats:
     the requests that change something (`changes`, the last CHANGES_KEPT: where a run can be stopped between two
     of its changes).
 
-    Counting is one Counter increment per request: cheap enough to stay on always.
+    Counting is one Counter increment per request: cheap enough to stay on always. `in_flight`: the API requests
+    being served now (one held by a latency rule counts until the sandbox has applied and answered it).
     """
 
     def __init__(self) -> None:
+        self.in_flight = 0  # not reset: the requests being served do not start again
         self.reset()
 
     def reset(self) -> None:
@@ -146,6 +148,7 @@ class RequestStats:
             "requests": by_service,
             "errors": dict(sorted(self.errors.items())),
             "changes": list(self.changes),
+            "in_flight": self.in_flight,
         }
 
 

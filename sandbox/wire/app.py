@@ -51,6 +51,7 @@ class SandboxApp:
 
     async def _api(self, scope: dict[str, Any], body: bytes) -> dict[str, Any]:
         rid = request_id()
+        self.stats.in_flight += 1  # one event loop: no lock needed
         try:
             result = await self._dispatch(scope, body, rid)
         except ApiError as error:
@@ -62,6 +63,8 @@ class SandboxApp:
             log.exception("unexpected error serving request %s", rid)
             error = {"Code": "InternalError", "Message": "An internal error occurred."}
             return {"Response": {"Error": error, "RequestId": rid}}
+        finally:
+            self.stats.in_flight -= 1
         result["RequestId"] = rid
         return {"Response": result}
 

@@ -37,7 +37,8 @@ from tests.reliability.flows import FLOWS, Knobs
 ACTIONS_FILE = Path(__file__).with_name("actions.json")
 RECORD = os.environ.get("TCSCALE_RECORD_MATRIX") == "1"
 REQUEST_TIMEOUT = 2  # seconds: TCSCALE_REQUEST_TIMEOUT in the late-answer cases
-LATE_MS = 3000  # the late answer arrives after that deadline
+LATE_MS = 3000  # the late answer arrives after that deadline, within the product's bound (tasks/cloud.py
+# lost_write_window: twice the request timeout since it was sent), after which it assumes a lost write never lands
 SLOW_PROFILE = {"profile": "realistic", "time_scale": 0.05}  # image 6 s, server 1.5 s, CLB 0.3 s, CLB task 0.1 s
 Rule = dict[str, Any]
 

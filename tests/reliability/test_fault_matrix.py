@@ -33,15 +33,8 @@ SMOKE = {
 # Flows whose every read is retried (tasks/cloud.py `retrying`): a throttling burst must end in success, not an undo.
 # The summary counts the throttled cases of the other flows that ended in an undo instead.
 RETRIES_EVERY_READ = {"set-capacity"}
-# Defects the matrix found and not fixed yet: {case id: why}. Not strict: a race, it fails in about 2 runs of 3.
-DEFECTS = {
-    "verify-autoscaling/ModifyDesiredCapacity/late-answer": (
-        "the +1's ModifyDesiredCapacity (desired 3) times out on the client, its retry lands at once, the check "
-        "and the restore (desired 2) finish within the 1 s before the late first request lands: desired is 3 "
-        "again and the run succeeded with the group one server larger. A write whose answer was lost may land "
-        "after the run's next write to the same group"
-    ),
-}
+# Defects the matrix found and not fixed yet: {case id: why} (a race: not strict).
+DEFECTS: dict[str, str] = {}
 
 
 def params() -> list[Any]:

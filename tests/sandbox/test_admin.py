@@ -118,3 +118,15 @@ def test_a_lost_answer_with_latency_is_late_after_the_change_is_made(client, san
     assert caller.is_alive(), "the answer came before the hold ended"
     caller.join(30)
     assert failed, "the answer was not lost"
+
+
+def test_stats_count_the_requests_still_being_served(client, sandbox):
+    """A request held by a latency rule is in flight until the sandbox has applied and answered it: what a test waits
+    on to see where a write its client gave up on finally landed."""
+    cvm = client(cvm_client.CvmClient)
+    sandbox.admin("POST", "faults", {"action": "CreateKeyPair", "latency_ms": 1000, "count": 1})
+    caller = threading.Thread(target=create_key, args=(cvm, "held"))
+    caller.start()
+    poll(lambda: sandbox.admin("GET", "stats")["in_flight"], done=lambda n: n == 1, what="the held request", timeout=10)
+    caller.join(30)
+    assert sandbox.admin("GET", "stats")["in_flight"] == 0

@@ -9,9 +9,10 @@ import pytest
 
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies
-from tasks.cloud import call_json, clients_for
+from tasks.cloud import CloudError, call_json, clients_for
 from tasks.cvm import wait_servers_running
 from tasks.waiters import WaitFailed
+from tests.sdk import poll
 
 REGION = "ap-guangzhou"
 IMAGE = "img-l8og963d"  # the catalog's public CentOS
@@ -139,3 +140,40 @@ def test_restore_group_puts_back_only_what_still_holds_the_runs_value(cloud_env)
     restored = asg.describe_group(REGION, g.group_id) or pytest.fail("gone")
     assert restored.max_size == 4 and restored.termination_policies == g.termination_policies
     assert not asg.restore_group.fn(REGION, g.group_id, written, previous)
+
+
+def desired_once_landed(sandbox, group_id: str) -> int:
+    """The group's desired capacity once every request the sandbox holds has landed (a write its client gave up on
+    included)."""
+    poll(lambda: sandbox.admin("GET", "stats")["in_flight"], done=lambda n: n == 0, what="the held write", timeout=10)
+    return (asg.describe_group(REGION, group_id) or pytest.fail("the group is gone")).desired
+
+
+# The first ModifyDesiredCapacity is held past the client's deadline (1 s) and lands 1.5 s after it was sent.
+LATE_WRITE = {"service": "as", "action": "ModifyDesiredCapacity", "latency_ms": 1500, "count": 1}
+
+
+def test_a_write_whose_answer_was_lost_never_lands_over_a_later_one(cloud_env, monkeypatch):
+    """desired 0 -> 1: the first request times out on the client and its retry lands at once; the run then writes 0
+    back while the first request is still held. That write waits until the lost one can no longer land (the API has
+    no conditional write), so the group ends where the run left it, not one server larger."""
+    g = group()
+    monkeypatch.setenv("TCSCALE_REQUEST_TIMEOUT", "1")
+    cloud_env.admin("POST", "faults", LATE_WRITE)
+    asg.modify_desired.fn(REGION, g.group_id, 1)
+    asg.modify_desired.fn(REGION, g.group_id, 0)
+    assert desired_once_landed(cloud_env, g.group_id) == 0
+
+
+def test_an_undo_puts_back_a_write_that_lands_after_the_run_gave_up_on_it(cloud_env, monkeypatch):
+    """desired 0 -> 1 times out, its retry is refused (InternalError): the run fails with the write in doubt. Its undo
+    waits until the write can no longer land, then finds the value the run wrote and puts the original back."""
+    g = group()
+    monkeypatch.setenv("TCSCALE_REQUEST_TIMEOUT", "1")
+    cloud_env.admin("POST", "faults", LATE_WRITE)
+    refused = {"service": "as", "action": "ModifyDesiredCapacity", "error_code": "InternalError", "skip": 1, "count": 1}
+    cloud_env.admin("POST", "faults", refused)
+    with pytest.raises(CloudError, match="InternalError"):
+        asg.modify_desired.fn(REGION, g.group_id, 1)
+    assert asg.restore_desired.fn(REGION, g.group_id, 1, 0, 30, 0.2) is True
+    assert desired_once_landed(cloud_env, g.group_id) == 0
