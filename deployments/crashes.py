@@ -30,13 +30,26 @@ MISSED_HEARTBEATS = 3  # a run is a zombie after this many heartbeats did not co
 CRASH_ZOMBIES = "tcscale: crash zombie runs"
 CLEAN_UP_CRASHED = "tcscale: clean up crashed runs"
 FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
-# The flows whose changes cleanup-run finds by their marks (set-capacity and verify-autoscaling change a desired
-# capacity, kept per run key: a re-run of the key completes or puts it back, and a cleanup-run of the key by hand
-# puts it back; cleanup-run itself is not cleaned up by another cleanup-run).
-CLEANED_UP_FLOWS = ("scale-out-cluster", "scale-out-session-tier", "scale-out-business-tier", "configure-autoscaling")
-# The run key of the dead run: its `params.run_key`, else its flow run id (as `tier_run.run_key` does). Rendered as
-# text: a bare "{{ ... }}" string is rendered as JSON by Prefect, and a flow run id is no JSON (the action failed).
-RUN_KEY_TEMPLATE = {"__prefect_kind": "jinja", "template": "{{ flow_run.parameters.params.run_key or flow_run.id }}"}
+# The flows whose changes cleanup-run finds by their marks: what they make carries the run's tag or name, and a
+# desired capacity they change (verify-autoscaling's + 1, set-capacity's change) is kept per run key and put back
+# only while the group still desires what the run wrote, as their own undo does on a failure. Not cleanup-run
+# (idempotent: run it again) nor plan-capacity (its scheduled actions carry no run key to find them by).
+CLEANED_UP_FLOWS = (
+    "scale-out-cluster",
+    "scale-out-session-tier",
+    "scale-out-business-tier",
+    "configure-autoscaling",
+    "verify-autoscaling",
+    "set-capacity",
+)
+# The run key of the dead run: its `params.run_key` (set-capacity: that of the tier it changes), else its flow run id
+# (as `tier_run.run_key` does). Rendered as text: a bare "{{ ... }}" string is rendered as JSON by Prefect, and a flow
+# run id is no JSON (the action failed). Undefined names are empty (Prefect's ChainableUndefined).
+RUN_KEY_TEMPLATE = {
+    "__prefect_kind": "jinja",
+    "template": "{% set p = flow_run.parameters.params %}{{ p.run_key or (p[p.tier].run_key if p.tier else '') "
+    "or flow_run.id }}",
+}
 
 
 def heartbeat_env(seconds: int = HEARTBEAT_SECONDS) -> dict[str, str]:

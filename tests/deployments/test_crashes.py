@@ -93,6 +93,37 @@ def test_the_cleanup_gets_the_dead_runs_run_key() -> None:
         assert CleanupForm.model_validate(rendered["params"]).parameters().run_key == key  # cleanup's run form
 
 
+def test_every_flow_whose_run_can_leave_a_change_is_handed_to_cleanup_run() -> None:
+    """A dead verify-autoscaling leaves its + 1, a dead set-capacity its unchecked capacity: both are kept per run key
+    (tcscale-capacity-<key>), and cleanup-run puts them back only while the group still desires what the run wrote,
+    as their own undo does on a failure. Only cleanup-run (idempotent: run again by hand) and plan-capacity (its
+    scheduled actions carry no run key to find them by) are not handed over."""
+    from prefect.server.events.schemas.automations import AutomationCore as ServerAutomation
+
+    cleanup = ServerAutomation.model_validate(crashes.clean_up_crashed(UUID(int=7)).model_dump(mode="json"))
+    handed = set(cleanup.trigger.match_related[0]["prefect.resource.name"])
+    assert handed == set(crashes.tcscale_flows()) - {"cleanup-run", "plan-capacity"}
+
+
+def test_a_dead_set_capacity_is_cleaned_up_under_its_run_key() -> None:
+    """set-capacity keeps its run key in the chosen tier's parameters (`params.business.run_key`), else its flow run
+    id is the key: the cleanup gets the same."""
+    from prefect.server.events.jinja_filters import all_filters
+    from prefect.server.utilities.user_templates import register_user_template_filters
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    register_user_template_filters(all_filters)
+    (action,) = crashes.clean_up_crashed(UUID(int=7)).actions
+    run_id = UUID(int=42)
+    peak = {"tier": "business", "capacity": "+1"}
+    for params, key in (({**peak, "business": {"run_key": "peak-1"}}, "peak-1"), (peak, str(run_id)),
+                        ({**peak, "session": {"run_key": "other"}}, str(run_id)),  # the other tier's block
+                        ({**peak, "business": {"run_key": None}}, str(run_id))):  # fmt: skip
+        flow_run = SimpleNamespace(id=run_id, parameters={"params": params})
+        context = HydrationContext(render_jinja=True, jinja_context={"flow_run": flow_run}, raise_on_error=True)
+        assert hydrate(action.parameters, context) == {"params": {"run_key": key}}
+
+
 # --- on a real server, killed and started again ------------------------------------------------------------
 
 
