@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
 
@@ -24,6 +25,8 @@ from tasks.waiters import wait_until
 
 FILESYSTEM_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
 MEMORY_LEASES = "prefect.server.concurrency.lease_storage.memory"  # Prefect's default
+# Where `migrated_sqlite_database` keeps its databases for the tests and the demo: kept across runs and clones.
+DATABASE_CACHE = Path(tempfile.gettempdir()) / "tcscale-prefect-databases"
 
 
 def migrated_sqlite_database(cache: Path) -> Path:
@@ -33,10 +36,10 @@ def migrated_sqlite_database(cache: Path) -> Path:
     servers, each from a copy of this one (`PrefectServer(database_template=...)`). Made under a lock, so parallel
     test workers make it once; published by rename, so nobody copies a half-made file.
     """
-    from prefect import __version__
-
+    # The version from the package's metadata: importing prefect here (maybe in a thread beside the importing
+    # main thread, as in the demo) would cost ~1.5 s of CPU and fix Prefect's settings before the caller set them.
     cache.mkdir(parents=True, exist_ok=True)
-    database = cache / f"prefect-{__version__}.db"
+    database = cache / f"prefect-{version('prefect')}.db"
     with (cache / f"{database.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not database.exists():

@@ -88,7 +88,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 import prefect.testing.utilities  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from devstack.prefect_server import PrefectServer, migrated_sqlite_database  # noqa: E402
+from devstack.prefect_server import DATABASE_CACHE, PrefectServer, migrated_sqlite_database  # noqa: E402
 from sandbox.core.emulated_cloud import SandboxConfig  # noqa: E402
 from sandbox.server import EmbeddedSandbox  # noqa: E402
 from tests.sdk import sdk_client  # noqa: E402
@@ -104,7 +104,7 @@ def short_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def prefect_database() -> Path:
     """A migrated Prefect SQLite database that every test server starts from (shared by workers and runs)."""
-    return migrated_sqlite_database(Path(tempfile.gettempdir()) / "tcscale-prefect-databases")
+    return migrated_sqlite_database(DATABASE_CACHE)
 
 
 @pytest.fixture(scope="session")
