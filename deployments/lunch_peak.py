@@ -10,15 +10,13 @@ its own parameters. The lead: the declared `autoscaling.peak.lead_minutes`, else
 
 from __future__ import annotations
 
-from typing import Any
-
-from prefect.schedules import Cron, Schedule
+from prefect.schedules import Schedule
 
 from flows.autoscaling_steps import plan
+from flows.autoscaling_steps.capacity_schedules import PEAK_SLUGS, capacity_schedule
 from flows.declaration import ClusterDeclaration
 from flows.parameters import LunchPeak
 
-TIMEZONE = "Asia/Shanghai"
 DEFAULT_LEAD_MINUTES = 15
 
 
@@ -48,10 +46,6 @@ def peak_crons(peak: LunchPeak, lead: int) -> tuple[str, str]:
     return f"{begin % 60} {begin // 60} * * {days}", f"{end_m} {end_h} * * {days}"
 
 
-def peak_parameters(tier: str, capacity: str, late_after_minutes: int) -> dict[str, Any]:
-    return {"params": {"tier": tier, "capacity": capacity, "late_after_minutes": late_after_minutes}}
-
-
 def lunch_peak_schedules(declaration: ClusterDeclaration, tier: str, lead: int | None = None) -> list[Schedule]:
     """The tier's two schedules (slugs peak-out, peak-in); inactive when Auto Scaling schedules the peak.
     `lead` None: computed (declared, else measured + margin, else 15 min)."""
@@ -63,9 +57,8 @@ def lunch_peak_schedules(declaration: ClusterDeclaration, tier: str, lead: int |
     out_cron, in_cron = peak_crons(peak, lead)
     active = declaration.lunch_peak_by == "prefect" and declaration.capacity_plan == "lunch-peak"
     late = declaration.late_after_minutes
+    out_slug, in_slug = PEAK_SLUGS
     return [
-        Cron(out_cron, timezone=TIMEZONE, active=active, slug="peak-out",
-             parameters=peak_parameters(tier, f"+{peak.extra}", late)),
-        Cron(in_cron, timezone=TIMEZONE, active=active, slug="peak-in",
-             parameters=peak_parameters(tier, f"-{peak.extra}", late)),
-    ]  # fmt: skip
+        capacity_schedule(out_cron, out_slug, tier, f"+{peak.extra}", late, active),
+        capacity_schedule(in_cron, in_slug, tier, f"-{peak.extra}", late, active),
+    ]

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
-LUNCH_PEAK = "lunch-peak-"
 
 
 class NoServer(RuntimeError):
@@ -67,6 +66,7 @@ def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[An
     """prefect.yaml's deployments as RunnerDeployments; the lunch-peak ones with the declaration's schedules
     (none declared: the default peak, lead 15 min unless measured)."""
     from deployments.lunch_peak import lunch_peak_schedules
+    from flows.autoscaling_steps.capacity_schedules import DEPLOYMENT_PREFIX
     from flows.declaration import ClusterDeclaration
     from flows.run_forms import form_parameters, parameter_model
 
@@ -74,8 +74,8 @@ def runner_deployments(declaration: ClusterDeclaration | None = None) -> list[An
     for spec in deployment_specs():
         name: str = spec["name"]
         schedules = None
-        if name.startswith(LUNCH_PEAK):
-            schedules = lunch_peak_schedules(declaration or ClusterDeclaration(), name.removeprefix(LUNCH_PEAK))
+        if name.startswith(DEPLOYMENT_PREFIX):
+            schedules = lunch_peak_schedules(declaration or ClusterDeclaration(), name.removeprefix(DEPLOYMENT_PREFIX))
         flow = load_flow(spec["entrypoint"])
         made.append(
             flow.to_deployment(

@@ -10,29 +10,34 @@ Tencent Cloud's Auto Scaling lacks, built from what it has: Cloud Monitor's hist
 3. one server's capacity at the target CPU, measured from the same weeks (or given);
 4. forecast the next weekday and the next weekend day per slot (flows/capacity_plan_steps/forecast.py);
 5. turn each into a few capacity steps: servers for the forecast, ahead by the lead, within the group's bounds;
-6. apply them as the tier's scheduled actions, each change in the undo ledger first (dry_run: the difference only).
-   The CPU alarms stay: they add servers for what the forecast did not see.
+6. apply them in the one place the declaration names: the group's Auto Scaling scheduled actions
+   (`lunch_peak_by: autoscaling`, capacity_plan_steps/apply.py) or the schedules of the tier's set-capacity deployment
+   in Prefect (`prefect`, capacity_plan_steps/prefect_schedules.py); the plan's leftovers in the other place are
+   removed. Each change in the undo ledger first (dry_run: the difference only). The CPU alarms stay: they add
+   servers for what the forecast did not see.
 Its report: the plan, the difference, the chart of history + forecast + planned capacity, and the day's cost.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from flows.autoscaling_steps.capacity_schedules import full_deployment_name
 from flows.autoscaling_steps.checks import forward_of
-from flows.autoscaling_steps.plan import group_name, lead_minutes
+from flows.autoscaling_steps.plan import group_name, lead_minutes, schedule_names
 from flows.autoscaling_steps.preflight import stored_launch_seconds
-from flows.capacity_plan_steps import apply, forecast, history
+from flows.capacity_plan_steps import apply, forecast, history, prefect_schedules
 from flows.capacity_plan_steps.chart import plan_chart
 from flows.capacity_plan_steps.steps import CapacityStep, plan_day, server_hours
 from flows.declaration import ClusterDeclaration, declared, load_declaration
 from flows.parameters import AutoScalingTierParameters, CapacityPlanParameters, LunchPeak
-from flows.shared.tier_run import TierOutcome, tier_run
+from flows.shared.tier_run import TierOutcome, TierRun, tier_run
 from tasks import autoscaling as asg
+from tasks import autoscaling_policies as policies
 from tasks import clb, cvm, pricing
 
 PLAN_STEPS = 6
@@ -61,6 +66,7 @@ class Where(BaseModel):
     vip: str
     vpc_id: str | None
     port: int
+    by_prefect: bool  # lunch_peak_by: prefect (the deployment's schedules), else Auto Scaling's scheduled actions
     schedules_in: str
     launch_seconds: float | None
     lead: int
@@ -69,6 +75,7 @@ class Where(BaseModel):
 def preflight(params: CapacityPlanParameters, declaration: ClusterDeclaration | None, region: str) -> Where:
     problems = []
     tier = params.tier
+    by_prefect = (declaration or ClusterDeclaration()).lunch_peak_by == "prefect"
     if not params.dry_run:
         if declaration is None or declaration.capacity_plan != "forecast":
             problems.append(
@@ -76,15 +83,20 @@ def preflight(params: CapacityPlanParameters, declaration: ClusterDeclaration | 
                 "lunch-peak): declare `capacity_plan: forecast` so the plan replaces it (one plan, in one place), "
                 "or run with dry_run to see the plan"
             )
-        elif declaration.lunch_peak_by != "autoscaling":
-            problems.append(
-                "the declaration puts the schedules in Prefect (lunch_peak_by: prefect); plan-capacity writes Auto "
-                "Scaling scheduled actions: declare `lunch_peak_by: autoscaling`"
-            )
+        elif by_prefect and prefect_schedules.deployment_schedules(tier)[0] is None:
+            problems.append(prefect_schedules.missing_deployment(tier))
     group = asg.find_group(region, group_name(tier))
     if group is None:
         raise history.PlanInputError(
             "; ".join([*problems, f"no scaling group {group_name(tier)} in {region}: run configure-autoscaling first"])
+        )
+    peak_actions = sorted(
+        a.name for a in policies.scheduled_actions(region, group.group_id) if a.name in schedule_names(tier)
+    )
+    if peak_actions and not params.dry_run:
+        problems.append(
+            f"{group.group_id} still has the fixed lunch peak's scheduled actions {', '.join(peak_actions)}, which "
+            "would fire beside the plan: run configure-autoscaling (with capacity_plan: forecast it removes them)"
         )
     if problems:
         raise history.PlanInputError("; ".join(problems))
@@ -101,7 +113,10 @@ def preflight(params: CapacityPlanParameters, declaration: ClusterDeclaration | 
         vip=balancer.vip,
         vpc_id=balancer.vpc_id if internal else None,
         port=balancer_port(region, fwd),
-        schedules_in="Auto Scaling scheduled actions",
+        by_prefect=by_prefect,
+        schedules_in=f"the Prefect schedules of {full_deployment_name(tier)}"
+        if by_prefect
+        else f"the Auto Scaling scheduled actions of {group.group_id}",
         launch_seconds=measured,
         lead=lead,
     )
@@ -168,10 +183,9 @@ def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
                 )
         if plans["weekday"] == plans["weekend"]:
             plans = {"daily": plans["weekday"]}
-        wanted = apply.wanted_actions(tier, plans, group.max_size, now)
-        with run.step(f"{'plan' if tp.dry_run else 'apply'} {len(wanted)} scheduled action(s) on {group.group_id}"):
-            differences = apply.converge(run, group, wanted, now)
-        run.record.plan += differences or ["no change: the group's scheduled actions already hold this plan"]
+        with run.step(f"{'plan' if tp.dry_run else 'apply'} the steps as {where.schedules_in}"):
+            differences = apply_plan(run, where, plans, now, (declaration or ClusterDeclaration()).late_after_minutes)
+        run.record.plan += differences or [f"no change: {where.schedules_in} already hold this plan"]
         price, price_source = hourly_price(run.region, group, params.hourly_price, tp)
         outcome = PlanOutcome(
             tier=tier,
@@ -196,6 +210,25 @@ def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
         chart = chart_lines(outcome, past, days, forecasts)
     publish(outcome, chart)
     return outcome
+
+
+def apply_plan(
+    run: TierRun[AutoScalingTierParameters],
+    where: Where,
+    plans: dict[str, list[CapacityStep]],
+    now: datetime,
+    late_after_minutes: int,
+) -> list[str]:
+    """The plan written in the one place the declaration names, then the plan's leftovers in the other removed
+    (written first: no moment without a plan); the fixed peak's Prefect schedules paused when Prefect holds it."""
+    if where.by_prefect:
+        wanted = prefect_schedules.wanted_schedules(run.tier, plans, late_after_minutes)
+        differences = prefect_schedules.converge(run, wanted, pause_peak=True)
+        return differences + apply.converge(run, where.group, [], now)
+    differences = apply.converge(
+        run, where.group, apply.wanted_actions(run.tier, plans, where.group.max_size, now), now
+    )
+    return differences + prefect_schedules.converge(run, [], pause_peak=False)
 
 
 def hourly_price(
@@ -274,7 +307,7 @@ def publish(outcome: PlanOutcome, chart: list[str]) -> None:
         lines += ["", f"The guide's fixed lunch peak would cost {outcome.fixed_day_cost:.2f} a day "
                       f"(one server-hour: {outcome.price_source})."]  # fmt: skip
     lines += ["", f"## Difference {verb}", ""]
-    lines += [f"- {d}" for d in outcome.differences] or ["No change: the group already holds this plan."]
+    lines += [f"- {d}" for d in outcome.differences] or [f"No change: {outcome.schedules_in} already hold this plan."]
     text = "\n".join(lines) + "\n"
     outcome.report = text + "\n" + outcome.report
     create_markdown_artifact(

@@ -10,8 +10,8 @@ import yaml
 from pydantic import ValidationError
 
 from chatops.commands import parse
-from deployments.lunch_peak import peak_parameters
 from deployments.serve import PREFECT_YAML, load_flow
+from flows.autoscaling_steps.capacity_schedules import capacity_schedule
 from flows.declaration import ClusterDeclaration, merge
 from flows.run_forms import (
     AutoScalingForm,
@@ -91,8 +91,10 @@ def test_chat_commands_schedules_and_the_crash_automation_send_valid_forms(decla
     assert (capacity.tier, capacity.capacity, capacity.dry_run, capacity.late_after_minutes) == (
         "business", "-1", True, None
     )  # fmt: skip
-    scheduled = CapacityForm.model_validate(peak_parameters("session", "+2", 20)["params"]).parameters()
-    assert scheduled.late_after_minutes == 20
+    for schedule in (capacity_schedule("45 10 * * *", "peak-out", "session", "+2", 20),
+                     capacity_schedule("30 11 * * 1-5", "plan-weekday-1130", "session", "3", 20)):  # fmt: skip
+        scheduled = CapacityForm.model_validate(schedule.parameters["params"]).parameters()
+        assert scheduled.late_after_minutes == 20 and scheduled.capacity in ("+2", "3")
     assert CleanupForm.model_validate(parse("cleanup run-1").parameters(True)["params"]).parameters().run_key == "run-1"
     planned = PlanCapacityForm.model_validate(parse("capacity business").parameters(True)["params"]).parameters()
     assert (planned.tier, planned.dry_run, planned.history_days, planned.target_cpu) == ("business", True, 28, None)

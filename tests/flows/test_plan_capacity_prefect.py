@@ -1,0 +1,169 @@
+"""plan-capacity with `lunch_peak_by: prefect`: the plan written as the schedules of the tier's set-capacity deployment
+(`set-capacity/lunch-peak-<tier>`) on a real Prefect API, never as Auto Scaling scheduled actions; only the plan's
+own schedules replaced and the fixed peak's paused, the operator's left; a failed apply restores what it replaced."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate
+
+from flows.autoscaling_steps.capacity_schedules import capacity_schedule, deployment_name, full_deployment_name
+from flows.capacity_plan_steps import apply
+from flows.capacity_plan_steps.forecast import BEIJING
+from flows.capacity_plan_steps.history import PlanInputError
+from flows.capacity_plan_steps.prefect_schedules import converge, deployment_schedules, wanted_schedules
+from flows.capacity_plan_steps.steps import CapacityStep
+from flows.parameters import BusinessAutoScalingParameters, CapacityPlanParameters
+from flows.plan_capacity import plan_capacity
+from flows.shared.tier_run import TierRun
+from sandbox.server import EmbeddedSandbox
+from tasks import autoscaling as asg
+from tasks import autoscaling_policies as policies
+from tasks.cloud import CloudError, call_json, clients_for
+from tests.tasks.test_autoscaling_tasks import REGION
+from tests.tasks.test_monitor import public_clb
+
+BEFORE = [  # the deployment as deployed: the fixed peak, an operator's own schedule, a plan from an earlier run
+    capacity_schedule("45 10 * * *", "peak-out", "business", "+2", 20),
+    capacity_schedule("0 13 * * *", "peak-in", "business", "-2", 20),
+    capacity_schedule("0 9 * * 6", "saturday-sale", "business", "+1", 30),
+    capacity_schedule("0 3 * * *", "plan-daily-0300", "business", "1", 20),
+]
+# 15 days of history are enough; one server's load given (not measured: no servers); a few steps a day
+ASKED = CapacityPlanParameters(
+    tier="business", history_days=14, connections_per_server=10, hourly_price=0.2, max_steps=3
+)
+
+
+@pytest.fixture
+def lunch_peak_business(prefect_harness: None) -> Iterator[None]:
+    """`set-capacity/lunch-peak-business` on the Prefect API with the schedules BEFORE; deleted after the test."""
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("set-capacity")
+        schedules = [DeploymentScheduleCreate.from_schedule(s) for s in BEFORE]
+        deployment_id = client.create_deployment(flow_id, deployment_name("business"), schedules=schedules)
+    yield
+    with get_client(sync_client=True) as client:
+        client.delete_deployment(deployment_id)
+
+
+def schedules_now() -> dict[str, tuple[str, bool, str]]:
+    """slug -> (cron, active, capacity) of the deployment's schedules."""
+    _, found = deployment_schedules("business")
+    return {
+        s.slug or "": (getattr(s.schedule, "cron", ""), s.active, s.parameters["params"]["capacity"]) for s in found
+    }
+
+
+def planned_group(sandbox: EmbeddedSandbox) -> asg.Group:
+    """The business tier's scaling group (no servers) behind a public CLB listener on 80, with 15 days of history
+    and a plan action an earlier `lunch_peak_by: autoscaling` plan left."""
+    lb_id, _ = public_clb(sandbox)
+    (listener,) = call_json(clients_for(REGION).clb, "DescribeListeners", {"LoadBalancerId": lb_id})["Listeners"]
+    lc, _ = asg.create_launch_configuration.fn(
+        REGION, "t-lc", {"ImageId": "img-l8og963d", "InstanceType": "S5.SMALL2"}, {}
+    )
+    subnet = next(s for s in call_json(clients_for(REGION).vpc, "DescribeSubnets", {})["SubnetSet"] if s["IsDefault"])
+    group, _ = asg.create_group.fn(REGION, "tcscale-business", {
+        "LaunchConfigurationId": lc.launch_configuration_id, "MinSize": 0, "MaxSize": 4,
+        "VpcId": subnet["VpcId"], "SubnetIds": [subnet["SubnetId"]],
+        "ForwardLoadBalancers": [{"LoadBalancerId": lb_id, "ListenerId": listener["ListenerId"],
+                                  "TargetAttributes": [{"Port": 8080, "Weight": 10}]}],
+    }, {})  # fmt: skip
+    sandbox.admin("POST", "monitor/history", {"profile": "lunch-and-evening", "days": 15, "seed": 3,
+                                              "load_balancer_id": lb_id})  # fmt: skip
+    leftover = {"daily": [CapacityStep(minute=0, servers=1)]}
+    for action in apply.wanted_actions("business", leftover, 4, datetime.now(BEIJING)):
+        policies.put_scheduled_action.fn(REGION, group.group_id, action)
+    return group
+
+
+def action_names(group_id: str) -> list[str]:
+    return sorted(a.name for a in policies.scheduled_actions(REGION, group_id))
+
+
+def declare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lunch_peak_by: str) -> None:
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(f"capacity_plan: forecast\nlunch_peak_by: {lunch_peak_by}\n")
+    monkeypatch.setenv("TCSCALE_CLUSTER_FILE", str(cluster))
+
+
+def test_the_plan_goes_to_the_place_the_declaration_names_and_a_failed_apply_restores_it(
+    cloud_env: EmbeddedSandbox, lunch_peak_business: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declare(tmp_path, monkeypatch, "prefect")
+    group = planned_group(cloud_env)
+    before, leftover = schedules_now(), action_names(group.group_id)
+
+    dry = plan_capacity(ASKED.model_copy(update={"dry_run": True}))
+    kinds = {" ".join(d.split(" ")[:3]) for d in dry.differences}
+    assert kinds == {"create Prefect schedule", "modify Prefect schedule", "delete Prefect schedule",
+                     "delete scheduled action"}, dry.differences  # fmt: skip
+    assert any("peak-out" in d and d.endswith("(paused)") for d in dry.differences)
+    assert (schedules_now(), action_names(group.group_id)) == (before, leftover), "a dry run writes nothing"
+
+    # a failed apply (the Auto Scaling leftover's deletion, after the schedules were written) restores them
+    fault = {"service": "as", "action": "DeleteScheduledAction", "error_code": "InvalidParameterValue", "count": 1}
+    cloud_env.admin("POST", "faults", fault)
+    with pytest.raises(CloudError, match="DeleteScheduledAction"):
+        plan_capacity(ASKED)
+    assert (schedules_now(), action_names(group.group_id)) == (before, leftover)
+
+    outcome = plan_capacity(ASKED)
+    assert "set-capacity/lunch-peak-business" in outcome.schedules_in and outcome.differences == dry.differences
+    steps = outcome.plans.get("daily") or outcome.plans["weekday"]
+    assert len(steps) >= 2 and max(s.servers for s in steps) > steps[0].servers, steps  # peaks above the night
+    after = schedules_now()
+    assert after["saturday-sale"] == before["saturday-sale"], "the operator's schedule is left as it was"
+    assert (after["peak-out"], after["peak-in"]) == (("45 10 * * *", False, "+2"), ("0 13 * * *", False, "-2"))
+    days = {"daily": "*", "weekday": "1-5", "weekend": "0,6"}
+    assert {k: v for k, v in after.items() if k.startswith("plan-")} == {
+        f"plan-{kind}-{s.at().replace(':', '')}": (f"{s.minute % 60} {s.minute // 60} * * {days[kind]}", True,
+                                                   str(s.servers))
+        for kind, planned in outcome.plans.items() for s in planned
+    }  # fmt: skip
+    assert action_names(group.group_id) == [], "no Auto Scaling scheduled action in Prefect mode; the leftover removed"
+
+    # declared Auto Scaling's: the plan becomes scheduled actions, its Prefect schedules go, the rest stays
+    declare(tmp_path, monkeypatch, "autoscaling")
+    moved = plan_capacity(ASKED)
+    assert "Auto Scaling" in moved.schedules_in
+    assert schedules_now() == {k: v for k, v in after.items() if not k.startswith("plan-")}
+    written = action_names(group.group_id)
+    assert len(written) == len(steps) + len(outcome.plans.get("weekend", []))
+    assert all(name.startswith(apply.prefix("business")) for name in written)
+
+
+def test_the_schedules_converge_once_and_the_undo_leaves_what_someone_changed_since(
+    cloud_env: EmbeddedSandbox, lunch_peak_business: None
+) -> None:
+    before = schedules_now()
+    plans = {"daily": [CapacityStep(minute=0, servers=1), CapacityStep(minute=11 * 60 + 15, servers=3)]}
+    wanted = wanted_schedules("business", plans, 20)
+    run = TierRun("plan-capacity", "business", BusinessAutoScalingParameters(run_key="p1"), 1)
+    assert len(converge(run, wanted, pause_peak=True)) == 5  # 2 created, 2 paused, plan-daily-0300 deleted
+    assert converge(run, wanted, pause_peak=True) == [], "what the server holds equals what the plan asks"
+    with get_client(sync_client=True) as client:  # the operator edits one of the plan's schedules
+        deployment_id, found = deployment_schedules("business")
+        edited = next(s for s in found if s.slug == "plan-daily-1115")
+        edited.parameters["params"]["capacity"] = "4"
+        client.update_deployment_schedule(deployment_id, edited.id, parameters=edited.parameters)
+    outcomes = {u.what.split(":")[0]: u.outcome for u in run.ledger.undo_all()}
+    assert outcomes[f"create Prefect schedule plan-daily-1115 of {full_deployment_name('business')}"] == "left"
+    assert schedules_now() == {**before, "plan-daily-1115": ("15 11 * * *", True, "4")}
+
+
+def test_prefect_mode_refuses_without_the_deployment(
+    cloud_env: EmbeddedSandbox, prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before any change, naming the deployment and the fixes."""
+    declare(tmp_path, monkeypatch, "prefect")
+    with pytest.raises(PlanInputError) as refused:
+        plan_capacity(ASKED)
+    assert "no deployment set-capacity/lunch-peak-business" in str(refused.value)
+    assert "prefect deploy --all" in str(refused.value) and "lunch_peak_by: autoscaling" in str(refused.value)
