@@ -107,6 +107,15 @@ def test_the_plan_goes_to_the_place_the_declaration_names_and_a_failed_apply_res
     assert any("peak-out" in d and d.endswith("(paused)") for d in dry.differences)
     assert (schedules_now(), action_names(group.group_id)) == (before, leftover), "a dry run writes nothing"
 
+    # the fixed peak's Auto Scaling actions would fire beside the plan: refused until configure-autoscaling removes them
+    peak = apply.wanted_actions("business", {"daily": [CapacityStep(minute=645, servers=3)]}, 4, datetime.now(BEIJING))
+    policies.put_scheduled_action.fn(
+        REGION, group.group_id, peak[0].model_copy(update={"name": "tcscale-business-peak-out"})
+    )
+    with pytest.raises(PlanInputError, match=r"tcscale-business-peak-out.*configure-autoscaling"):
+        plan_capacity(ASKED)
+    policies.delete_scheduled_action.fn(REGION, group.group_id, "tcscale-business-peak-out")
+
     # a failed apply (the Auto Scaling leftover's deletion, after the schedules were written) restores them
     fault = {"service": "as", "action": "DeleteScheduledAction", "error_code": "InvalidParameterValue", "count": 1}
     cloud_env.admin("POST", "faults", fault)
