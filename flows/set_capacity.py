@@ -42,9 +42,7 @@ def planned_target(key: str, params: CapacityParameters, group: asg.Group) -> tu
 def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
     declaration = load_declaration()
     params = declared(params)
-    reason = lateness.late_reason(params.late_after_minutes) or lateness.peak_elsewhere_reason(
-        params.tier, declaration.lunch_peak_by if declaration else None
-    )
+    reason = lateness.late_reason(params.late_after_minutes) or lateness.peak_elsewhere_reason(params.tier, declaration)
     if reason:
         return lateness.skip("set-capacity", params.tier, this_flow_run_id(), params.dry_run, reason)
     tp = params.tier_params()

@@ -3,18 +3,24 @@
 Prefect starts a late run whenever a worker comes back (no cutoff), so a lunch-peak run checks its own lateness:
 its flow run's expected start (the schedule's instant) against now. And a run Prefect's scheduler made for a tier
 whose lunch peak is declared Auto Scaling's (`lunch_peak_by: autoscaling`) does nothing either: the peak is
-scheduled in one place.
+scheduled in one place; nor does one the fixed peak's schedule made once the declaration's `capacity_plan: forecast`
+replaces the peak (prefect.yaml deploys that schedule active whatever the declaration says).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
 
+from flows.autoscaling_steps.capacity_schedules import PEAK_SLUGS
 from flows.autoscaling_steps.outcome import AutoScalingOutcome, publish
 from flows.shared import tier_lock
+
+if TYPE_CHECKING:
+    from flows.declaration import ClusterDeclaration
 
 
 def expected_start() -> datetime | None:
@@ -59,12 +65,29 @@ def lock_wait_seconds(late_after_minutes: int | None, now: datetime | None = Non
     return max((deadline - (now or datetime.now(UTC))).total_seconds(), tier_lock.LOCK_WAIT_SECONDS)
 
 
-def peak_elsewhere_reason(tier: str, lunch_peak_by: str | None) -> str | None:
-    """A run made by Prefect's scheduler for a tier whose lunch peak Auto Scaling schedules: skipped."""
-    if lunch_peak_by == "autoscaling" and auto_scheduled():
+def schedule_slug() -> str | None:
+    """The slug of the deployment schedule that made this run (its flow run's `created_by`), else None."""
+    context = FlowRunContext.get()
+    made_by = context.flow_run.created_by if context and context.flow_run else None
+    return made_by.display_value if made_by is not None and made_by.type == "SCHEDULE" else None
+
+
+def peak_elsewhere_reason(tier: str, declaration: ClusterDeclaration | None) -> str | None:
+    """A run made by Prefect's scheduler for a tier whose lunch peak Auto Scaling schedules, or by the fixed lunch
+    peak's schedule (peak-out, peak-in) of a tier whose forecast plan replaces it: skipped."""
+    if declaration is None or not auto_scheduled():
+        return None
+    if declaration.lunch_peak_by == "autoscaling":
         return (
             f"skipped: the {tier} tier's lunch peak is declared `lunch_peak_by: autoscaling` (Auto Scaling's scheduled "
             "actions), so this Prefect schedule changes nothing: the peak is scheduled in one place"
+        )
+    slug = schedule_slug()
+    if declaration.capacity_plan == "forecast" and slug in PEAK_SLUGS:
+        return (
+            f"skipped: made by the fixed lunch peak's schedule {slug}, while the declaration says `capacity_plan: "
+            f"forecast` (plan-capacity's steps replace the {tier} tier's fixed peak): nothing was changed; "
+            "plan-capacity pauses this schedule"
         )
     return None
 

@@ -105,3 +105,25 @@ def test_a_scheduled_set_capacity_for_an_autoscaling_peak_changes_nothing(
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
         outcome = set_capacity(CapacityParameters(tier="business", capacity="+2", late_after_minutes=20))
     assert outcome.skipped and "lunch_peak_by: autoscaling" in outcome.skipped  # no cloud call: no such region
+
+
+def test_the_fixed_peaks_schedule_changes_nothing_once_the_forecast_plan_replaces_it(
+    prefect_server: PrefectServer, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """`prefect deploy --all` makes prefect.yaml's peak-out active whatever the declaration says: under
+    `capacity_plan: forecast` a run it makes is skipped; the plan's own schedules' runs are not."""
+    from flows.autoscaling_steps import lateness
+    from flows.parameters import CapacityParameters
+    from flows.set_capacity import set_capacity
+
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("capacity_plan: forecast\nbusiness: {region: ap-nowhere-1}\n")
+    monkeypatch.setenv("TCSCALE_CLUSTER_FILE", str(cluster))
+    monkeypatch.setattr(lateness, "auto_scheduled", lambda: True)  # as if Prefect's scheduler made the run
+    monkeypatch.setattr(lateness, "schedule_slug", lambda: "peak-out")  # ... from this schedule
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        outcome = set_capacity(CapacityParameters(tier="business", capacity="+2", late_after_minutes=20))
+    assert outcome.skipped and "capacity_plan: forecast" in outcome.skipped  # no cloud call: no such region
+    assert lateness.peak_elsewhere_reason("business", ClusterDeclaration(capacity_plan="forecast")) is not None
+    monkeypatch.setattr(lateness, "schedule_slug", lambda: "plan-daily-1130")
+    assert lateness.peak_elsewhere_reason("business", ClusterDeclaration(capacity_plan="forecast")) is None

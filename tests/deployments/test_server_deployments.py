@@ -148,6 +148,10 @@ def test_the_scheduler_makes_the_lunch_peak_runs_at_the_right_utc_instants(
         capacity = "+2" if utc.hour == 2 else "-2"
         assert run.parameters == {"params": {"tier": tier, "capacity": capacity, "late_after_minutes": 20}}
         assert run.auto_scheduled
+        # the mark set-capacity reads (lateness.schedule_slug) to skip the fixed peak under a forecast plan
+        assert run.created_by and (run.created_by.type, run.created_by.display_value) == (
+            "SCHEDULE", "peak-out" if utc.hour == 2 else "peak-in"
+        )  # fmt: skip
 
 
 SECRETS = {
