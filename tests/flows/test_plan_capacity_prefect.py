@@ -144,7 +144,7 @@ def test_the_plan_goes_to_the_place_the_declaration_names_and_a_failed_apply_res
     assert "Auto Scaling" in moved.schedules_in
     assert schedules_now() == {k: v for k, v in after.items() if not k.startswith("plan-")}
     written = action_names(group.group_id)
-    assert len(written) == len(steps) + len(outcome.plans.get("weekend", []))
+    assert len(written) == sum(len(planned) for planned in moved.plans.values())
     assert all(name.startswith(apply.prefix("business")) for name in written)
 
 
