@@ -1,8 +1,8 @@
 """Talking to Tencent Cloud: settings, SDK clients, a per-action rate limit, typed errors and retry rules.
 
 Every API call of the product goes through `call()`, so every call is rate limited (the real API
-throttles each action at ~20 requests/s) and every SDK error becomes a `CloudError` whose code
-decides whether a retry can help (DESIGN.md §3, after Terraform's Tencent provider).
+throttles each action at ~20 requests/s), every read is retried, and every SDK error becomes a `CloudError` whose
+code decides whether a retry can help (DESIGN.md §3, after Terraform's Tencent provider).
 """
 
 from __future__ import annotations
@@ -256,21 +256,30 @@ def _request_model(client: AbstractClient, action: str, params: dict[str, Any]) 
     return request
 
 
+READ_PREFIXES = ("Describe", "Inquiry", "Get")  # actions that change nothing
+
+
 def call(
     client: AbstractClient, action: str, request: AbstractModel | dict[str, Any], limiter: RateLimiter | None = None
 ) -> Any:
     """Call `action` (e.g. "DescribeInstances") with a request model or a plain dict of parameters.
 
-    Returns the SDK's response model; raises `CloudError` for every SDK failure.
+    Returns the SDK's response model; raises `CloudError` for every SDK failure. A read is retried here (`retrying`),
+    wherever it is made: asking again changes nothing. A write is left to its task's `retrying`, which runs its
+    find-before-create again (an attempt whose answer was lost may have made the resource).
     """
     model = _request_model(client, action, request) if isinstance(request, dict) else request
     limiter = limiter or shared_limiter(getattr(client, "tcscale_rate_limit", 15.0))
-    try:
-        with limiter.slot(client._service, action):
-            return getattr(client, action)(model)
-    except TencentCloudSDKException as exc:
-        message = exc.message.decode("utf-8", "replace") if isinstance(exc.message, bytes) else str(exc.message)
-        raise CloudError(str(exc.code), message[:500], exc.requestId, action) from None
+
+    def send() -> Any:
+        try:
+            with limiter.slot(client._service, action):
+                return getattr(client, action)(model)
+        except TencentCloudSDKException as exc:
+            message = exc.message.decode("utf-8", "replace") if isinstance(exc.message, bytes) else str(exc.message)
+            raise CloudError(str(exc.code), message[:500], exc.requestId, action) from None
+
+    return retrying()(send)() if action.startswith(READ_PREFIXES) else send()
 
 
 def call_json(
@@ -356,7 +365,9 @@ def retrying(
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
-                    if number == attempts or not retry_if(exc):
+                    if number == attempts or not retry_if(exc) or getattr(exc, "retries_spent", False):
+                        if number == attempts:  # ran out: not retried again by a `retrying` around it (6 x 6)
+                            exc.retries_spent = True  # type: ignore[attr-defined]
                         raise
                     delay = jittered(min(cap, first * 2 ** (number - 1))) * BACKOFF_SCALE
                     run_logger().warning(

@@ -21,7 +21,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.cloud import call_json, clients_for, retrying
+from tasks.cloud import call_json, clients_for
 
 MAX_INSTANCES_PER_CALL = 10
 MAX_POINTS_PER_CALL = 1440
@@ -86,7 +86,6 @@ def _check(
         raise ValueError(f"{namespace} {metric}: name at least one instance (its dimensions)")
 
 
-@retrying()
 def _read(region: str | None, request: dict[str, object]) -> dict[str, object]:
     return call_json(clients_for(region).monitor, "GetMonitorData", request)
 

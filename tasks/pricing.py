@@ -14,7 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.cloud import call_json, clients_for, retrying
+from tasks.cloud import call_json, clients_for
 
 HOURS_PER_MONTH = 730
 ChargeType = Literal["POSTPAID_BY_HOUR", "PREPAID"]
@@ -36,7 +36,6 @@ class ServerPrice(BaseModel):
 
 
 @task(cache_policy=NO_CACHE)
-@retrying()
 def quote_server_hour(
     zone: str,
     image_id: str,

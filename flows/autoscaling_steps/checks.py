@@ -24,7 +24,6 @@ from flows.shared.ledger import (
 from flows.shared.tier_run import TierRun
 from tasks import autoscaling as asg
 from tasks import clb
-from tasks.cloud import retrying
 from tasks.cvm import Server, describe_servers
 from tasks.health import Probe, auth_url, probe_app_up, probe_auth, probe_session_reach
 
@@ -136,10 +135,9 @@ def check_servers(
     return app_checks(run, instance_ids, vip)
 
 
-# --- reads, each retried on throttling and network errors (the one retry path, tasks/cloud.py) ----------------
+# --- reads (each retried on throttling and network errors by tasks/cloud.py's `call`) --------------------------
 
 
-@retrying()
 def listing_problems(region: str, group_id: str, fwd: asg.ForwardLoadBalancer, instance_ids: list[str]) -> list[str]:
     """What keeps the servers from counting: not IN_SERVICE in the group, not bound on the listener's port."""
     states = {m.instance_id: m for m in asg.members(region, group_id)}
@@ -156,27 +154,22 @@ def listing_problems(region: str, group_id: str, fwd: asg.ForwardLoadBalancer, i
     ]
 
 
-@retrying()
 def member_ids(region: str, group_id: str) -> set[str]:
     return {m.instance_id for m in asg.members(region, group_id)}
 
 
-@retrying()
 def protected_ids(region: str, group_id: str) -> set[str]:
     return {m.instance_id for m in asg.members(region, group_id) if m.protected}
 
 
-@retrying()
 def activity_ids(region: str, group_id: str) -> set[str]:
     return {a.activity_id for a in asg.activities(region, group_id)}
 
 
-@retrying()
 def listener_health(region: str, load_balancer_id: str, listener_id: str) -> dict[clb.Target, bool]:
     return clb.target_health(region, load_balancer_id, listener_id)
 
 
-@retrying()
 def servers_of(region: str, instance_ids: list[str]) -> list[Server]:
     return describe_servers(region, instance_ids)
 
@@ -201,7 +194,6 @@ def app_checks(run: TierRun[AutoScalingTierParameters], instance_ids: list[str],
         return until_ok(run, probes, f"the {run.tier} apps")
 
 
-@retrying()  # a throttled read is asked again; a CLB that is gone is a finding, not retried
 def vip_of(run: TierRun[AutoScalingTierParameters], group: asg.Group) -> str:
     balancer = clb.describe_load_balancer(run.region, forward_of(group).load_balancer_id)
     if balancer is None or not balancer.vip:
@@ -262,7 +254,6 @@ def activity_table(items: list[asg.Activity]) -> list[str]:
     return lines
 
 
-@retrying()  # a throttled read is asked again; no group is a finding, not retried
 def existing_group(run: TierRun[AutoScalingTierParameters]) -> asg.Group:
     group = asg.find_group(run.region, plan.group_name(run.tier))
     if group is None:

@@ -21,7 +21,7 @@ from flows.scale_out_steps.preflight import tier_load_balancer as find_tier_load
 from flows.shared.tier_run import TierRun
 from tasks import autoscaling as asg
 from tasks import clb
-from tasks.cloud import call_json, clients_for, retrying
+from tasks.cloud import call_json, clients_for
 from tasks.cvm import Image, Server, find_images
 
 
@@ -53,7 +53,6 @@ def stored_launch_seconds(region: str, tier: str) -> float | None:
     return float(value) if isinstance(value, (int, float, str)) and str(value) else None
 
 
-@retrying()  # throttled describes are asked again (it only reads); a PreflightFailed is never retried
 def preflight(run: TierRun[AutoScalingTierParameters]) -> TierFacts:
     params = run.params
     scaling = params.autoscaling

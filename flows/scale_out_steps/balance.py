@@ -10,7 +10,6 @@ from flows.scale_out_steps.preflight import TierPlan
 from flows.shared.ledger import Binding, remember_binding, unbind
 from flows.shared.tier_run import TierRun
 from tasks import clb, cvm, vpc
-from tasks.cloud import retrying
 from tasks.health import Probe
 
 
@@ -60,7 +59,7 @@ def tcp_listener(
     options, timeout = run.params.load_balancer, run.params.timeouts.clb
     lb_id, name = balancer.load_balancer_id, clb.listener_name(run.key, run.tier)
     with run.step(f"TCP listener {options.listener_port} -> {backend_port} on {lb_id}"):
-        existing = listener_on_port(run.region, lb_id, options.listener_port)
+        existing = clb.listener_on(run.region, lb_id, options.listener_port)
         ours = existing is None or existing.name == name
         if ours:
             run.ledger.add(
@@ -74,16 +73,6 @@ def tcp_listener(
         detail = f"TCP {options.listener_port} -> {backend_port}"
         run.record.add("listener", f"{lb_id}/{listener.listener_id}", created=ours, detail=detail)
         return listener
-
-
-@retrying()  # a read outside any retried task: a throttled one is asked again
-def listener_on_port(region: str, load_balancer_id: str, port: int) -> clb.Listener | None:
-    return clb.listener_on(region, load_balancer_id, port)
-
-
-@retrying()  # a read outside any retried task: a throttled one is asked again
-def rule_described(region: str, rule: vpc.IngressRule) -> str | None:
-    return vpc.existing_description(region, rule)
 
 
 def admit_vip(
@@ -103,7 +92,7 @@ def admit_vip(
                 port=str(backend_port),
                 description=vpc.run_marker(run.key, f"CLB {balancer.load_balancer_id}"),
             )
-            found = rule_described(run.region, rule)
+            found = vpc.existing_description(run.region, rule)
             ours = found is None or vpc.marked_by(found, run.key)
             if ours:
                 run.ledger.add(

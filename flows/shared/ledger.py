@@ -25,7 +25,6 @@ from pydantic import BaseModel
 
 from tasks import autoscaling as asg
 from tasks import clb
-from tasks.cloud import retrying
 
 log = logging.getLogger("tcscale.undo")
 
@@ -173,7 +172,7 @@ def forget_capacity(run_key: str, group_id: str | None = None) -> None:
 def restore_capacity(change: CapacityChange, timeout: float, poll: float = 2.0) -> bool | Left:
     """The group's desired capacity back to `previous`, only while it is still the `target` the run wrote; a value
     set since by anyone else stays and is reported (a `Left`). False: nothing to put back (also: no group)."""
-    now = retrying()(asg.describe_group)(change.region, change.group_id)
+    now = asg.describe_group(change.region, change.group_id)
     if now is not None and now.desired not in (change.target, change.previous):
         return Left(detail=f"desired capacity of {change.group_id} is {now.desired}, set since this run wrote "
                     f"{change.target}: not put back to {change.previous}")  # fmt: skip

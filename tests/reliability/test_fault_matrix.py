@@ -30,9 +30,6 @@ SMOKE = {
     "scale-out-session-tier/CreateImage/failed",
     "scale-out-session-tier/repoint/restart-failed",
 }
-# Flows whose every read is retried (tasks/cloud.py `retrying`): a throttling burst must end in success, not an undo.
-# The summary counts the throttled cases of the other flows that ended in an undo instead.
-RETRIES_EVERY_READ = {"set-capacity"}
 # Defects the matrix found and not fixed yet: {case id: why} (a race: not strict).
 DEFECTS: dict[str, str] = {}
 
@@ -90,7 +87,7 @@ def test_fault(
     after = snapshot(sandbox)
     problems = [f"a fault never fired: {rules}"] if not all(fired) else []
     problems += undo_unfinished(error)
-    if case.kind == "throttled" and case.flow in RETRIES_EVERY_READ and error is not None:
+    if case.kind == "throttled" and error is not None:  # every read and write is retried (tasks/cloud.py)
         problems.append(f"a throttling burst was not retried: {str(error)[:300]}")
     outcome, left, leaked = ("succeeded by retry", [], 0) if error is None else ("undone cleanly", [], 0)
     if error is None:

@@ -171,6 +171,36 @@ def test_the_backoff_scale_multiplies_every_pause_and_is_read_when_retrying(monk
     assert 0.05 <= sleeps[0] <= 0.1 and 0.1 <= sleeps[1] <= 0.2
 
 
+def test_every_read_is_retried_on_the_one_path_and_a_write_is_left_to_its_task(settings, sandbox):
+    """A throttled read (Describe*, Inquiry*, Get*) is asked again by `call()` itself, wherever it is made: no read of
+    a flow escapes the retry rules. A write is not: its task's `retrying` runs its find-before-create again."""
+    cvm = make_client("cvm", settings)
+    throttled = {"service": "cvm", "error_code": "RequestLimitExceeded"}
+    sandbox.admin("POST", "faults", {**throttled, "action": "DescribeZones", "count": 3})
+    assert ZONE in {zone["Zone"] for zone in call_json(cvm, "DescribeZones", {})["ZoneSet"]}
+    sandbox.admin("POST", "faults", {**throttled, "action": "CreateKeyPair", "count": 1})
+    with pytest.raises(CloudError, match="RequestLimitExceeded"):
+        call(cvm, "CreateKeyPair", {"KeyName": "once", "ProjectId": 0})
+
+
+def test_a_read_out_of_retries_is_not_retried_again_by_the_task_around_it(settings, sandbox):
+    """Retried reads inside a retried task would multiply their attempts (6 x 6): a read that ran out of its own is
+    not asked again around it."""
+    cvm = make_client("cvm", settings)
+    sandbox.admin("POST", "faults", {"service": "cvm", "action": "DescribeZones", "error_code": "RequestLimitExceeded"})
+    tries: list[int] = []
+
+    @retrying()
+    def find() -> object:
+        tries.append(1)
+        return call_json(cvm, "DescribeZones", {})
+
+    with pytest.raises(CloudError, match="RequestLimitExceeded") as info:
+        find()
+    (rule,) = sandbox.admin("GET", "faults")
+    assert len(tries) == 1 and rule["fired"] == 6 and is_retryable(info.value)  # a waiter still polls on
+
+
 # ---- the rate limit -----------------------------------------------------------------------------------
 def test_the_limiter_never_lets_more_than_rate_into_any_window():
     limiter = RateLimiter(rate=10, window=0.2)
