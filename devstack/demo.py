@@ -25,13 +25,16 @@ from devstack.prefect_server import DATABASE_CACHE, PrefectServer, migrated_sqli
 WX_HEADERS = {"X-WX-Code": "demo-code", "X-WX-Encrypted-Data": "demo-data", "X-WX-IV": "demo-iv"}
 
 
-def prepare_environment(workdir: Path, server: PrefectServer) -> None:
-    """The demo's own Prefect server (never the user's PREFECT_API_URL), its client state kept out of ~/.prefect."""
+def prepare_environment(workdir: Path, server: PrefectServer, ui: bool = False) -> None:
+    """Our own Prefect server (never the user's PREFECT_API_URL), its client state kept out of ~/.prefect.
+
+    Without `ui` the server serves no UI and registers no block types (each start registers them all: ~1.5 s of
+    CPU; the demo saves no block): it stops with the demo.
+    """
     os.environ.update(server.client_env(), PREFECT_HOME=str(workdir / "prefect"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # The server stops with the demo: no UI to serve, and no block types to register (each start registers them
-    # all: ~1.5 s of CPU; the demo saves no block).
-    os.environ.update(PREFECT_UI_ENABLED="false", PREFECT_SERVER_REGISTER_BLOCKS_ON_START="false")
+    if not ui:
+        os.environ.update(PREFECT_UI_ENABLED="false", PREFECT_SERVER_REGISTER_BLOCKS_ON_START="false")
 
 
 def start_prefect(server: PrefectServer) -> None:
@@ -68,24 +71,7 @@ def demonstrate(count: int, workdir: Path, prefect_started: Future[None]) -> boo
     echo = typer.echo
     started = time.monotonic()
     with EmbeddedSandbox(SandboxConfig(port=0, state_dir=workdir / "sandbox")) as sandbox:
-        config = sandbox.cloud.config
-        os.environ.update(
-            TCSCALE_ENDPOINT=sandbox.endpoint,
-            TCSCALE_PROTOCOL="http",
-            TCSCALE_SECRET_ID=config.secret_id,
-            TCSCALE_SECRET_KEY=config.secret_key,
-        )
-        echo(f"sandbox: Tencent Cloud API at {sandbox.url} (state in {workdir / 'sandbox'})")
-        guide: Any = sandbox.admin("POST", "seed", {"key_file": str(workdir / "guide.pem")})
-        servers: Any = sandbox.admin("GET", "servers")
-        session, business = guide["session_server"], guide["business_server"]
-        echo(
-            f"seeded the guide's starting point in {guide['region']} / {guide['zone']} / project "
-            f"{guide['project_id']}:\n  session server  {session['instance_id']} {session['private_ip']}\n"
-            f"  business server {business['instance_id']} {business['private_ip']}, authServerUrl "
-            f"{guide['auth_server_url']}"
-        )
-        guide["known_hosts"] = [line for s in servers["servers"] for line in s["known_hosts"]]
+        guide = seed_guide(sandbox, workdir)
         params = seed_parameters(guide, count)
 
         from flows.scale_out import scale_out_cluster
@@ -117,18 +103,50 @@ def demonstrate(count: int, workdir: Path, prefect_started: Future[None]) -> boo
         return scaled and peak
 
 
+def seed_guide(sandbox: Any, workdir: Path) -> dict[str, Any]:
+    """The product pointed at the sandbox (endpoint and credentials, as an operator sets them) and the guide's
+    starting point seeded in it: the seed's answer plus every server's `known_hosts` lines."""
+    config = sandbox.cloud.config
+    os.environ.update(
+        TCSCALE_ENDPOINT=sandbox.endpoint,
+        TCSCALE_PROTOCOL="http",
+        TCSCALE_SECRET_ID=config.secret_id,
+        TCSCALE_SECRET_KEY=config.secret_key,
+    )
+    typer.echo(f"sandbox: Tencent Cloud API at {sandbox.url} (state in {workdir / 'sandbox'})")
+    guide: Any = sandbox.admin("POST", "seed", {"key_file": str(workdir / "guide.pem")})
+    servers: Any = sandbox.admin("GET", "servers")
+    session, business = guide["session_server"], guide["business_server"]
+    typer.echo(
+        f"seeded the guide's starting point in {guide['region']} / {guide['zone']} / project "
+        f"{guide['project_id']}:\n  session server  {session['instance_id']} {session['private_ip']}\n"
+        f"  business server {business['instance_id']} {business['private_ip']}, authServerUrl "
+        f"{guide['auth_server_url']}"
+    )
+    guide["known_hosts"] = [line for s in servers["servers"] for line in s["known_hosts"]]
+    return guide
+
+
+def autoscaling_tiers(seed: dict[str, Any], count: int) -> dict[str, Any]:
+    """Each tier's Auto Scaling parameters after the scale-out: its servers found by the tier tag the scale-out put
+    on them."""
+    from flows.parameters import ServerSelector
+
+    declared = seed_declaration(seed, count)
+    return {
+        tier: declared.tier(tier).model_copy(update={"source": ServerSelector(tag_key="tcscale:tier", tag_value=tier)})
+        for tier in ("session", "business")
+    }
+
+
 def autoscale_through_lunch(sandbox: Any, seed: dict[str, Any], count: int, workdir: Path) -> bool:
     """configure-autoscaling on both tiers (every server of each tier attached and protected), then one lunch peak
     on the sandbox clock (devstack/demo_peak.py)."""
     from devstack.demo_peak import LunchPeak
     from flows.configure_autoscaling import configure_autoscaling
-    from flows.parameters import AutoScalingClusterParameters, ServerSelector
+    from flows.parameters import AutoScalingClusterParameters
 
-    declared = seed_declaration(seed, count)
-    tiers = {
-        tier: declared.tier(tier).model_copy(update={"source": ServerSelector(tag_key="tcscale:tier", tag_value=tier)})
-        for tier in ("session", "business")
-    }
+    tiers = autoscaling_tiers(seed, count)
     typer.echo("\nrunning configure-autoscaling: both tiers handed to Auto Scaling ...")
     outcomes = configure_autoscaling(AutoScalingClusterParameters(**tiers))
     for o in outcomes:

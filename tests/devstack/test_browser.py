@@ -3,8 +3,9 @@ downloaded browser): find the `scale-out-cluster` deployment, open its run form 
 finished run and see its report artifact; every deployment's run form is a few fields on the first screen
 (devstack/run_forms.py measures them). `.ci/run` installs the browser; without it (and not in CI) this skips.
 
-TCSCALE_SCREENSHOT=<file.png> keeps the screenshot of the report in the UI (the README's docs/report-in-ui.png);
-TCSCALE_CHART_SCREENSHOT=<file.png> that of a configure-autoscaling report's capacity chart (docs/chart-in-ui.png).
+TCSCALE_SCREENSHOT=<file.png> keeps the screenshot of the report in the UI (the README's docs/report-in-ui.png).
+docs/chart-in-ui.png, a set-capacity report's chart under load, is `python -m devstack.chart_in_ui`'s; this test
+checks a configure-autoscaling report's chart with the same `open_chart`.
 """
 
 import os
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.chart_in_ui import open_chart
 from devstack.run_forms import CHROMIUM, CHROMIUM_ARGS, NONE_TEXT, VIEWPORT, WAIT_MS, deployments, measure_form
 from tests.devstack.up_support import UpProcess, finished, start_run
 from tests.sdk import poll
@@ -74,26 +76,6 @@ def open_report(page: Any, ui_url: str, api_url: str, run_id: str, tier: str, sc
     return str(page.inner_text("body"))
 
 
-def open_chart(page: Any, ui_url: str, api_url: str, run_id: str, screenshot: Path) -> dict[str, Any]:
-    """A finished configure-autoscaling run's report -> its capacity chart (an SVG in a data: URL), as the UI shows
-    it: the <img>'s decoded size and its box on the page."""
-    key = f"configure-autoscaling-{run_id}"  # flows/shared/report.py: the run's report
-    query = {"artifacts": {"key": {"any_": [key]}}}
-    (artifact,) = httpx.post(f"{api_url}/artifacts/filter", json=query, timeout=10).json()
-    page.goto(f"{ui_url}/v2/runs/flow-run/{run_id}")
-    page.get_by_role("tab", name="Artifacts").click(timeout=WAIT_MS)
-    page.get_by_text("configure-autoscaling report (succeeded)").first.click(timeout=WAIT_MS)
-    page.get_by_role("link", name=artifact["id"][:8]).first.click(timeout=WAIT_MS)
-    page.get_by_role("heading", name="Capacity in time").first.wait_for(timeout=WAIT_MS)
-    chart = page.locator('img[src^="data:image/svg+xml;base64,"]').first
-    chart.wait_for(state="visible", timeout=WAIT_MS)
-    chart.evaluate("img => img.scrollIntoView({block: 'center'})")  # the whole chart in the screenshot
-    decoded = chart.evaluate("img => ({complete: img.complete, width: img.naturalWidth, height: img.naturalHeight})")
-    box = chart.bounding_box()
-    page.screenshot(path=str(screenshot))
-    return {**decoded, "box": box, "alt": chart.get_attribute("alt")}
-
-
 @pytest.mark.timeout(900)
 def test_ui_shows_our_run_form_and_a_finished_runs_report(browser: Any, up_stack: UpProcess, tmp_path: Path) -> None:
     stack = up_stack
@@ -117,12 +99,11 @@ def test_ui_shows_our_run_form_and_a_finished_runs_report(browser: Any, up_stack
     configure = start_run(stack, "configure-autoscaling/autoscaling", {"params": {"tiers": ["session"]}})
     configured = finished(stack, configure, timeout=300)
     shot = tmp_path / "chart-in-ui.png"
-    chart = open_chart(page, stack.ui_url, stack.api_url, configured["id"], shot)
+    report = "configure-autoscaling report (succeeded)"
+    chart = open_chart(page, stack.ui_url, stack.api_url, f"configure-autoscaling-{configured['id']}", report, shot)
     assert chart["complete"] and (chart["width"], chart["height"]) == (760, 330), chart  # decoded, not a broken image
     assert chart["box"] and chart["box"]["width"] > 300 and chart["box"]["height"] > 100, chart
     assert chart["alt"].startswith("session tier: asg-") and "in service" in chart["alt"], chart
-    if os.environ.get("TCSCALE_CHART_SCREENSHOT"):
-        shutil.copyfile(shot, os.environ["TCSCALE_CHART_SCREENSHOT"])
 
 
 SECRETISH = ("known_hosts", "known hosts", "host key", "key file", "key_file", "password")
