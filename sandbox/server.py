@@ -1,5 +1,8 @@
 """Run the sandbox: in the foreground (`python -m sandbox serve`) or embedded in a thread (tests, demo)."""
 
+import asyncio
+import socket
+import struct
 import threading
 import time
 from types import TracebackType
@@ -25,8 +28,45 @@ def _uvicorn_config(cloud: Cloud) -> uvicorn.Config:
     )
 
 
+class ApiServer(uvicorn.Server):
+    """uvicorn's server, whose endpoint can restart as a real cloud's API does (a fault rule's `outage_ms`): every
+    open connection dropped (reset), new ones refused, then the same port served again by the same app, its cloud
+    as it was; the data plane (servers, balancers) runs on, as a real cloud's servers do."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        if isinstance(config.app, SandboxApp):
+            config.app.outage = self.outage
+
+    def outage(self, seconds: float) -> None:
+        """Called on the server's event loop (by the app, serving the request that meets the restart)."""
+        loop = asyncio.get_running_loop()
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        for server in self.servers:
+            server.close()  # the listening socket: new connections are refused
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None and not transport.is_closing():
+                sock = transport.get_extra_info("socket")
+                if sock is not None:  # SO_LINGER 0: the client sees a reset, as from a restarted host
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+        loop.call_later(seconds, lambda: loop.create_task(self._listen_again(host, port)))
+
+    async def _listen_again(self, host: str, port: int) -> None:
+        config = self.config
+
+        def protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        loop = asyncio.get_running_loop()
+        self.servers = [await loop.create_server(protocol, host=host, port=port, backlog=config.backlog)]
+
+
 def serve(config: SandboxConfig) -> None:
-    uvicorn.Server(_uvicorn_config(Cloud(config))).run()
+    ApiServer(_uvicorn_config(Cloud(config))).run()
 
 
 class EmbeddedSandbox:
@@ -37,7 +77,7 @@ class EmbeddedSandbox:
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.cloud = Cloud(config or SandboxConfig(port=0))
-        self._server = uvicorn.Server(_uvicorn_config(self.cloud))
+        self._server = ApiServer(_uvicorn_config(self.cloud))
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._server.run, name="sandbox", daemon=True)
         # One client for every admin call: `httpx.request` builds a TLS context per call (~35 ms of CPU loading CA

@@ -282,6 +282,19 @@ def remove_instances(region: str, group_id: str, instance_ids: list[str]) -> str
 @task(name="attach-instances", cache_policy=NO_CACHE)
 @retrying()
 def attach_instances(region: str, group_id: str, instance_ids: list[str]) -> str:
+    """AttachInstances: its activity's id. Servers already in the group were attached by an earlier attempt whose
+    answer was lost: that attach's activity is answered, not a second attach (refused: already in the group)."""
+    if set(instance_ids) <= {m.instance_id for m in members(region, group_id)}:
+        earlier = wait_until(  # the activity may be listed a little after its servers (eventual consistency)
+            lambda: next((a for a in activities(region, group_id)
+                          if a.type == "ATTACH_INSTANCES" and set(instance_ids) <= set(a.instances)), None),
+            done=lambda a: a is not None,
+            failed=lambda _: None,
+            what=f"the activity that attached {', '.join(instance_ids)} to {group_id}",
+            timeout=60,
+        )  # fmt: skip
+        assert earlier is not None
+        return earlier.activity_id
     answer = call_json(
         clients_for(region).autoscaling,
         "AttachInstances",

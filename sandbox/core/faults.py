@@ -1,11 +1,11 @@
 """Fault injection, like LocalStack's chaos API: rules matched per request by service and action.
 
-A rule can add latency, answer with an HTTP status, answer with an API error, or let the request
-succeed while the asynchronous operation it starts ends in its failed state (a CREATEFAILED image,
-a LAUNCH_FAILED server, a CLB task with status 1). It fires with a probability, or for the
-first `count` matching requests only, or only once another rule has fired (`after`: a fault during the undo
-of a run that failed on the first), or only after its first `skip` matches went through (the third RegisterTargets
-of a run: `skip` 2, `count` 1).
+A rule can add latency, answer with an HTTP status, answer with an API error, let the request succeed while the
+asynchronous operation it starts ends in its failed state (a CREATEFAILED image, a LAUNCH_FAILED server, a CLB task
+with status 1), or restart the API endpoint (`outage_ms`). It fires with a probability, or for the first `count`
+matching requests only, or only once another rule has fired (`after`: a fault during the undo of a run that failed on
+the first), or only after its first `skip` matches went through (the third RegisterTargets of a run: `skip` 2,
+`count` 1).
 """
 
 import random
@@ -31,6 +31,13 @@ class FaultRule(BaseModel):
         False,
         description="the request takes effect, then its answer is lost (HTTP 502; after latency_ms): a create that "
         "succeeded",
+    )
+    outage_ms: int = Field(
+        0,
+        ge=0,
+        description="the API endpoint restarts when the request arrives: every open connection is dropped (this "
+        "request's too: with `lose_answer` it takes effect first, else never), new ones are refused for outage_ms, "
+        "then the same port answers again, the cloud as it was (its servers and balancers run on)",
     )
     probability: float = Field(1.0, ge=0, le=1)
     count: int | None = Field(None, ge=1, description="fire for the first N matches only")

@@ -8,7 +8,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from sandbox.core.catalog import REGIONS
 from sandbox.core.emulated_cloud import Cloud
@@ -29,6 +30,8 @@ class SandboxApp:
         self._ticker: asyncio.Task[None] | None = None
         self.dataplane: Any = None  # sandbox.dataplane.DataPlane once started
         self.stats = request_stats(cloud)  # GET /_sandbox/stats
+        # set by the server that serves this app: drop every connection, refuse new ones for the seconds given
+        self.outage: Callable[[float], None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -46,6 +49,9 @@ class SandboxApp:
             data = json.dumps(payload, ensure_ascii=False).encode()
         except _HttpFault as fault:  # an injected gateway failure: not an API answer at all
             status, headers, data = fault.status, [(b"content-type", b"text/plain")], b"injected HTTP failure"
+        except _Dropped:  # the endpoint restarted: this request's connection is gone, nothing is answered
+            await asyncio.sleep(0)  # the transport's connection_lost runs: the server sees a client gone
+            return
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
@@ -57,7 +63,7 @@ class SandboxApp:
         except ApiError as error:
             self.stats.error(error.code)
             return {"Response": {"Error": {"Code": error.code, "Message": error.message}, "RequestId": rid}}
-        except _HttpFault:
+        except (_HttpFault, _Dropped):
             raise
         except Exception:
             log.exception("unexpected error serving request %s", rid)
@@ -93,8 +99,11 @@ class SandboxApp:
             raise ApiError("UnsupportedRegion", f"The region `{region}` is not supported.")
         cloud.throttle.check(signed.secret_id, service, action)
 
-        async_failure, lose_answer, late_loss_ms = None, False, 0
+        async_failure, lose_answer, late_loss_ms, outage_ms = None, False, 0, 0
         for rule in cloud.faults.pick(service, action):
+            outage_ms = max(outage_ms, rule.outage_ms)
+            if rule.outage_ms and not rule.lose_answer:
+                self._restart(outage_ms)  # before the request takes effect
             lose_answer = lose_answer or rule.lose_answer
             if rule.lose_answer:  # the request takes effect at once; its (lost) answer is what is late
                 late_loss_ms += rule.latency_ms
@@ -122,8 +131,16 @@ class SandboxApp:
             cloud.touched()
         if lose_answer:
             await asyncio.sleep(late_loss_ms / 1000)
+            if outage_ms:
+                self._restart(outage_ms)  # done, then the endpoint restarts: the client never hears so
             raise _HttpFault(502)  # done, but the client never hears so
         return result
+
+    def _restart(self, outage_ms: int) -> NoReturn:
+        if self.outage is None:
+            raise ApiError("InternalError", "this sandbox's server cannot restart its endpoint")
+        self.outage(outage_ms / 1000)
+        raise _Dropped
 
     async def _admin(self, scope: dict[str, Any], body: bytes) -> tuple[int, Any]:
         client = (scope.get("client") or ("",))[0]
@@ -173,6 +190,10 @@ class SandboxApp:
             except Exception:
                 log.exception("sandbox tick failed")
             await asyncio.sleep(TICK_SECONDS)
+
+
+class _Dropped(Exception):
+    """The request's connection was dropped by an endpoint restart (`outage_ms`)."""
 
 
 class _HttpFault(Exception):

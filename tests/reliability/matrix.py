@@ -11,6 +11,9 @@ Fault kinds (`POST /_sandbox/faults` rules, see sandbox/README.md):
 - lost-answer: the request takes effect, its answer is lost (HTTP 502), on every action that changes something;
 - late-answer: the request takes effect after the client's request deadline has passed (TCSCALE_REQUEST_TIMEOUT),
   on every action that changes something: the client gives up while the cloud still applies it;
+- restarted: the cloud's API endpoint restarts when the action is called: every connection dropped (a write's after
+  it took effect: its answer lost), new ones refused for OUTAGE_MS, then the same state served again (a real cloud
+  loses no resource), on every action: reads must be asked again, a write's lost connection is a lost answer;
 - failed: the (first) operation the action starts ends in its failed state (CREATEFAILED, LAUNCH_FAILED, a failed CLB
   task, a failed scaling activity), where the action starts one;
 - past-deadline: the operation the action starts takes longer than its step's deadline (the realistic latency
@@ -39,6 +42,7 @@ RECORD = os.environ.get("TCSCALE_RECORD_MATRIX") == "1"
 REQUEST_TIMEOUT = 2  # seconds: TCSCALE_REQUEST_TIMEOUT in the late-answer cases
 LATE_MS = 3000  # the late answer arrives after that deadline, within the product's bound (tasks/cloud.py
 # lost_write_window: twice the request timeout since it was sent), after which it assumes a lost write never lands
+OUTAGE_MS = 1000  # the API down 1 s: 10 s at the product's retry schedule, which the suite runs at a tenth
 SLOW_PROFILE = {"profile": "realistic", "time_scale": 0.05}  # image 6 s, server 1.5 s, CLB 0.3 s, CLB task 0.1 s
 Rule = dict[str, Any]
 
@@ -106,6 +110,9 @@ def api_cases(flow: str, service: str, action: str) -> list[Case]:
         cases.append(Case(flow, step, "lost-answer", [{**match, "lose_answer": True, "count": 1}]))
         late = {**match, "latency_ms": LATE_MS, "count": 1}
         cases.append(Case(flow, step, "late-answer", [late], env={"TCSCALE_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT)}))
+    # a write whose connection dropped may land later: a short request timeout keeps that wait short (lost_write_window)
+    restart = {**match, "outage_ms": OUTAGE_MS, "lose_answer": changes(action), "count": 1}
+    cases.append(Case(flow, step, "restarted", [restart], env={"TCSCALE_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT)}))
     failed = failed_operation(service, action)
     if failed is not None:
         cases.append(Case(flow, step, "failed", [failed]))

@@ -130,3 +130,27 @@ def test_stats_count_the_requests_still_being_served(client, sandbox):
     poll(lambda: sandbox.admin("GET", "stats")["in_flight"], done=lambda n: n == 1, what="the held request", timeout=10)
     caller.join(30)
     assert sandbox.admin("GET", "stats")["in_flight"] == 0
+
+
+def test_an_api_outage_drops_every_connection_refuses_new_ones_and_keeps_the_cloud(client, sandbox):
+    """The API endpoint restarting, as a real cloud's does: the request that meets it loses its connection (with
+    `lose_answer`, after taking effect; without, before), new connections are refused for `outage_ms`, then the same
+    port answers again with the same state (a real cloud loses no resource; the servers run on)."""
+    cvm = client(cvm_client.CvmClient)
+    create_key(cvm, "before")
+
+    def names() -> set[str] | None:
+        try:
+            return {k.KeyName for k in cvm.DescribeKeyPairs(models.DescribeKeyPairsRequest()).KeyPairSet}
+        except TencentCloudSDKException:
+            return None  # still down
+
+    for lost, name in ((True, "applied"), (False, "never-applied")):
+        sandbox.admin("POST", "faults", {"action": "CreateKeyPair", "outage_ms": 500, "lose_answer": lost, "count": 1})
+        with pytest.raises(TencentCloudSDKException) as dropped:
+            create_key(cvm, name)
+        assert dropped.value.code == "ClientNetworkError"
+        with pytest.raises(TencentCloudSDKException, match=r"[Rr]efused"):
+            cvm.DescribeKeyPairs(models.DescribeKeyPairsRequest())
+        back = poll(names, what="the API answering again", timeout=10)
+        assert "before" in back and (name in back) is lost

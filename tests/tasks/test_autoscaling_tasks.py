@@ -177,3 +177,20 @@ def test_an_undo_puts_back_a_write_that_lands_after_the_run_gave_up_on_it(cloud_
         asg.modify_desired.fn(REGION, g.group_id, 1)
     assert asg.restore_desired.fn(REGION, g.group_id, 1, 0, 30, 0.2) is True
     assert desired_once_landed(cloud_env, g.group_id) == 0
+
+
+def test_an_attach_whose_answer_was_lost_is_found_not_made_again(cloud_env):
+    """AttachInstances took effect and its answer was lost (a 502, a dropped connection): the retry finds the servers
+    in the group and answers that attach's activity, instead of attaching again ("already in the scaling group")."""
+    g = group()
+    launch = {"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": IMAGE, "InstanceType": "S5.SMALL1",
+              "VirtualPrivateCloud": {"VpcId": g.vpc_id, "SubnetId": g.subnet_ids[0]}}  # fmt: skip
+    ids = call_json(clients_for(REGION).cvm, "RunInstances", launch)["InstanceIdSet"]
+    wait_servers_running.fn(REGION, ids, 30, 0.2)
+    lost = {"service": "as", "action": "AttachInstances", "lose_answer": True, "count": 1}
+    cloud_env.admin("POST", "faults", lost)
+    cloud_env.admin("POST", "stats/reset")
+    activity = asg.attach_instances.fn(REGION, g.group_id, ids)
+    done = asg.wait_activity.fn(REGION, activity, 30, 0.2)
+    assert done.type == "ATTACH_INSTANCES" and set(done.instances) == set(ids)
+    assert cloud_env.admin("GET", "stats")["requests"]["as"]["AttachInstances"] == 1
