@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import typer
 
-from devstack.prefect_server import PrefectServer, free_port
+from devstack.prefect_server import DATABASE_CACHE, PrefectServer, free_port, migrated_sqlite_database
 from tasks.waiters import WaitFailed, WaitTimeout, wait_until
 
 DEFAULT_WORKDIR = Path.home() / ".tcscale" / "up"
@@ -122,7 +122,14 @@ class Stack:
         self.signing_secret = keys["chat_signing_secret"]
         sandbox = self._sandbox(keys)  # starts while the server does
         echo(f"up: starting the Prefect server and the sandbox (state and logs in {workdir}) ...")
-        self.server = PrefectServer(workdir / "prefect", port=self.options.server_port, startup_timeout=STARTUP_TIMEOUT)
+        # A new folder's server starts from a copy of a migrated database (made once per Prefect version, shared with
+        # the demo and the tests): its migrations cost ~4 s of CPU at every first start.
+        self.server = PrefectServer(
+            workdir / "prefect",
+            port=self.options.server_port,
+            startup_timeout=STARTUP_TIMEOUT,
+            database_template=migrated_sqlite_database(DATABASE_CACHE),
+        )
         self.server.start()
         self.urls.update(ui=self.server.ui_url, api=self.server.api_url)
         self._ready(*sandbox)
