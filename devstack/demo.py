@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import typer
 
-from devstack.prefect_server import DATABASE_CACHE, PrefectServer, migrated_sqlite_database
+from devstack.prefect_server import DATABASE_CACHE, PrefectServer, sqlite_template
 
 WX_HEADERS = {"X-WX-Code": "demo-code", "X-WX-Encrypted-Data": "demo-data", "X-WX-IV": "demo-iv"}
 
@@ -38,8 +38,8 @@ def prepare_environment(workdir: Path, server: PrefectServer, ui: bool = False) 
 
 
 def start_prefect(server: PrefectServer) -> None:
-    """From a copy of a migrated database (made once per Prefect version): the server skips the migrations."""
-    server.database_template = migrated_sqlite_database(DATABASE_CACHE)
+    """From a copy of this Prefect's migrated database, kept with the tests' (the first server migrates, keeps it)."""
+    server.database_template = sqlite_template(DATABASE_CACHE)
     server.start()
 
 

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from contextlib import closing
 from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +30,13 @@ MEMORY_LEASES = "prefect.server.concurrency.lease_storage.memory"  # Prefect's d
 DATABASE_CACHE = Path(tempfile.gettempdir()) / "tcscale-prefect-databases"
 
 
+def sqlite_template(cache: Path) -> Path:
+    """Where this Prefect version's migrated SQLite database is kept in `cache` (made or not yet)."""
+    # The version from the package's metadata: importing prefect here (maybe in a thread beside the importing
+    # main thread, as in the demo) would cost ~1.5 s of CPU and fix Prefect's settings before the caller set them.
+    return cache / f"prefect-{version('prefect')}.db"
+
+
 def migrated_sqlite_database(cache: Path) -> Path:
     """An empty Prefect SQLite database already migrated to this Prefect's head, made once per Prefect version.
 
@@ -36,10 +44,8 @@ def migrated_sqlite_database(cache: Path) -> Path:
     servers, each from a copy of this one (`PrefectServer(database_template=...)`). Made under a lock, so parallel
     test workers make it once; published by rename, so nobody copies a half-made file.
     """
-    # The version from the package's metadata: importing prefect here (maybe in a thread beside the importing
-    # main thread, as in the demo) would cost ~1.5 s of CPU and fix Prefect's settings before the caller set them.
     cache.mkdir(parents=True, exist_ok=True)
-    database = cache / f"prefect-{version('prefect')}.db"
+    database = sqlite_template(cache)
     with (cache / f"{database.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not database.exists():
@@ -55,6 +61,17 @@ def migrated_sqlite_database(cache: Path) -> Path:
                     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 os.replace(made, database)
     return database
+
+
+def keep_copy(database: Path, template: Path) -> None:
+    """A consistent copy of `database` published at `template` by rename (SQLite's online backup: its server may be
+    running), so nobody copies a half-made file."""
+    template.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=template.parent) as work:
+        made = Path(work) / template.name
+        with closing(sqlite3.connect(database)) as source, closing(sqlite3.connect(made)) as copy:
+            source.backup(copy)
+        os.replace(made, template)
 
 
 def upgrade_database(database_url: str, home: Path, shared_env: dict[str, str] | None = None) -> None:
@@ -83,7 +100,9 @@ class PrefectServer:
     `lease_storage` keeps the concurrency leases (the tier locks): on disk under `home` by default, so a restarted
     server still knows who holds a tier and frees it when its holder is gone (Prefect's default, memory, forgets).
     `database_template` (SQLite only): a migrated database (`migrated_sqlite_database`) copied in when `home` has
-    none yet, so the server skips the migrations.
+    none yet, so the server skips the migrations; when it is not made yet, the server migrates its own and leaves a
+    copy there for the next, taken as soon as it answers (one process migrating instead of one that migrates and
+    another that starts; the copy also holds the block types the server registered on its start, if it did).
     Several servers on one database (docs/team-setup.md): `shared_env` is what they share (Redis: messaging, leases,
     the Docket: `LocalRedis.prefect_settings()`), `migrate=False` leaves the migrations to one
     `upgrade_database()` beforehand, and `public_url` is the load balancer in front, which clients and the UI use.
@@ -164,8 +183,10 @@ class PrefectServer:
     def start(self) -> PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         database = self.home / "prefect.db"  # Prefect's SQLite default under PREFECT_HOME
-        if self.database_template and not self.database_url and not database.exists():
-            shutil.copyfile(self.database_template, database)
+        template = None if self.database_url or database.exists() else self.database_template
+        first = template is not None and not template.exists()  # this server's migrations make the template
+        if template is not None and not first:
+            shutil.copyfile(template, database)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
@@ -185,6 +206,8 @@ class PrefectServer:
             first_delay=0.25,
             max_delay=1.0,
         )
+        if first and template is not None:  # up: migrated, and no caller has written to it yet
+            keep_copy(database, template)
         return self
 
     def _health(self) -> bool:
