@@ -9,7 +9,6 @@ write of another value to that group waits until it no longer can (tasks/lost_wr
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -237,8 +236,10 @@ def create_group(region: str, name: str, request: dict[str, Any], tags: dict[str
 @task(name="modify-scaling-group", cache_policy=NO_CACHE)
 @retrying()
 def modify_group(region: str, group_id: str, changes: dict[str, Any]) -> None:
-    request = {"AutoScalingGroupId": group_id, **changes}
-    write = functools.partial(call_json, clients_for(region).autoscaling, "ModifyAutoScalingGroup", request)
+    def write() -> None:
+        request = {"AutoScalingGroupId": group_id, **changes}
+        call_json(clients_for(region).autoscaling, "ModifyAutoScalingGroup", request)
+
     if "DesiredCapacity" in changes:
         write_outlasting(("desired", region, group_id), changes["DesiredCapacity"], write)
     else:
@@ -313,8 +314,10 @@ def set_protection(region: str, group_id: str, instance_ids: list[str], protecte
 @task(name="modify-desired-capacity", cache_policy=NO_CACHE)
 @retrying()
 def modify_desired(region: str, group_id: str, desired: int) -> None:
-    request = {"AutoScalingGroupId": group_id, "DesiredCapacity": desired}
-    write = functools.partial(call_json, clients_for(region).autoscaling, "ModifyDesiredCapacity", request)
+    def write() -> None:
+        request = {"AutoScalingGroupId": group_id, "DesiredCapacity": desired}
+        call_json(clients_for(region).autoscaling, "ModifyDesiredCapacity", request)
+
     write_outlasting(("desired", region, group_id), desired, write)
 
 
