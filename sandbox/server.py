@@ -41,7 +41,10 @@ class ApiServer(uvicorn.Server):
     def outage(self, seconds: float) -> None:
         """Called on the server's event loop (by the app, serving the request that meets the restart)."""
         loop = asyncio.get_running_loop()
-        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        listening = [sock for server in self.servers for sock in server.sockets]
+        if not listening:  # already down (a request held before the restart met another): it comes back on its own
+            return
+        host, port = listening[0].getsockname()[:2]
         for server in self.servers:
             server.close()  # the listening socket: new connections are refused
         for connection in list(self.server_state.connections):
@@ -51,7 +54,10 @@ class ApiServer(uvicorn.Server):
                 if sock is not None:  # SO_LINGER 0: the client sees a reset, as from a restarted host
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 transport.abort()
-        loop.call_later(seconds, lambda: loop.create_task(self._listen_again(host, port)))
+        loop.call_later(seconds, self._reopen, host, port)
+
+    def _reopen(self, host: str, port: int) -> None:
+        self._reopening = asyncio.get_running_loop().create_task(self._listen_again(host, port))  # kept: not GC'd
 
     async def _listen_again(self, host: str, port: int) -> None:
         config = self.config
