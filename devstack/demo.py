@@ -54,16 +54,18 @@ def run_demo(count: int = 2, workdir: Path | None = None) -> bool:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="tcscale-demo-"))
     server = PrefectServer(workdir / "prefect-server")
     prepare_environment(workdir, server)  # before Prefect is imported: it reads its settings then
-    from prefect.settings import temporary_settings
-
-    # No flow run heartbeats: they feed a served stack's crashed-run automation (deployments/crashes.py), which the
-    # demo has not, and each synchronous flow run waits up to 1 s at its end for its heartbeat thread (Prefect 3.8).
-    quiet = temporary_settings(updates={"flows.heartbeat_frequency": None})
     try:
-        # The Prefect server starts in a child process while this one starts the sandbox and imports the flows: on
-        # two cores the two starts overlap (measured: the server is ~5 s of CPU).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefect-server") as background, quiet:
-            return demonstrate(count, workdir, background.submit(start_prefect, server))
+        # The Prefect server starts in a child process while this one imports Prefect and the flows and starts the
+        # sandbox: on two cores the two starts overlap (measured: the server is ~5 s of CPU, what the demo waits on).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefect-server") as background:
+            prefect_started = background.submit(start_prefect, server)
+            from prefect.settings import temporary_settings
+
+            # No flow run heartbeats: they feed a served stack's crashed-run automation (deployments/crashes.py),
+            # which the demo has not, and each synchronous flow run waits up to 1 s at its end for its heartbeat
+            # thread (Prefect 3.8).
+            with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+                return demonstrate(count, workdir, prefect_started)
     finally:
         server.stop()
 
