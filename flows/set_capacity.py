@@ -47,7 +47,8 @@ def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
         return lateness.skip("set-capacity", params.tier, this_flow_run_id(), params.dry_run, reason)
     tp = params.tier_params()
     wait = lateness.lock_wait_seconds(params.late_after_minutes)  # the lunch peak waits out a busy tier
-    with tier_run("set-capacity", params.tier, tp, 6, wait) as run:
+    # its one change, the desired capacity, is kept per run key: a signalled deployment run hands its undo over
+    with tier_run("set-capacity", params.tier, tp, 6, wait, undo_by_marks=True, edits_configs=False) as run:
         group = existing_group(run)
         target, message = planned_target(run.key, params, group)
         result = AutoScalingOutcome(

@@ -20,7 +20,8 @@ def verify_autoscaling(params: AutoScalingClusterParameters) -> list[AutoScaling
     outcomes = []
     for tier in params.tiers:
         tp = tier_params(params, tier, key)
-        with tier_run("verify-autoscaling", tier, tp, 8) as run:
+        # its one change, the + 1, is kept per run key: a signalled deployment run hands its undo over
+        with tier_run("verify-autoscaling", tier, tp, 8, undo_by_marks=True, edits_configs=False) as run:
             group = existing_group(run)
             if tp.dry_run:
                 run.record.plan.append(f"{group.group_id}: desired {group.desired} -> {group.desired + 1} and back")

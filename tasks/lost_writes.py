@@ -44,6 +44,14 @@ def write_outlasting(what: Hashable, value: Any, write: Callable[[], _T]) -> _T:
         raise
 
 
+def landing_deadline() -> float:
+    """Seconds from now until no lost write this process knows of can still take effect (0: none can): another
+    process that undoes this one's writes starts no sooner (`outlast` cannot wait for it there)."""
+    with _guard:
+        now = time.monotonic()
+        return max([w.until - now for writes in _lost.values() for w in writes] + [0.0])
+
+
 def outlast(what: Hashable, unless: Any = None) -> None:
     """Return once no lost write to `what` can still take effect (those of the value `unless` may: they write what
     the caller wants)."""

@@ -6,17 +6,21 @@ signal — undo what the run changed while still holding the lock, then write th
 
 A signal in a deployment run is the exception: Prefect's runner (a cancel from the UI, a stopping worker) sends
 SIGTERM and SIGKILL 30 s later (`prefect/runner/runner.py` `_kill_process(grace_seconds=30)`), shorter than a
-real-cloud undo. A run whose every change `cleanup-run` finds by its marks (the scale-out) hands its undo to a
-`cleanup-run/cleanup` run created at once, says so in its report, releases the tier and exits; that run waits for
-the tier, undoes and reports. (Prefect's `on_cancellation` hooks were the other way: the runner runs them in its
-own process after the SIGKILL, with no flow run context or report, only for cancels, and not at all when the
-runner itself stops.)
+real-cloud undo. A run whose every change `cleanup-run` finds by its marks (the scale-outs; verify-autoscaling and
+set-capacity, whose desired capacity change is kept per run key) hands its undo to a `cleanup-run/cleanup` run
+created at once, says so in its report, releases the tier and exits; that run waits for the tier (and starts only
+once a write of this process whose answer was lost can no longer land), undoes and reports. (Prefect's
+`on_cancellation` hooks were the other way: the runner runs them in its own process after the SIGKILL, with no
+flow run context or report, only for cancels, and not at all when the runner itself stops.)
+configure-autoscaling undoes in its own process: its changes of a group it did not create (fields, bounds,
+attached servers, scheduled actions, alarm policies) carry no mark cleanup-run could find.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from prefect import get_run_logger
@@ -24,6 +28,7 @@ from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, wait
+from prefect.states import Scheduled
 from pydantic import BaseModel, Field
 
 from flows.parameters import CleanupParameters, TierParameters
@@ -31,6 +36,7 @@ from flows.shared.ledger import Ledger
 from flows.shared.report import RunRecord, StepRecord
 from flows.shared.tier_lock import tier_lock
 from tasks import remote
+from tasks.lost_writes import landing_deadline
 from tasks.models import Change
 
 # A run is typed by its flow's parameters, so a step sees the fields of its own flow (covariant: a step that needs
@@ -88,9 +94,12 @@ def settle_all(futures: list[PrefectFuture[Any]]) -> None:
 class TierRun(Generic[P_co]):
     """The state of one tier's run that its steps share, typed by the flow's parameters."""
 
-    def __init__(self, flow: str, tier: str, params: P_co, steps: int, undo_by_marks: bool = False) -> None:
+    def __init__(
+        self, flow: str, tier: str, params: P_co, steps: int, undo_by_marks: bool = False, edits_configs: bool = True
+    ) -> None:
         self.params = params
         self.undo_by_marks = undo_by_marks  # cleanup-run finds every change of this flow by the run's marks
+        self.edits_configs = edits_configs  # may rewrite sdk.config: the cleanup-run it hands over to restores them
         self.tier = tier
         self.region = params.region
         self.key = run_key(params)
@@ -137,19 +146,24 @@ class TierRun(Generic[P_co]):
             return False
         shared = (set(CleanupParameters.model_fields) & set(type(self.params).model_fields)) - {"run_key", "dry_run"}
         overrides = self.params.model_dump(mode="json", include=shared)  # cleanup's run form (flows/run_forms.py)
-        parameters = {"params": {"run_key": self.key, "overrides": overrides}}
+        form = {"run_key": self.key, "restore_configs": self.edits_configs, "overrides": overrides}
+        # a write whose answer was lost may still land: the undo waits it out (`outlast`) only in this process
+        wait = landing_deadline()
+        start = datetime.now(UTC) + timedelta(seconds=wait)
         logger = get_run_logger()
         try:
             with get_client(sync_client=True) as client:
                 cleanup = client.read_deployment_by_name(CLEANUP_DEPLOYMENT)
                 taker = client.create_flow_run_from_deployment(
-                    cleanup.id, parameters=parameters, idempotency_key=f"undo:{self.key}:{this_flow_run_id()}",
+                    cleanup.id, parameters={"params": form}, state=Scheduled(scheduled_time=start),
+                    idempotency_key=f"undo:{self.key}:{this_flow_run_id()}",
                     tags=["tcscale", "cleanup", f"undo-of:{self.key}"],
                 )  # fmt: skip
         except Exception as failure:  # no API, no cleanup deployment: the undo here is all there is
             logger.error("could not hand the undo to %s (%s): undoing here", CLEANUP_DEPLOYMENT, failure)
             return False
         what = (f"undo handed to cleanup-run {taker.name} ({taker.id}): signalled ({error}), this process has 30 s; "
+                f"{f'it starts in {wait:.0f} s, once a lost write can no longer land; ' if wait else ''}"
                 f"it waits for the tier, undoes the {len(self.ledger.entries)} change(s) by the run's marks and "
                 f"writes the report cleanup-run-{self.key}")  # fmt: skip
         logger.warning("%s", what)
@@ -167,12 +181,14 @@ def tier_run(
     steps: int,
     lock_wait_seconds: float | None = None,
     undo_by_marks: bool = False,
+    edits_configs: bool = True,
 ) -> Iterator[TierRun[P]]:
     """Lock (unless a dry run; waiting `lock_wait_seconds` for a busy tier, default the short wait), run, undo on
     any failure under the lock (a signalled deployment run of a flow whose changes all carry marks,
-    `undo_by_marks`: by a cleanup-run), report whatever happens. One SSH connection per server serves every step
-    of the run, its undo included (`remote.pooled`)."""
-    run = TierRun(flow, tier, params, steps, undo_by_marks)
+    `undo_by_marks`: by a cleanup-run, which looks for sdk.config backups only if the flow `edits_configs`), report
+    whatever happens. One SSH connection per server serves every step of the run, its undo included
+    (`remote.pooled`)."""
+    run = TierRun(flow, tier, params, steps, undo_by_marks, edits_configs)
     outcome = "failed"
     try:
         if params.dry_run:
