@@ -51,7 +51,8 @@ from devstack.rehearsal_checks import (
     tier_limit_ids,
     tier_slots,
 )
-from devstack.up import Child, seed_sandbox, tail, write_declaration
+from devstack.up import Child, tail
+from devstack.up_inputs import seed_sandbox, write_declaration
 from tasks.waiters import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -38,7 +38,8 @@ from flows.shared.tier_lock import LEASE_SECONDS, tier_lock
 from flows.shared.tier_run import settle_all
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies as policies
-from tasks import business_server, clb, cvm, vpc
+from tasks import autoscaling_undo, business_server, clb, cvm, vpc
+from tasks.autoscaling_launch_configurations import delete_tagged_launch_configurations, tagged_launch_configurations
 from tasks.cvm import RUN_TAG, TIER_TAG, Server
 
 TIERS = ("session", "business")
@@ -176,11 +177,9 @@ def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger
     each of its groups, in the order it makes them. Nothing without the run's tag: an operator's launch
     configuration stays, whether a group of the run used it or none does."""
     region, timeout, tags = params.region, params.timeout, {RUN_TAG: params.run_key}
-    removed.launch_configurations = [
-        lc.launch_configuration_id for lc in asg.tagged_launch_configurations(region, tags)
-    ]
+    removed.launch_configurations = [lc.launch_configuration_id for lc in tagged_launch_configurations(region, tags)]
     if removed.launch_configurations:  # added before the groups: deleted after them, once no group of the run uses it
-        ledger.add("launch configurations", lambda: asg.delete_tagged_launch_configurations(region, tags),
+        ledger.add("launch configurations", lambda: delete_tagged_launch_configurations(region, tags),
                    f"delete the launch configurations tagged tcscale:run={params.run_key} once no scaling group "
                    "uses them")  # fmt: skip
     for group in asg.tagged_groups(region, tags):
@@ -189,7 +188,7 @@ def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger
         members = asg.members(region, gid)
         launched = [m.instance_id for m in members if m.creation_type != "MANUAL_ATTACHING"]
         removed.group_servers += launched
-        ledger.add(f"scaling group {gid}", lambda gid=gid: asg.delete_group(region, gid, timeout),
+        ledger.add(f"scaling group {gid}", lambda gid=gid: autoscaling_undo.delete_group(region, gid, timeout),
                    f"set min/desired of {gid} to 0, then delete it (its servers {', '.join(launched) or 'none'} "
                    "are terminated with it)")  # fmt: skip
         attached = sorted(m.instance_id for m in members if m.creation_type == "MANUAL_ATTACHING")
@@ -200,8 +199,8 @@ def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger
             removed.servers_detached.append(f"{gid}: {', '.join(attached)}")
             target = f"{fwd.load_balancer_id}/{fwd.listener_id} port {fwd.port}" if fwd else "their CLB"
             ledger.add(f"{', '.join(attached)} attached to {gid}",
-                       lambda gid=gid, ids=attached, fwd=fwd, was=was_bound: asg.detach(region, gid, ids, fwd, was,
-                                                                                        timeout),
+                       lambda gid=gid, ids=attached, fwd=fwd, was=was_bound: autoscaling_undo.detach(
+                           region, gid, ids, fwd, was, timeout),
                        f"unprotect and remove {', '.join(attached)} from {gid}, then bind them to {target} "
                        "again")  # fmt: skip
         # scheduled actions and alarm policies carry no tag: the run's are its names, in a group of the run

@@ -25,7 +25,12 @@ from flows.parameters import AutoScalingClusterParameters, AutoScalingTierParame
 from flows.shared.tier_run import TierRun, this_flow_run_id, tier_run
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies as policies
-from tasks import clb, cvm, pricing
+from tasks import autoscaling_undo, clb, cvm, pricing
+from tasks.autoscaling_launch_configurations import (
+    create_launch_configuration,
+    delete_tagged_launch_configurations,
+    find_launch_configuration,
+)
 from tasks.pricing import ServerPrice
 
 CONFIGURE_STEPS = 12
@@ -67,7 +72,7 @@ def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: 
             image_id = c.change(f"image the {run.tier} server {facts.source.instance_id} as {name!r}", make_image)
     # 2. the launch configuration
     lc_name = plan.launch_configuration_name(run.tier, image_id or "new-image")
-    lc = asg.find_launch_configuration(region, lc_name) if image_id else None
+    lc = find_launch_configuration(region, lc_name) if image_id else None
     lc_created = lc is None
     if lc is None:
         with run.step(f"launch configuration {lc_name}"):
@@ -75,11 +80,11 @@ def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: 
             def make_lc() -> asg.LaunchConfiguration:
                 run.ledger.add(  # written before: one whose answer was lost is found by the run's tags
                     f"launch configuration {lc_name} of this run",
-                    lambda: asg.delete_tagged_launch_configurations(region, run.tags),
+                    lambda: delete_tagged_launch_configurations(region, run.tags),
                     f"delete the launch configurations tagged {_marks(run)} once no scaling group uses them",
                 )
                 request = _request_lc(facts, image_id, run.tier)
-                made, _ = asg.create_launch_configuration(region, lc_name, request, run.tags)
+                made, _ = create_launch_configuration(region, lc_name, request, run.tags)
                 ours = made.carries(run.tags)  # also when an earlier attempt made it and its answer was lost
                 run.record.add("launch-configuration", made.launch_configuration_id, created=ours, detail=lc_name)
                 return made
@@ -107,7 +112,7 @@ def converge_tier(run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: 
                 }
                 run.ledger.add(  # written before: one whose answer was lost is found by the run's tags
                     f"scaling group {plan.group_name(run.tier)} of this run",
-                    lambda: asg.delete_tagged_groups(region, run.tags, timeouts.undo, timeouts.poll),
+                    lambda: autoscaling_undo.delete_tagged_groups(region, run.tags, timeouts.undo, timeouts.poll),
                     f"set min/desired to 0 and delete the scaling groups tagged {_marks(run)}",
                 )
                 made, _ = asg.create_group(region, plan.group_name(run.tier), request, run.tags)
@@ -195,10 +200,10 @@ def _marks(run: TierRun[AutoScalingTierParameters]) -> str:
 def modify(run: TierRun[AutoScalingTierParameters], group: asg.Group, changes: dict[str, Any]) -> None:
     """ModifyAutoScalingGroup on a group the run did not create, written to the ledger first: the undo puts back
     each field that still holds the run's value."""
-    previous = {k: v for k, v in asg.group_fields(group).items() if k in changes}
+    previous = {k: v for k, v in autoscaling_undo.group_fields(group).items() if k in changes}
     run.ledger.add(
         f"{', '.join(changes)} of {group.group_id}",
-        lambda: asg.restore_group(run.region, group.group_id, changes, previous),
+        lambda: autoscaling_undo.restore_group(run.region, group.group_id, changes, previous),
         f"set {group.group_id} back to {previous} (unless changed since the run)",
     )
     asg.modify_group(run.region, group.group_id, changes)
@@ -221,7 +226,7 @@ def attach_and_protect(
                 was_bound = [t for t in clb.targets_on(outside, fwd.port) if t in bound]
                 run.ledger.add(
                     f"{', '.join(outside)} attached to {group.group_id}",
-                    lambda: asg.detach(region, group.group_id, outside, fwd, was_bound, undo, poll),
+                    lambda: autoscaling_undo.detach(region, group.group_id, outside, fwd, was_bound, undo, poll),
                     f"remove {', '.join(outside)} from {group.group_id} (RemoveInstances only detaches), then bind "
                     f"{', '.join(map(str, was_bound)) or 'none'} to {fwd.load_balancer_id}/{fwd.listener_id} again",
                 )

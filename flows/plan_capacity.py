@@ -39,6 +39,7 @@ from flows.shared.tier_run import TierOutcome, TierRun, tier_run
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies as policies
 from tasks import clb, cvm, pricing
+from tasks.autoscaling_launch_configurations import describe_launch_configuration
 
 PLAN_STEPS = 6
 DEFAULT_LEAD_MINUTES = 15  # no launch-to-healthy measured yet (deployments/lunch_peak.py uses the same)
@@ -240,7 +241,7 @@ def hourly_price(
     for price in (typed, cost.hourly_price):
         if price is not None:
             return price, f"{price} {cost.currency}/h per server (typed)"
-    lc = asg.describe_launch_configuration(region, group.launch_configuration_id)
+    lc = describe_launch_configuration(region, group.launch_configuration_id)
     if lc is None:
         raise history.PlanInputError(f"the launch configuration {group.launch_configuration_id} is gone")
     members = [m.instance_id for m in asg.members(region, group.group_id)]

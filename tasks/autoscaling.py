@@ -1,4 +1,6 @@
-"""Thin typed calls over Auto Scaling (as 2018-04-19), and the waits on its activities.
+"""Thin typed calls over Auto Scaling (as 2018-04-19): scaling groups, their servers and activities, and the waits
+on those activities. Launch configurations are tasks/autoscaling_launch_configurations.py, a group's scheduled actions
+and alarm policies tasks/autoscaling_policies.py, the undo of a run's changes to groups tasks/autoscaling_undo.py.
 
 Every write is a Prefect task retried on retryable codes only (`tasks.cloud.retrying`). Auto Scaling's creates
 take no ClientToken, so each create finds its resource by name first (a retry, or a re-run, adopts it).
@@ -16,7 +18,6 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import clb
 from tasks.autoscaling_models import (
     FINISHED_OK,
     Activity,
@@ -28,7 +29,7 @@ from tasks.autoscaling_models import (
     ScheduledAction,
 )
 from tasks.cloud import call_json, clients_for, retrying
-from tasks.lost_writes import outlast, write_outlasting
+from tasks.lost_writes import write_outlasting
 from tasks.waiters import wait_until
 
 __all__ = [
@@ -45,7 +46,8 @@ PAGE = 100
 GroupObserver = Callable[[Group | None, list[Activity]], None]  # what a wait saw at each poll
 
 
-def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+def api_tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    """`tags` as a create's `Tags` parameter."""
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
@@ -64,41 +66,21 @@ def paged(region: str, action: str, request: dict[str, Any], key: str) -> list[d
 # --- reads ----------------------------------------------------------------------------------------------------
 
 
-def find_launch_configuration(region: str, name: str) -> LaunchConfiguration | None:
-    filters = [{"Name": "launch-configuration-name", "Values": [name]}]
-    found = paged(region, "DescribeLaunchConfigurations", {"Filters": filters}, "LaunchConfigurationSet")
-    return next((LaunchConfiguration.from_api(i) for i in found if i["LaunchConfigurationName"] == name), None)
-
-
-def describe_launch_configuration(region: str, lc_id: str) -> LaunchConfiguration | None:
-    answer = call_json(
-        clients_for(region).autoscaling, "DescribeLaunchConfigurations", {"LaunchConfigurationIds": [lc_id]}
-    )
-    found = answer.get("LaunchConfigurationSet") or []
-    return LaunchConfiguration.from_api(found[0]) if found else None
-
-
 def find_group(region: str, name: str) -> Group | None:
     filters = [{"Name": "auto-scaling-group-name", "Values": [name]}]
     found = paged(region, "DescribeAutoScalingGroups", {"Filters": filters}, "AutoScalingGroupSet")
     return next((Group.from_api(i) for i in found if i["AutoScalingGroupName"] == name), None)
 
 
-def _tag_filters(tags: dict[str, str]) -> list[dict[str, Any]]:
+def tag_filters(tags: dict[str, str]) -> list[dict[str, Any]]:
+    """A describe's `Filters` that match every one of `tags`."""
     return [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
 
 
 def tagged_groups(region: str, tags: dict[str, str]) -> list[Group]:
     """The scaling groups carrying every one of `tags`, each value matching exactly."""
-    found = paged(region, "DescribeAutoScalingGroups", {"Filters": _tag_filters(tags)}, "AutoScalingGroupSet")
+    found = paged(region, "DescribeAutoScalingGroups", {"Filters": tag_filters(tags)}, "AutoScalingGroupSet")
     return [g for g in (Group.from_api(i) for i in found) if g.carries(tags)]
-
-
-def tagged_launch_configurations(region: str, tags: dict[str, str]) -> list[LaunchConfiguration]:
-    """The launch configurations carrying every one of `tags` (a run's marks), each value matching exactly."""
-    request = {"Filters": _tag_filters(tags)}
-    found = paged(region, "DescribeLaunchConfigurations", request, "LaunchConfigurationSet")
-    return [lc for lc in (LaunchConfiguration.from_api(i) for i in found) if lc.carries(tags)]
 
 
 def groups_using(region: str, lc_id: str) -> list[Group]:
@@ -164,63 +146,13 @@ def _parse(stamp: str) -> datetime | None:
 # --- writes ---------------------------------------------------------------------------------------------------
 
 
-@task(name="create-launch-configuration", cache_policy=NO_CACHE)
-@retrying()
-def create_launch_configuration(
-    region: str, name: str, request: dict[str, Any], tags: dict[str, str]
-) -> tuple[LaunchConfiguration, bool]:
-    """Find by name, else create it carrying `tags`: (the launch configuration, created now). Whose it is, is in
-    its tags: a lost answer's retry finds the run's own by name."""
-    found = find_launch_configuration(region, name)
-    if found is not None:
-        return found, False
-    body = {**request, "LaunchConfigurationName": name, "Tags": _tags(tags)}
-    lc_id = call_json(clients_for(region).autoscaling, "CreateLaunchConfiguration", body)["LaunchConfigurationId"]
-    created = describe_launch_configuration(region, lc_id)
-    return created or LaunchConfiguration(
-        launch_configuration_id=lc_id,
-        name=name,
-        image_id=request["ImageId"],
-        instance_type=request["InstanceType"],
-        tags=tags,
-    ), True
-
-
-@task(name="delete-launch-configuration", cache_policy=NO_CACHE)
-@retrying()
-def delete_launch_configuration(region: str, lc_id: str) -> bool:
-    if describe_launch_configuration(region, lc_id) is None:
-        return False
-    call_json(clients_for(region).autoscaling, "DeleteLaunchConfiguration", {"LaunchConfigurationId": lc_id})
-    return True
-
-
-@task(name="delete-tagged-launch-configurations", cache_policy=NO_CACHE)
-def delete_tagged_launch_configurations(region: str, tags: dict[str, str]) -> list[str]:
-    """Delete the launch configurations carrying `tags` (a run's own, whatever became of its create's answer);
-    one a scaling group still uses is left, and named in the error after the others are deleted."""
-    deleted, in_use = [], []
-    for lc in tagged_launch_configurations(region, tags):
-        users = groups_using(region, lc.launch_configuration_id)
-        if users:
-            in_use.append(f"{lc.launch_configuration_id} ({lc.name}) is used by {', '.join(g.group_id for g in users)}")
-        elif delete_launch_configuration.fn(region, lc.launch_configuration_id):
-            deleted.append(lc.launch_configuration_id)
-    if in_use:
-        raise RuntimeError(
-            f"launch configuration(s) {'; '.join(in_use)}: point the scaling group(s) at another launch "
-            "configuration, then delete it"
-        )
-    return deleted
-
-
 @task(name="create-scaling-group", cache_policy=NO_CACHE)
 @retrying()
 def create_group(region: str, name: str, request: dict[str, Any], tags: dict[str, str]) -> tuple[Group, bool]:
     found = find_group(region, name)
     if found is not None:
         return found, False
-    body = {**request, "AutoScalingGroupName": name, "Tags": _tags(tags)}
+    body = {**request, "AutoScalingGroupName": name, "Tags": api_tags(tags)}
     group_id = call_json(clients_for(region).autoscaling, "CreateAutoScalingGroup", body)["AutoScalingGroupId"]
     group = wait_until(
         lambda: describe_group(region, group_id),
@@ -244,32 +176,6 @@ def modify_group(region: str, group_id: str, changes: dict[str, Any]) -> None:
         write_outlasting(("desired", region, group_id), changes["DesiredCapacity"], write)
     else:
         write()
-
-
-@task(name="delete-scaling-group", cache_policy=NO_CACHE)
-@retrying()  # ResourceInUse.ActivityInProgress / InstanceInGroup are retried, as Terraform does
-def delete_group(region: str, group_id: str, timeout: float, poll: float = 2.0) -> bool:
-    """Empty the group (min = desired = 0: the servers it launched are terminated), then delete it. Servers
-    attached to it are not its to take: detaching them deregisters them from the group's CLB listener, bindings
-    they had before the attach (`detach` binds them again). While any is attached it stops, naming them."""
-    if wait_idle(region, group_id, timeout, poll) is None:
-        return False
-    attached = [m.instance_id for m in members(region, group_id) if m.creation_type == "MANUAL_ATTACHING"]
-    if attached:
-        raise RuntimeError(
-            f"{group_id} still has attached servers {', '.join(attached)}: remove them from it and bind them to its "
-            "CLB listener again (as before the attach), then delete the group"
-        )
-    modify_group.fn(region, group_id, {"MinSize": 0, "DesiredCapacity": 0})
-    wait_settled.fn(region, group_id, timeout, poll)
-    call_json(clients_for(region).autoscaling, "DeleteAutoScalingGroup", {"AutoScalingGroupId": group_id})
-    return True
-
-
-@task(name="delete-tagged-scaling-groups", cache_policy=NO_CACHE)
-def delete_tagged_groups(region: str, tags: dict[str, str], timeout: float, poll: float = 2.0) -> list[str]:
-    """Empty and delete the scaling groups carrying `tags` (a run's own, whatever became of its create's answer)."""
-    return [g.group_id for g in tagged_groups(region, tags) if delete_group.fn(region, g.group_id, timeout, poll)]
 
 
 @task(name="remove-instances", cache_policy=NO_CACHE)
@@ -319,76 +225,6 @@ def modify_desired(region: str, group_id: str, desired: int) -> None:
         call_json(clients_for(region).autoscaling, "ModifyDesiredCapacity", request)
 
     write_outlasting(("desired", region, group_id), desired, write)
-
-
-@task(name="restore-desired-capacity", cache_policy=NO_CACHE)
-def restore_desired(region: str, group_id: str, written: int, previous: int, timeout: float, poll: float = 2.0) -> bool:
-    """Undo a ModifyDesiredCapacity: back to `previous` only while the group still desires `written` (the value the
-    run set), never over someone else's later change; waits for the activities it starts. A write of this process
-    whose answer was lost is waited out first: it may land after the run gave up on it."""
-    outlast(("desired", region, group_id), unless=previous)
-    group = describe_group(region, group_id)
-    if group is None or group.desired != written:
-        return False
-    known = {a.activity_id for a in activities(region, group_id)}
-    modify_desired.fn(region, group_id, previous)
-    wait_new_activities.fn(region, group_id, known, timeout, poll)
-    return True
-
-
-@task(name="restore-scaling-group", cache_policy=NO_CACHE)
-def restore_group(region: str, group_id: str, written: dict[str, Any], previous: dict[str, Any]) -> bool:
-    """Undo a ModifyAutoScalingGroup: each field back to `previous` only while it still holds the value the run
-    `written` (a later change of that field by anyone else stays)."""
-    if "DesiredCapacity" in written:  # a lost write of it may land after the run gave up on it: waited out first
-        outlast(("desired", region, group_id), unless=previous["DesiredCapacity"])
-    group = describe_group(region, group_id)
-    if group is None:
-        return False
-    now = group_fields(group)
-    back = {k: previous[k] for k, v in written.items() if _same(now.get(k), v)}
-    if back:
-        modify_group.fn(region, group_id, back)
-    return bool(back)
-
-
-def group_fields(group: Group) -> dict[str, Any]:
-    """The group's values under the names ModifyAutoScalingGroup takes."""
-    return {
-        "LaunchConfigurationId": group.launch_configuration_id,
-        "MinSize": group.min_size,
-        "MaxSize": group.max_size,
-        "DesiredCapacity": group.desired,
-        "SubnetIds": group.subnet_ids,
-        "TerminationPolicies": group.termination_policies,
-    }
-
-
-def _same(a: Any, b: Any) -> bool:
-    return sorted(a) == sorted(b) if isinstance(a, list) and isinstance(b, list) else a == b
-
-
-def detach(
-    region: str,
-    group_id: str,
-    instance_ids: list[str],
-    fwd: ForwardLoadBalancer | None,
-    was_bound: list[clb.Target],
-    timeout: float,
-    poll: float = 2.0,
-) -> bool:
-    """Undo an attach: out of the group (detaching deregisters them from the group's listener), then the (instance,
-    port) pairs of `fwd` they had before bound again (the tier's CLB served them). The attach may still be under
-    way: the group's activity is waited for first; each wait at most `timeout` s."""
-    group = wait_idle(region, group_id, timeout, poll)
-    present = [m.instance_id for m in members(region, group_id) if m.instance_id in instance_ids] if group else []
-    if group is not None and present:
-        set_protection.fn(region, group_id, present, False)
-        if group.min_size > group.desired - len(present):
-            modify_group.fn(region, group_id, {"MinSize": max(0, group.desired - len(present))})
-        wait_activity.fn(region, remove_instances.fn(region, group_id, present), timeout, poll)
-    rebound = clb.register_targets.fn(region, fwd.load_balancer_id, fwd.listener_id, was_bound, timeout) if fwd else []
-    return bool(present or rebound)
 
 
 # --- waits ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Business servers: point their `authServerUrl` at the session tier's VIP, restart their app, prove it took.
 
-The rewrite is a byte-preserving in-place edit with a backup named after the run (`tasks.remote`). A
+The rewrite is a byte-preserving in-place edit with a backup named after the run (`tasks.config_rewrite`). A
 restart counts only when the app's process is a new one (pm2 / systemd / IIS say so), the app answers
 its real routes, stays up, and reaches the session service through the URL it loaded. Undo is
 `restore_run_backup`: the file back from the run's own backup, the app restarted and verified again; only while
@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks import apps, remote, sdkconfig
+from tasks import apps, config_rewrite, remote, sdkconfig
 from tasks.cloud import retrying
 from tasks.cvm import Server
 from tasks.health import HealthCheck, Probe, probe_session_reach
@@ -48,7 +48,7 @@ def plan_config_change(server: Server, ssh: SshSettings, profile: RuntimeProfile
     This is the preflight of a business server: SSH works, the file exists and is valid JSON.
     """
     with remote.session(_host(server), ssh, profile, server.instance_id) as conn:
-        return remote.rewrite_sdk_config(
+        return config_rewrite.rewrite_sdk_config(
             conn, profile.config_path, AUTH_KEY, auth_url, profile.config_encoding, server.instance_id,
             dry_run=True, timeout=ssh.io_timeout,
         )  # fmt: skip
@@ -83,11 +83,11 @@ def repoint_server(
     """
     host, port = _host(server), check.port_for(profile)
     with remote.session(host, ssh, profile, server.instance_id) as conn:
-        change = remote.rewrite_sdk_config(
+        change = config_rewrite.rewrite_sdk_config(
             conn, profile.config_path, AUTH_KEY, auth_url, profile.config_encoding, server.instance_id,
             timeout=ssh.io_timeout, backup_tag=run_key,
         )  # fmt: skip
-        ours = change.changed or bool(remote.backups(conn, profile.config_path, run_key, ssh.io_timeout))
+        ours = change.changed or bool(config_rewrite.backups(conn, profile.config_path, run_key, ssh.io_timeout))
         before = after = None
         if ours:
             before = apps.process_identity(conn, profile)
@@ -130,7 +130,7 @@ def run_config(server: Server, ssh: SshSettings, profile: RuntimeProfile, run_ke
     """How run `run_key` left this server's sdk.config; None when the run has no backup of it or the file is as
     the backup holds it (nothing to undo)."""
     with remote.session(_host(server), ssh, profile, server.instance_id) as conn:
-        found = remote.backups(conn, profile.config_path, run_key, ssh.io_timeout)
+        found = config_rewrite.backups(conn, profile.config_path, run_key, ssh.io_timeout)
         if not found:
             return None
         path = remote.sftp_path(profile.config_path)
@@ -142,7 +142,7 @@ def run_config(server: Server, ssh: SshSettings, profile: RuntimeProfile, run_ke
             path=path,
             backup=found[0],
             value=sdkconfig.get_string(current, AUTH_KEY, f"{server.instance_id}:{path}", profile.config_encoding),
-            written=remote.written_values(conn, found, AUTH_KEY, ssh.io_timeout),
+            written=config_rewrite.written_values(conn, found, AUTH_KEY, ssh.io_timeout),
         )
 
 
@@ -153,15 +153,15 @@ def restore_run_backup(
 ) -> bool:
     """Put sdk.config back as it was before run `run_key` (its oldest backup of the file), restart the app and
     verify the restart; False when the file already is as it was (nothing to undo). Only over the run's own edit:
-    `remote.EditedSinceRun` when authServerUrl holds a value the run did not write (set by hand since)."""
+    `config_rewrite.EditedSinceRun` when authServerUrl holds a value the run did not write (set by hand since)."""
     host = _host(server)
     with remote.session(host, ssh, profile, server.instance_id) as conn:
-        found = remote.backups(conn, profile.config_path, run_key, ssh.io_timeout)
+        found = config_rewrite.backups(conn, profile.config_path, run_key, ssh.io_timeout)
         if not found:
             return False
-        written = remote.written_values(conn, found, AUTH_KEY, ssh.io_timeout)
+        written = config_rewrite.written_values(conn, found, AUTH_KEY, ssh.io_timeout)
         only = (AUTH_KEY, written)
-        if not remote.restore_from_backup(
+        if not config_rewrite.restore_from_backup(
             conn, profile.config_path, found[0], ssh.io_timeout, only, profile.config_encoding
         ):
             return False

@@ -1,4 +1,6 @@
-"""SSH to the servers (fabric 3 / paramiko): connect with verified host keys, rewrite sdk.config, restart apps.
+"""SSH to the servers (fabric 3 / paramiko): connect with verified host keys, run commands, restart apps, read files.
+
+Rewriting sdk.config (with its backup, and its restore) is tasks/config_rewrite.py, over these connections.
 
 Facts this follows: paramiko never sets TCP_NODELAY (a loopback handshake takes
 ~93 ms instead of ~5 ms), so the socket is opened here and passed as `sock`; fabric accepts any
@@ -10,15 +12,9 @@ never logged nor put in an error message.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import logging
-import re
 import socket
-import stat
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import NamedTuple
@@ -26,8 +22,7 @@ from typing import NamedTuple
 import paramiko
 from fabric import Config, Connection
 
-from tasks import sdkconfig
-from tasks.models import Change, RuntimeProfile, SshSettings, sftp_path
+from tasks.models import RuntimeProfile, SshSettings, sftp_path
 from tasks.ssh_keys import (
     apply_host_key_policy,
     has_key,
@@ -35,8 +30,6 @@ from tasks.ssh_keys import (
     resolve_password,
     resolve_private_key,
 )
-
-log = logging.getLogger("tcscale.remote")
 
 FABRIC_OVERRIDES = {"load_ssh_configs": False, "run": {"hide": True, "warn": True, "in_stream": False}}
 
@@ -60,22 +53,6 @@ class RemoteError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (RemoteError, (self.host, self.message))
-
-
-class EditedSinceRun(RemoteError):
-    """A config key no longer holds the value tcscale wrote: someone set it since; their value is not ours to undo."""
-
-    def __init__(self, host: str, path: str, key: str, value: str, written: list[str], backup_path: str) -> None:
-        self.path, self.key, self.value, self.written, self.backup_path = path, key, value, written, backup_path
-        wrote = " or ".join(repr(w) for w in written) or "(no record of it)"
-        super().__init__(
-            host,
-            f"{path}: {key} is {value!r}, not the value tcscale wrote ({wrote}): changed since tcscale rewrote it; "
-            f"not restoring over it (the file before tcscale: {backup_path})",
-        )
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (EditedSinceRun, (self.host, self.path, self.key, self.value, self.written, self.backup_path))
 
 
 class RemoteCommandFailed(RemoteError):
@@ -275,11 +252,13 @@ def session(
         raise
 
 
-def _where(conn: Connection) -> str:
+def host_label(conn: Connection) -> str:
+    """`host` or `[host]:port`, as known_hosts names it: what an error or a log line names."""
     return known_host_name(conn.host, conn.port)
 
 
-def _sftp(conn: Connection, timeout: float) -> paramiko.SFTPClient:
+def open_sftp(conn: Connection, timeout: float) -> paramiko.SFTPClient:
+    """The connection's SFTP client, each of its operations bounded by `timeout`."""
     sftp = conn.sftp()
     sftp.get_channel().settimeout(timeout)
     return sftp
@@ -300,7 +279,7 @@ def run(conn: Connection, command: str, timeout: float = 120.0, check: bool = Tr
             raise paramiko.SSHException("not connected")
         channel = transport.open_session(timeout=timeout)
     except Exception as exc:
-        raise RemoteError(_where(conn), f"`{command}` could not run: {exc}") from None
+        raise RemoteError(host_label(conn), f"`{command}` could not run: {exc}") from None
     with channel:
         deadline = time.monotonic() + timeout
         try:
@@ -311,13 +290,13 @@ def run(conn: Connection, command: str, timeout: float = 120.0, check: bool = Tr
             stdout = _drain(channel.recv) if exited else b""
             stderr = _drain(channel.recv_stderr) if exited else b""
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise RemoteError(_where(conn), f"`{command}` could not run: {exc}") from None
+            raise RemoteError(host_label(conn), f"`{command}` could not run: {exc}") from None
         if not exited:
-            raise RemoteCommandFailed(_where(conn), command, None, "", f"no answer within {timeout:g}s")
+            raise RemoteCommandFailed(host_label(conn), command, None, "", f"no answer within {timeout:g}s")
         code = channel.exit_status  # -1: the channel closed without an exit status (the connection dropped)
     outcome = CommandResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
     if check and outcome.exit != 0:
-        raise RemoteCommandFailed(_where(conn), command, outcome.exit, outcome.stdout, outcome.stderr)
+        raise RemoteCommandFailed(host_label(conn), command, outcome.exit, outcome.stdout, outcome.stderr)
     return outcome
 
 
@@ -338,184 +317,9 @@ def restart(conn: Connection, profile: RuntimeProfile, timeout: float = 120.0) -
 
 def read_file(conn: Connection, path: str, timeout: float = 30.0) -> bytes:
     try:
-        with _sftp(conn, timeout).open(sftp_path(path), "rb") as file:
+        with open_sftp(conn, timeout).open(sftp_path(path), "rb") as file:
             return file.read()
     except FileNotFoundError:
-        raise RemoteError(_where(conn), f"{path}: no such file") from None
+        raise RemoteError(host_label(conn), f"{path}: no such file") from None
     except (OSError, paramiko.SSHException) as exc:
-        raise RemoteError(_where(conn), f"cannot read {path}: {exc}") from None
-
-
-def _write_new(sftp: paramiko.SFTPClient, path: str, data: bytes, mode: int | None) -> None:
-    with sftp.open(path, "wbx") as file:  # x: exclusive, never clobber an existing file
-        file.write(data)
-    if mode is not None:
-        sftp.chmod(path, stat.S_IMODE(mode))
-
-
-def _unique(path: str, suffix: str, tag: str = "") -> str:
-    """`<path>.tcscale-[<tag>-]<UTC time>-<random>.<suffix>`: sorts by time within a tag."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    return f"{path}.tcscale-{tag + '-' if tag else ''}{stamp}-{uuid.uuid4().hex[:8]}.{suffix}"
-
-
-_BACKUP = re.compile(r"^(?:(?P<tag>[a-z0-9-]+)-)?\d{8}T\d{6}-[0-9a-f]{8}\.bak$")
-
-
-def backups(conn: Connection, path: str, tag: str, timeout: float = 30.0) -> list[str]:
-    """The backups `rewrite_sdk_config(..., backup_tag=tag)` left of `path`, oldest first.
-
-    The tag must match exactly: the backups of run `abc-2` are not run `abc`'s.
-    """
-    remote_path = sftp_path(path)
-    folder, _, name = remote_path.rpartition("/")
-    prefix = f"{name}.tcscale-"
-    try:
-        entries = _sftp(conn, timeout).listdir(folder or "/")
-    except (OSError, paramiko.SSHException) as exc:
-        raise RemoteError(_where(conn), f"cannot list {folder}: {exc}") from None
-    ours = []
-    for entry in entries:
-        found = _BACKUP.match(entry[len(prefix) :]) if entry.startswith(prefix) else None
-        if found and (found.group("tag") or "") == tag:
-            ours.append(entry)
-    return [f"{folder}/{e}" for e in sorted(ours)]
-
-
-def _written_path(backup_path: str) -> str:
-    """Beside each backup, the value its rewrite wrote: what an undo may restore over, and nothing else."""
-    return backup_path.removesuffix(".bak") + ".written"
-
-
-def written_values(conn: Connection, backup_paths: list[str], key: str, timeout: float = 30.0) -> list[str]:
-    """The values of `key` the rewrites that left these backups wrote (a backup without its record adds none)."""
-    values = []
-    for backup in backup_paths:
-        try:
-            with _sftp(conn, timeout).open(_written_path(backup), "rb") as file:
-                record = json.loads(file.read())
-        except FileNotFoundError:
-            continue
-        except (OSError, paramiko.SSHException, ValueError) as exc:
-            raise RemoteError(_where(conn), f"cannot read {_written_path(backup)}: {exc}") from None
-        if record.get("key") == key and isinstance(record.get("value"), str) and record["value"] not in values:
-            values.append(record["value"])
-    return values
-
-
-def _replace(conn: Connection, path: str, data: bytes, mode: int | None, timeout: float) -> None:
-    """Atomically make `path` hold `data`: a temp file beside it, then posix_rename over it, then read back."""
-    sftp = _sftp(conn, timeout)
-    temp = _unique(path, "tmp")
-    try:
-        _write_new(sftp, temp, data, mode)
-        sftp.posix_rename(temp, path)  # plain SFTP rename refuses to overwrite
-    except (OSError, paramiko.SSHException) as exc:
-        with contextlib.suppress(Exception):
-            sftp.remove(temp)
-        raise RemoteError(_where(conn), f"cannot replace {path}: {exc}") from None
-    if read_file(conn, path, timeout) != data:
-        raise RemoteError(_where(conn), f"{path} does not read back as written")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def rewrite_sdk_config(
-    conn: Connection,
-    path: str,
-    key: str,
-    value: str,
-    encoding: str | None = None,
-    instance_id: str | None = None,
-    dry_run: bool = False,
-    timeout: float = 30.0,
-    backup_tag: str = "",
-) -> Change:
-    """Set top-level string `key` of the JSON file `path` to `value`, changing only that value's bytes.
-
-    `backup_tag` (the run key) goes into the backup's name, so `cleanup-run` can find it later.
-
-    read -> validate JSON -> skip if unchanged -> unique backup -> temp file -> posix_rename -> read back.
-    A file that is not valid JSON is refused (`sdkconfig.SdkConfigError`, naming the file and the error).
-    `dry_run`: everything up to the write, returning the planned change.
-    """
-    remote_path = sftp_path(path)
-    original = read_file(conn, remote_path, timeout)
-    edit = sdkconfig.set_string(original, key, value, f"{_where(conn)}:{path}", encoding)
-    change = Change(
-        host=conn.host,
-        port=conn.port,
-        instance_id=instance_id,
-        path=remote_path,
-        key=key,
-        before=edit.before,
-        after=edit.after,
-        changed=edit.changed,
-        before_sha256=_sha256(original),
-        after_sha256=_sha256(edit.data),
-    )
-    if not edit.changed or dry_run:
-        return change
-    sftp = _sftp(conn, timeout)
-    try:
-        mode = sftp.stat(remote_path).st_mode
-        backup = _unique(remote_path, "bak", backup_tag)
-        _write_new(sftp, backup, original, mode)
-        _write_new(sftp, _written_path(backup), json.dumps({"key": key, "value": value}).encode(), None)
-    except (OSError, paramiko.SSHException) as exc:
-        raise RemoteError(_where(conn), f"cannot back up {path}: {exc}") from None
-    _replace(conn, remote_path, edit.data, mode, timeout)
-    log.info("%s: %s %s: %r -> %r (backup %s)", _where(conn), path, key, edit.before, edit.after, backup)
-    return change.model_copy(update={"applied": True, "backup_path": backup})
-
-
-def restore(conn: Connection, change: Change, force: bool = False, timeout: float = 30.0) -> bool:
-    """Put back the file `change` replaced, from its backup. Returns whether anything was written.
-
-    Refuses (unless `force`) when the key no longer holds the value `change` wrote, or the file differs from the
-    original by more than that key: someone changed it since, and their change is not ours to undo.
-    """
-    if not (change.changed and change.applied and change.backup_path):
-        return False
-    only = None if force else (change.key, [change.after])
-    return restore_from_backup(conn, change.path, change.backup_path, timeout, only)
-
-
-def restore_from_backup(
-    conn: Connection,
-    path: str,
-    backup_path: str,
-    timeout: float = 30.0,
-    only: tuple[str, list[str]] | None = None,
-    encoding: str | None = None,
-) -> bool:
-    """Put `path` back as `backup_path` holds it (for a run killed before its undo); False if already so.
-
-    With `only` = (key, the values tcscale wrote to it), restore only over tcscale's own edit: refuse when the key
-    holds another value (`EditedSinceRun`: someone repointed it since) or the file differs from the backup by more
-    than that key's value. Their change is not ours to undo.
-    """
-    remote_path = sftp_path(path)
-    original = read_file(conn, backup_path, timeout)
-    current = read_file(conn, remote_path, timeout)
-    if current == original:
-        return False
-    if only is not None:
-        key, written = only
-        where = f"{_where(conn)}:{path}"
-        value = sdkconfig.get_string(current, key, where, encoding)
-        if value not in written:
-            raise EditedSinceRun(_where(conn), path, key, value, written, backup_path)
-        if sdkconfig.set_string(original, key, value, where, encoding).data != current:
-            raise RemoteError(
-                _where(conn), f"{path} changed since tcscale rewrote it (beyond {key}); not restoring over it"
-            )
-    try:
-        mode = _sftp(conn, timeout).stat(remote_path).st_mode
-    except (OSError, paramiko.SSHException):
-        mode = None
-    _replace(conn, remote_path, original, mode, timeout)
-    log.info("%s: restored %s from %s", _where(conn), remote_path, backup_path)
-    return True
+        raise RemoteError(host_label(conn), f"cannot read {path}: {exc}") from None

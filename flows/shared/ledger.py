@@ -24,7 +24,7 @@ from prefect.variables import Variable
 from pydantic import BaseModel
 
 from tasks import autoscaling as asg
-from tasks import clb
+from tasks import autoscaling_undo, clb
 
 log = logging.getLogger("tcscale.undo")
 
@@ -176,7 +176,9 @@ def restore_capacity(change: CapacityChange, timeout: float, poll: float = 2.0) 
     if now is not None and now.desired not in (change.target, change.previous):
         return Left(detail=f"desired capacity of {change.group_id} is {now.desired}, set since this run wrote "
                     f"{change.target}: not put back to {change.previous}")  # fmt: skip
-    return asg.restore_desired(change.region, change.group_id, change.target, change.previous, timeout, poll)
+    return autoscaling_undo.restore_desired(
+        change.region, change.group_id, change.target, change.previous, timeout, poll
+    )
 
 
 def unbind(binding: Binding, timeout: float) -> list[clb.Target]:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from chatops.settings import ChatopsSettings
-from devstack.up import StackError, wecom_robot_env
+from devstack.up_inputs import StackError, wecom_robot_env
 from tests.devstack.up_support import UpProcess, descendants, finished, listening, processes_in
 
 

@@ -21,7 +21,8 @@ from flows.shared.ledger import CapacityChange, forget_capacity, remember_capaci
 from flows.verify_autoscaling import verify_autoscaling
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
-from tasks import cvm
+from tasks import autoscaling_undo, cvm
+from tasks.autoscaling_launch_configurations import describe_launch_configuration
 from tasks.cvm import RUN_TAG
 from tests.flows.autoscaling_support import autoscaling_params, cleanup_autoscaling
 from tests.flows.support import business_params, inventory
@@ -106,9 +107,9 @@ def test_cleanup_deletes_only_the_runs_launch_configurations(guide, cloud_env):
     assert not removed.failed, removed.failed
     assert removed.launch_configurations == [leftover]
     assert asg.describe_group(region, outcome.group_id or "") is None
-    assert asg.describe_launch_configuration(region, leftover) is None
-    assert asg.describe_launch_configuration(region, operators) is not None, "the operator's was deleted"
-    assert asg.describe_launch_configuration(region, unrelated) is not None
+    assert describe_launch_configuration(region, leftover) is None
+    assert describe_launch_configuration(region, operators) is not None, "the operator's was deleted"
+    assert describe_launch_configuration(region, unrelated) is not None
 
 
 def test_a_failed_verify_restores_the_desired_capacity(guide, cloud_env):
@@ -133,9 +134,11 @@ def test_restoring_the_desired_capacity_never_overwrites_a_later_change(cloud_en
     g = group()
     asg.modify_desired.fn(REGION, g.group_id, 2)
     asg.wait_settled.fn(REGION, g.group_id, 60, 0.2)
-    assert not asg.restore_desired.fn(REGION, g.group_id, written=1, previous=0, timeout=60)  # 2: someone else's
+    assert not autoscaling_undo.restore_desired.fn(
+        REGION, g.group_id, written=1, previous=0, timeout=60
+    )  # 2: someone else's
     assert (asg.describe_group(REGION, g.group_id) or pytest.fail("gone")).desired == 2
-    assert asg.restore_desired.fn(REGION, g.group_id, written=2, previous=0, timeout=60)
+    assert autoscaling_undo.restore_desired.fn(REGION, g.group_id, written=2, previous=0, timeout=60)
     assert asg.wait_settled.fn(REGION, g.group_id, 60, 0.2).desired == 0
 
 

@@ -20,7 +20,7 @@ from flows.scale_out_steps.preflight import select_servers
 from flows.shared.ledger import Binding, remember_binding
 from flows.shared.tier_run import client_token, ownership_tags
 from sandbox.server import EmbeddedSandbox
-from tasks import clb, cvm, remote, sdkconfig, vpc
+from tasks import clb, config_rewrite, cvm, remote, sdkconfig, vpc
 from tasks.business_server import AUTH_KEY, repoint_server, restore_run_backup
 from tasks.clb import HealthCheckSpec
 from tasks.cvm import Server
@@ -231,7 +231,7 @@ def edit_auth_server_url_by_hand(guide: dict[str, Any], value: str) -> tuple[Ser
         assert edited != data
         with conn.sftp().open(path, "wb") as file:
             file.write(edited)
-        (backup,) = remote.backups(conn, profile.config_path, KILLED)
+        (backup,) = config_rewrite.backups(conn, profile.config_path, KILLED)
     return server, edited, backup
 
 

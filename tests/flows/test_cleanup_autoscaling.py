@@ -12,6 +12,7 @@ from flows.scale_out import scale_out_cluster
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies, cvm
+from tasks.autoscaling_launch_configurations import describe_launch_configuration
 from tasks.cvm import RUN_TAG
 from tests.flows.autoscaling_support import autoscaling_params, cleanup_autoscaling
 from tests.flows.support import cluster_params, inventory
@@ -79,7 +80,7 @@ def test_cleanup_undoes_configure_autoscaling(guide: dict[str, Any], cloud_env: 
             autoscaling_policies.scheduled_actions(region, g) == []
             and autoscaling_policies.alarm_policies(region, g) == []
         )
-    assert all(asg.describe_launch_configuration(region, lc) is None for lc in lcs)
+    assert all(describe_launch_configuration(region, lc) is None for lc in lcs)
     tier_servers = [i for ids in attached.values() for i in ids]
     assert asg.membership_of(region, tier_servers) == {}, "the tier's servers are still in a group"
     # the launched server terminated, the configure run's image deleted, the tier's servers bound to their CLB

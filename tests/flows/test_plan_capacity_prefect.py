@@ -24,6 +24,7 @@ from flows.shared.tier_run import TierRun
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies as policies
+from tasks.autoscaling_launch_configurations import create_launch_configuration
 from tasks.cloud import CloudError, call_json, clients_for
 from tests.tasks.test_autoscaling_tasks import REGION
 from tests.tasks.test_monitor import public_clb
@@ -65,9 +66,7 @@ def planned_group(sandbox: EmbeddedSandbox) -> asg.Group:
     and a plan action an earlier `lunch_peak_by: autoscaling` plan left."""
     lb_id, _ = public_clb(sandbox)
     (listener,) = call_json(clients_for(REGION).clb, "DescribeListeners", {"LoadBalancerId": lb_id})["Listeners"]
-    lc, _ = asg.create_launch_configuration.fn(
-        REGION, "t-lc", {"ImageId": "img-l8og963d", "InstanceType": "S5.SMALL2"}, {}
-    )
+    lc, _ = create_launch_configuration.fn(REGION, "t-lc", {"ImageId": "img-l8og963d", "InstanceType": "S5.SMALL2"}, {})
     subnet = next(s for s in call_json(clients_for(REGION).vpc, "DescribeSubnets", {})["SubnetSet"] if s["IsDefault"])
     group, _ = asg.create_group.fn(REGION, "tcscale-business", {
         "LaunchConfigurationId": lc.launch_configuration_id, "MinSize": 0, "MaxSize": 4,

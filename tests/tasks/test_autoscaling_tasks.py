@@ -8,7 +8,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tasks import autoscaling as asg
-from tasks import autoscaling_policies
+from tasks import autoscaling_policies, autoscaling_undo
+from tasks.autoscaling_launch_configurations import (
+    create_launch_configuration,
+    delete_launch_configuration,
+    delete_tagged_launch_configurations,
+    describe_launch_configuration,
+    tagged_launch_configurations,
+)
 from tasks.cloud import CloudError, call_json, clients_for
 from tasks.cvm import wait_servers_running
 from tasks.waiters import WaitFailed
@@ -22,12 +29,12 @@ BEIJING = timezone(timedelta(hours=8))
 def group(retry: str = "NO_RETRY") -> asg.Group:
     marks = {"tcscale:run": "t", "tcscale:tier": "business"}
     request = {"ImageId": IMAGE, "InstanceType": "S5.SMALL1"}
-    lc, created = asg.create_launch_configuration.fn(REGION, "t-lc", request, marks)
-    again, created_again = asg.create_launch_configuration.fn(REGION, "t-lc", {**request, "InstanceType": "x"}, {})
+    lc, created = create_launch_configuration.fn(REGION, "t-lc", request, marks)
+    again, created_again = create_launch_configuration.fn(REGION, "t-lc", {**request, "InstanceType": "x"}, {})
     assert created and not created_again and again.launch_configuration_id == lc.launch_configuration_id
-    assert lc.tags == marks and [
-        c.launch_configuration_id for c in asg.tagged_launch_configurations(REGION, marks)
-    ] == [lc.launch_configuration_id]
+    assert lc.tags == marks and [c.launch_configuration_id for c in tagged_launch_configurations(REGION, marks)] == [
+        lc.launch_configuration_id
+    ]
     subnets = call_json(clients_for(REGION).vpc, "DescribeSubnets", {})["SubnetSet"]
     subnet = next(s for s in subnets if s["IsDefault"])
     request = {
@@ -96,10 +103,10 @@ def test_delete_group_empties_it_first(cloud_env):
     g = group()
     asg.modify_desired.fn(REGION, g.group_id, 2)
     asg.wait_settled.fn(REGION, g.group_id, 30, 0.2)
-    assert asg.delete_group.fn(REGION, g.group_id, 60) is True
+    assert autoscaling_undo.delete_group.fn(REGION, g.group_id, 60) is True
     assert asg.describe_group(REGION, g.group_id) is None
-    assert asg.delete_group.fn(REGION, g.group_id, 60) is False
-    assert asg.delete_launch_configuration.fn(REGION, g.launch_configuration_id) is True
+    assert autoscaling_undo.delete_group.fn(REGION, g.group_id, 60) is False
+    assert delete_launch_configuration.fn(REGION, g.launch_configuration_id) is True
 
 
 def test_delete_group_stops_while_servers_are_attached(cloud_env):
@@ -114,20 +121,20 @@ def test_delete_group_stops_while_servers_are_attached(cloud_env):
     wait_servers_running.fn(REGION, ids, 30, 0.2)
     asg.wait_activity.fn(REGION, asg.attach_instances.fn(REGION, g.group_id, ids), 30, 0.2)
     with pytest.raises(RuntimeError, match=f"{g.group_id} still has attached servers {ids[0]}"):
-        asg.delete_group.fn(REGION, g.group_id, 30)
+        autoscaling_undo.delete_group.fn(REGION, g.group_id, 30)
     assert [m.instance_id for m in asg.members(REGION, g.group_id)] == ids
 
 
 def test_delete_tagged_launch_configurations_deletes_only_the_runs_unused_ones(cloud_env):
     g = group()
     request = {"ImageId": IMAGE, "InstanceType": "S5.SMALL1"}
-    operators, _ = asg.create_launch_configuration.fn(REGION, "operators", request, {})
+    operators, _ = create_launch_configuration.fn(REGION, "operators", request, {})
     with pytest.raises(RuntimeError, match=rf"{g.launch_configuration_id} \(t-lc\) is used by {g.group_id}"):
-        asg.delete_tagged_launch_configurations.fn(REGION, {"tcscale:run": "t"})
-    assert asg.delete_group.fn(REGION, g.group_id, 60)
-    assert asg.delete_tagged_launch_configurations.fn(REGION, {"tcscale:run": "t"}) == [g.launch_configuration_id]
-    assert asg.delete_tagged_launch_configurations.fn(REGION, {"tcscale:run": "t"}) == []
-    assert asg.describe_launch_configuration(REGION, operators.launch_configuration_id) is not None
+        delete_tagged_launch_configurations.fn(REGION, {"tcscale:run": "t"})
+    assert autoscaling_undo.delete_group.fn(REGION, g.group_id, 60)
+    assert delete_tagged_launch_configurations.fn(REGION, {"tcscale:run": "t"}) == [g.launch_configuration_id]
+    assert delete_tagged_launch_configurations.fn(REGION, {"tcscale:run": "t"}) == []
+    assert describe_launch_configuration(REGION, operators.launch_configuration_id) is not None
 
 
 def test_restore_group_puts_back_only_what_still_holds_the_runs_value(cloud_env):
@@ -136,10 +143,10 @@ def test_restore_group_puts_back_only_what_still_holds_the_runs_value(cloud_env)
     asg.modify_group.fn(REGION, g.group_id, {"MaxSize": 4})  # someone else's later change
     written = {"MaxSize": 5, "TerminationPolicies": ["NEWEST_INSTANCE"]}
     previous = {"MaxSize": 3, "TerminationPolicies": g.termination_policies}
-    assert asg.restore_group.fn(REGION, g.group_id, written, previous)
+    assert autoscaling_undo.restore_group.fn(REGION, g.group_id, written, previous)
     restored = asg.describe_group(REGION, g.group_id) or pytest.fail("gone")
     assert restored.max_size == 4 and restored.termination_policies == g.termination_policies
-    assert not asg.restore_group.fn(REGION, g.group_id, written, previous)
+    assert not autoscaling_undo.restore_group.fn(REGION, g.group_id, written, previous)
 
 
 def desired_once_landed(sandbox, group_id: str) -> int:
@@ -175,7 +182,7 @@ def test_an_undo_puts_back_a_write_that_lands_after_the_run_gave_up_on_it(cloud_
     cloud_env.admin("POST", "faults", refused)
     with pytest.raises(CloudError, match="InternalError"):
         asg.modify_desired.fn(REGION, g.group_id, 1)
-    assert asg.restore_desired.fn(REGION, g.group_id, 1, 0, 30, 0.2) is True
+    assert autoscaling_undo.restore_desired.fn(REGION, g.group_id, 1, 0, 30, 0.2) is True
     assert desired_once_landed(cloud_env, g.group_id) == 0
 
 

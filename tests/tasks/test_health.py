@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fabric import Connection
 
-from tasks import remote
+from tasks import config_rewrite, remote
 from tasks.health import HealthCheck, probe_app_up, probe_auth, probe_session_reach
 from tests.dataplane.test_balancers import wait_for
 from tests.tasks.test_apps import PROFILES, admit, guide, profile_of, served_port, ssh_settings
@@ -66,7 +66,7 @@ def test_a_dead_loaded_auth_url_fails_the_session_probe_not_the_up_probe(
     profile = profile_of("node-pm2")
     host, port = guide["business_server"]["private_ip"], served_port(guide, profile)
     dead = "http://" + guide["subnet"]["cidr_block"].rsplit(".", 1)[0] + ".250/mina_auth/"
-    remote.rewrite_sdk_config(business, profile.config_path, "authServerUrl", dead)
+    config_rewrite.rewrite_sdk_config(business, profile.config_path, "authServerUrl", dead)
     assert probe_session_reach(host, port, DEFAULTS).ok  # rewritten, not yet loaded: the app still reaches
     remote.restart(business, profile)
 
@@ -104,7 +104,7 @@ def test_probe_auth_needs_a_well_formed_ma_answer_and_an_admitting_group(guide: 
 
 
 # These start and seed the sandbox on purpose (the laptop's stand-in for Tencent Cloud), never a real cloud.
-SANDBOX_HARNESSES = {"devstack/demo.py", "devstack/up.py", "devstack/rehearsal.py"}
+SANDBOX_HARNESSES = {"devstack/demo.py", "devstack/up.py", "devstack/up_inputs.py", "devstack/rehearsal.py"}
 # Our own services' health routes (Prefect's /api/health, the chat bridge's /health): not an app's or the cloud's.
 OWN_SERVICES = {"devstack/prefect_server.py", "chatops/app.py"}
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from tencentcloud.cvm.v20170312 import cvm_client
 from tencentcloud.vpc.v20170312.vpc_client import VpcClient
 
-from tasks import remote, ssh_keys
+from tasks import config_rewrite, remote, ssh_keys
 from tasks.cloud import call
 from tasks.models import HostKeyPolicy, SshSettings, runtime_profile
 from tasks.sdkconfig import SdkConfigError
@@ -90,7 +90,7 @@ def test_rewrite_restart_and_restore_on_the_business_server(sandbox, seeded, ssh
     profile = runtime_profile("node-pm2")
     with remote.session(host, ssh, profile, instance_id) as conn:
         original = remote.read_file(conn, SDK_CONFIG)
-        change = remote.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL, instance_id=instance_id)
+        change = config_rewrite.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL, instance_id=instance_id)
         assert change.changed and change.applied and change.before == seeded["auth_server_url"]
         assert (change.host, change.instance_id, change.path) == (host, instance_id, SDK_CONFIG)
         rewritten = remote.read_file(conn, SDK_CONFIG)
@@ -104,9 +104,9 @@ def test_rewrite_restart_and_restore_on_the_business_server(sandbox, seeded, ssh
         app = guest_app(sandbox, instance_id, "weapp")
         assert app["state"] == "online" and app["loaded"]["authServerUrl"] == NEW_URL and app["restarts"] == 1
 
-        assert remote.restore(conn, change) is True
+        assert config_rewrite.restore(conn, change) is True
         assert remote.read_file(conn, SDK_CONFIG) == original
-        assert remote.restore(conn, change) is False  # already as it was
+        assert config_rewrite.restore(conn, change) is False  # already as it was
         remote.restart(conn, profile)
         assert guest_app(sandbox, instance_id, "weapp")["loaded"]["authServerUrl"] == seeded["auth_server_url"]
 
@@ -136,12 +136,12 @@ def test_an_unchanged_value_writes_nothing_and_a_dry_run_only_plans(seeded, ssh)
     host, instance_id = business(seeded)
     with remote.session(host, ssh, instance_id=instance_id) as conn:
         before = sorted(conn.sftp().listdir("/etc/qcloud"))
-        same = remote.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", seeded["auth_server_url"])
+        same = config_rewrite.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", seeded["auth_server_url"])
         assert not same.changed and same.backup_path is None and same.before_sha256 == same.after_sha256
-        plan = remote.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL, dry_run=True)
+        plan = config_rewrite.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL, dry_run=True)
         assert plan.changed and not plan.applied and plan.after == NEW_URL and plan.backup_path is None
         assert sorted(conn.sftp().listdir("/etc/qcloud")) == before
-        assert remote.restore(conn, plan) is False
+        assert config_rewrite.restore(conn, plan) is False
 
 
 def test_a_corrupt_config_is_refused_with_its_path_and_left_alone(seeded, ssh):
@@ -151,7 +151,7 @@ def test_a_corrupt_config_is_refused_with_its_path_and_left_alone(seeded, ssh):
         with conn.sftp().open(SDK_CONFIG, "wb") as file:
             file.write(broken)
         with pytest.raises(SdkConfigError) as info:
-            remote.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL)
+            config_rewrite.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL)
         where = ssh_keys.known_host_name(host, ssh.port)
         assert str(info.value).startswith(f"{where}:{SDK_CONFIG}: not valid JSON")
         assert "line 4 column 1" in str(info.value)
@@ -162,12 +162,12 @@ def test_a_corrupt_config_is_refused_with_its_path_and_left_alone(seeded, ssh):
 def test_restore_refuses_to_undo_someone_elses_later_change(seeded, ssh):
     host, instance_id = business(seeded)
     with remote.session(host, ssh, instance_id=instance_id) as conn:
-        change = remote.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL)
+        change = config_rewrite.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL)
         with conn.sftp().open(SDK_CONFIG, "wb") as file:
             file.write(b'{"authServerUrl": "http://someone-else/"}')
         with pytest.raises(remote.RemoteError, match="changed since tcscale rewrote it"):
-            remote.restore(conn, change)
-        assert remote.restore(conn, change, force=True) is True
+            config_rewrite.restore(conn, change)
+        assert config_rewrite.restore(conn, change, force=True) is True
         assert sha(remote.read_file(conn, SDK_CONFIG)) == change.before_sha256
 
 
@@ -175,16 +175,17 @@ def test_restore_refuses_over_a_later_value_of_the_key(seeded, ssh):
     """Only authServerUrl differs from the backup, but it holds a value set by hand since: not ours to undo."""
     host, instance_id = business(seeded)
     with remote.session(host, ssh, instance_id=instance_id) as conn:
-        change = remote.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL, backup_tag="run-1")
-        assert remote.written_values(conn, remote.backups(conn, SDK_CONFIG, "run-1"), "authServerUrl") == [NEW_URL]
+        change = config_rewrite.rewrite_sdk_config(conn, SDK_CONFIG, "authServerUrl", NEW_URL, backup_tag="run-1")
+        backups = config_rewrite.backups(conn, SDK_CONFIG, "run-1")
+        assert config_rewrite.written_values(conn, backups, "authServerUrl") == [NEW_URL]
         by_hand = remote.read_file(conn, SDK_CONFIG).replace(NEW_URL.encode(), b"http://by-hand/mina_auth/")
         with conn.sftp().open(SDK_CONFIG, "wb") as file:
             file.write(by_hand)
-        with pytest.raises(remote.EditedSinceRun, match="by-hand") as refused:
-            remote.restore(conn, change)
+        with pytest.raises(config_rewrite.EditedSinceRun, match="by-hand") as refused:
+            config_rewrite.restore(conn, change)
         assert refused.value.backup_path == change.backup_path and change.backup_path in str(refused.value)
         assert remote.read_file(conn, SDK_CONFIG) == by_hand
-        assert remote.restore(conn, change, force=True) is True
+        assert config_rewrite.restore(conn, change, force=True) is True
         assert sha(remote.read_file(conn, SDK_CONFIG)) == change.before_sha256
 
 
@@ -194,11 +195,11 @@ def test_bom_and_crlf_survive_the_rewrite_over_sftp(seeded, ssh):
     original = codecs.BOM_UTF8 + text.encode()
     with remote.session(host, ssh, instance_id=instance_id) as conn:
         install_over_sftp(conn, {"/C:/qcloud/sdk.config": original})
-        change = remote.rewrite_sdk_config(conn, "C:\\qcloud\\sdk.config", "authServerUrl", NEW_URL)
+        change = config_rewrite.rewrite_sdk_config(conn, "C:\\qcloud\\sdk.config", "authServerUrl", NEW_URL)
         assert change.path == "/C:/qcloud/sdk.config" and change.backup_path.startswith("/C:/qcloud/sdk.config.")
         rewritten = remote.read_file(conn, "/C:/qcloud/sdk.config")
         assert rewritten == original.replace(b"http://old/mina_auth/", NEW_URL.encode())
-        assert remote.restore(conn, change) and remote.read_file(conn, "C:\\qcloud\\sdk.config") == original
+        assert config_rewrite.restore(conn, change) and remote.read_file(conn, "C:\\qcloud\\sdk.config") == original
 
 
 # ---- host keys and authentication ----------------------------------------------------------------------
@@ -471,7 +472,7 @@ def test_java_and_windows_profiles(client, sandbox, seeded, ssh, flavour):
     assert booted["state"] == "online", booted
 
     with remote.session(ip, ssh, profile, instance_id) as conn:
-        change = remote.rewrite_sdk_config(conn, profile.config_path, "authServerUrl", NEW_URL)
+        change = config_rewrite.rewrite_sdk_config(conn, profile.config_path, "authServerUrl", NEW_URL)
         assert change.path == profile.sftp_path
         assert remote.read_file(conn, profile.config_path) == original.replace(
             b"http://old/mina_auth/", NEW_URL.encode()
@@ -489,7 +490,7 @@ def test_java_and_windows_profiles(client, sandbox, seeded, ssh, flavour):
             assert httpx.get(f"http://{ip}:{seeded['ports']['map']['80']}/login", timeout=10).status_code == 200
         app = guest_app(sandbox, instance_id, unit_name)
         assert app["state"] == "online" and app["loaded"]["authServerUrl"] == NEW_URL and app["restarts"] == 1
-        assert remote.restore(conn, change) and remote.read_file(conn, profile.config_path) == original
+        assert config_rewrite.restore(conn, change) and remote.read_file(conn, profile.config_path) == original
 
 
 # ---- one connection per server for a whole run ----------------------------------------------------------
