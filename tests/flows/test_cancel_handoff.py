@@ -29,6 +29,7 @@ from flows.shared.ledger import forget_capacity, remembered_capacities
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tasks import clb
+from tasks.autoscaling_launch_configurations import create_launch_configuration
 from tasks.cloud import call_json, clients_for
 from tasks.waiters import wait_until
 from tests.flows.support import (
@@ -115,7 +116,7 @@ def operators_group(region: str, tier: str) -> asg.Group:
                                           "/", 30)  # fmt: skip
     forward = asg.ForwardLoadBalancer(load_balancer_id=balancer.load_balancer_id, listener_id=listener.listener_id,
                                       port=80)  # fmt: skip
-    lc, _ = asg.create_launch_configuration.fn(
+    lc, _ = create_launch_configuration.fn(
         region, f"lc-{tier}", {"ImageId": "img-l8og963d", "InstanceType": "S5.SMALL1"}, {}
     )  # the catalog's public CentOS
     request = {"LaunchConfigurationId": lc.launch_configuration_id, "MinSize": 0, "MaxSize": 3,
