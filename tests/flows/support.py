@@ -216,10 +216,13 @@ def refresh_known_hosts(sandbox: EmbeddedSandbox, guide: dict[str, Any]) -> None
     guide["known_hosts"] = [line for s in servers(sandbox).values() for line in s["known_hosts"]]
 
 
-def wait_for_a_fault_to_fire(sandbox: EmbeddedSandbox, process: subprocess.Popen[bytes], what: str) -> None:
-    """Until one of the sandbox's faults has fired in the run `process` runs (fails at once if the run ended)."""
+def wait_for_a_fault_to_fire(
+    sandbox: EmbeddedSandbox, process: subprocess.Popen[bytes], what: str, rule_id: str | None = None
+) -> None:
+    """Until one of the sandbox's faults (or rule `rule_id`) has fired in the run `process` runs (fails at once if the
+    run ended)."""
     wait_until(
-        lambda: [r for r in sandbox.admin("GET", "faults") if r["fired"]],
+        lambda: [r for r in sandbox.admin("GET", "faults") if r["fired"] and rule_id in (None, r["id"])],
         done=bool,
         failed=lambda _: None if process.poll() is None else f"the run ended early ({process.returncode})",
         what=what,

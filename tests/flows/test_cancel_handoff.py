@@ -31,7 +31,6 @@ from tasks import autoscaling as asg
 from tasks import clb
 from tasks.autoscaling_launch_configurations import create_launch_configuration
 from tasks.cloud import call_json, clients_for
-from tasks.waiters import wait_until
 from tests.flows.support import (
     assert_business_untouched,
     business_configs,
@@ -126,18 +125,6 @@ def operators_group(region: str, tier: str) -> asg.Group:
     return group
 
 
-def wait_for_the_fault(sandbox: EmbeddedSandbox, process: subprocess.Popen[bytes], rule_id: str, what: str) -> None:
-    wait_until(
-        lambda: [r for r in sandbox.admin("GET", "faults") if r["id"] == rule_id and r["fired"]],
-        done=bool,
-        failed=lambda _: None if process.poll() is None else f"the run ended early ({process.returncode})",
-        what=what,
-        timeout=120,
-        first_delay=0.2,
-        max_delay=0.5,
-    )
-
-
 CAPACITY_FLOWS = {  # flow: (deployment entrypoint, its parameters for the business tier of run key `key`)
     "set-capacity": ("flows/set_capacity.py:set_capacity",
                      lambda region, key: {"tier": "business", "capacity": "1",
@@ -169,7 +156,7 @@ def test_a_cancelled_capacity_change_hands_its_undo_to_cleanup_run(
     deploy("cleanup-run", "cleanup", "flows/entrypoints.py:cleanup")
     run, process = start_deployment_run(deployment, {"params": parameters(region, key)})
     try:
-        wait_for_the_fault(sandbox, process, waiting["id"], "the scale-out's activity to be waited for")
+        wait_for_a_fault_to_fire(sandbox, process, "the scale-out's activity to be waited for", waiting["id"])
         cancel_like_the_runner(process)
     finally:
         if process.poll() is None:
