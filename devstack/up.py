@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import typer
 
-from devstack.prefect_server import DATABASE_CACHE, PrefectServer, free_port, migrated_sqlite_database
+from devstack.prefect_server import DATABASE_CACHE, PrefectServer, free_port, sqlite_template
 from devstack.up_inputs import (
     TRY_CHAT,
     TRY_USER,
@@ -121,13 +121,13 @@ class Stack:
         self.signing_secret = keys["chat_signing_secret"]
         sandbox = self._sandbox(keys)  # starts while the server does
         echo(f"up: starting the Prefect server and the sandbox (state and logs in {workdir}) ...")
-        # A new folder's server starts from a copy of a migrated database (made once per Prefect version, shared with
-        # the demo and the tests): its migrations cost ~4 s of CPU at every first start.
+        # A new folder's server starts from a copy of a migrated database (one per Prefect version, shared with the
+        # demo and the tests; the first server to find none migrates its own and keeps a copy): ~4 s of CPU saved.
         self.server = PrefectServer(
             workdir / "prefect",
             port=self.options.server_port,
             startup_timeout=STARTUP_TIMEOUT,
-            database_template=migrated_sqlite_database(DATABASE_CACHE),
+            database_template=sqlite_template(DATABASE_CACHE),
         )
         self.server.start()
         self.urls.update(ui=self.server.ui_url, api=self.server.api_url)
