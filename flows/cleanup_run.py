@@ -158,7 +158,8 @@ def find_capacities(params: CleanupParameters, removed: Removed, ledger: Ledger)
     region, timeout, own = params.region, params.timeout, {g.split(" ")[0] for g in removed.scaling_groups}
     for change in remembered_capacities(params.run_key):
         group = asg.describe_group(region, change.group_id)
-        if group is None or change.group_id in own or group.desired == change.previous:
+        back = change.target_min is None or group is None or group.min_size != change.target_min
+        if group is None or change.group_id in own or (group.desired == change.previous and back):
             continue
         if group.desired != change.target:
             removed.capacities_left.append(Undone(what=change.described(), outcome="left",

@@ -313,6 +313,11 @@ class AutoScalingClusterParameters(BaseModel):
 class CapacityParameters(BaseModel):
     tier: Tier
     capacity: str = Field(pattern=r"^[+-]?\d{1,4}$", description="absolute (4), or relative (+2, -1)")
+    floor: bool = Field(
+        False,
+        description="also make an absolute capacity the group's minimum, as an Auto Scaling scheduled action does: "
+        "the CPU alarms add servers above it, never remove below it (plan-capacity's Prefect schedules set it)",
+    )
     session: SessionAutoScalingParameters = Field(default_factory=SessionAutoScalingParameters, title="Session tier")
     business: BusinessAutoScalingParameters = Field(
         default_factory=BusinessAutoScalingParameters, title="Business tier"
@@ -331,6 +336,12 @@ class CapacityParameters(BaseModel):
     @classmethod
     def _number_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _floor_is_absolute(self) -> CapacityParameters:
+        if self.floor and self.capacity[0] in "+-":
+            raise ValueError(f"floor takes an absolute capacity (4), not {self.capacity!r}")
+        return self
 
     def target(self, current: int) -> int:
         return current + int(self.capacity) if self.capacity[0] in "+-" else int(self.capacity)

@@ -230,6 +230,11 @@ class CapacityForm(RunForm):
         pattern=r"^[+-]?\d{1,4}$", title="Capacity",
         description="4 sets four servers, +2 adds two, -1 removes one; kept within the scaling group's bounds",
     )  # fmt: skip
+    floor: bool = Field(
+        False, title="Also the minimum",
+        description="an absolute capacity becomes the group's minimum too (the CPU alarms never scale in below it), "
+        "as plan-capacity's schedules set it",
+    )  # fmt: skip
     dry_run: bool = Field(False, title="Dry run", description="show the change; make none")
     late_after_minutes: int = Field(
         0, ge=0, le=24 * 60, title="Late after (minutes)",
@@ -240,7 +245,8 @@ class CapacityForm(RunForm):
 
     def decisions(self) -> dict[str, Any]:
         late = _set(self, late_after_minutes=self.late_after_minutes or None)  # 0: never too late (None)
-        return {"tier": self.tier, "capacity": self.capacity, **_set(self, dry_run=self.dry_run), **late}
+        chosen = _set(self, floor=self.floor, dry_run=self.dry_run)
+        return {"tier": self.tier, "capacity": self.capacity, **chosen, **late}
 
     def parameters(self) -> Any:
         """The overrides are the chosen tier's."""

@@ -14,11 +14,13 @@ from flows.shared.tier_run import this_flow_run_id, tier_run
 from tasks import autoscaling as asg
 
 
-def clamp(target: int, group: asg.Group) -> tuple[int, str]:
-    if target < group.min_size or target > group.max_size:
-        clamped = min(max(target, group.min_size), group.max_size)
+def clamp(target: int, group: asg.Group, floor: bool = False) -> tuple[int, str]:
+    """Within the group's bounds; a `floor` moves the minimum itself, so only the maximum bounds it."""
+    lowest = 0 if floor else group.min_size
+    if target < lowest or target > group.max_size:
+        clamped = min(max(target, lowest), group.max_size)
         return clamped, (
-            f"asked for {target} servers, outside {group.group_id}'s bounds [{group.min_size}, "
+            f"asked for {target} servers, outside {group.group_id}'s bounds [{lowest}, "
             f"{group.max_size}]: set to {clamped} (change the bounds with configure-autoscaling)"
         )
     return target, ""
@@ -29,7 +31,7 @@ def planned_target(key: str, params: CapacityParameters, group: asg.Group) -> tu
     counts from a capacity that change already reached), else `capacity` counted from the group's and clamped."""
     kept = remembered_capacity(key, group.group_id)
     if kept is None:
-        return clamp(params.target(group.desired), group)
+        return clamp(params.target(group.desired), group, params.floor)
     if kept.asked != params.capacity:
         raise ValueError(
             f"run key {key} already set the desired capacity of {group.group_id} for {kept.asked!r} "
@@ -56,12 +58,16 @@ def set_capacity(params: CapacityParameters) -> AutoScalingOutcome:
         )
         if message:
             run.record.plan.append(message)
-        if target == group.desired:
+        floor = target if params.floor else None  # the minimum too, as a scheduled action sets it
+        if target == group.desired and floor in (None, group.min_size):
             result.capacity_message = (message + " " if message else "") + f"desired capacity is already {target}"
         elif tp.dry_run:
-            run.record.plan.append(f"{group.group_id}: desired {group.desired} -> {target}")
+            minimum = f", minimum {group.min_size} -> {floor}" if floor is not None else ""
+            run.record.plan.append(f"{group.group_id}: desired {group.desired} -> {target}{minimum}")
         else:
-            result.activities = change_capacity_undoably(run, group, target, "set the capacity", params.capacity)
+            result.activities = change_capacity_undoably(
+                run, group, target, "set the capacity", params.capacity, min_size=floor
+            )
         if not tp.dry_run:
             ids = sorted(member_ids(run.region, group.group_id))
             check_servers(run, group, ids, vip_of(run, group))

@@ -219,9 +219,13 @@ def set_protection(region: str, group_id: str, instance_ids: list[str], protecte
 
 @task(name="modify-desired-capacity", cache_policy=NO_CACHE)
 @retrying()
-def modify_desired(region: str, group_id: str, desired: int) -> None:
+def modify_desired(region: str, group_id: str, desired: int, min_size: int | None = None) -> None:
+    """ModifyDesiredCapacity; with `min_size`, the group's MinSize in the same write (the API takes both)."""
+
     def write() -> None:
-        request = {"AutoScalingGroupId": group_id, "DesiredCapacity": desired}
+        request: dict[str, Any] = {"AutoScalingGroupId": group_id, "DesiredCapacity": desired}
+        if min_size is not None:
+            request["MinSize"] = min_size
         call_json(clients_for(region).autoscaling, "ModifyDesiredCapacity", request)
 
     write_outlasting(("desired", region, group_id), desired, write)

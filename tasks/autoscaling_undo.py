@@ -47,16 +47,26 @@ def delete_tagged_groups(region: str, tags: dict[str, str], timeout: float, poll
 
 
 @task(name="restore-desired-capacity", cache_policy=NO_CACHE)
-def restore_desired(region: str, group_id: str, written: int, previous: int, timeout: float, poll: float = 2.0) -> bool:
+def restore_desired(
+    region: str,
+    group_id: str,
+    written: int,
+    previous: int,
+    timeout: float,
+    poll: float = 2.0,
+    floor: tuple[int, int] | None = None,
+) -> bool:
     """Undo a ModifyDesiredCapacity: back to `previous` only while the group still desires `written` (the value the
     run set), never over someone else's later change; waits for the activities it starts. A write of this process
-    whose answer was lost is waited out first: it may land after the run gave up on it."""
+    whose answer was lost is waited out first: it may land after the run gave up on it. `floor` (MinSize written,
+    MinSize before): the minimum the same write set goes back with it, only while it still holds what was written."""
     outlast(("desired", region, group_id), unless=previous)
     group = asg.describe_group(region, group_id)
     if group is None or group.desired != written:
         return False
     known = {a.activity_id for a in asg.activities(region, group_id)}
-    asg.modify_desired.fn(region, group_id, previous)
+    min_size = floor[1] if floor is not None and group.min_size == floor[0] else None
+    asg.modify_desired.fn(region, group_id, previous, min_size)
     asg.wait_new_activities.fn(region, group_id, known, timeout, poll)
     return True
 

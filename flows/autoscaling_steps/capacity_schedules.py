@@ -29,9 +29,11 @@ def full_deployment_name(tier: str) -> str:
 
 
 def capacity_schedule(
-    cron: str, slug: str, tier: str, capacity: str, late_after_minutes: int, active: bool = True
+    cron: str, slug: str, tier: str, capacity: str, late_after_minutes: int, active: bool = True, floor: bool = False
 ) -> Cron:
-    """One schedule of the tier's deployment: at `cron` (Beijing time), set-capacity to `capacity` (4, +2, -2);
-    a run starting more than `late_after_minutes` late changes nothing."""
-    params = {"tier": tier, "capacity": capacity, "late_after_minutes": late_after_minutes}
+    """One schedule of the tier's deployment: at `cron` (Beijing time), set-capacity to `capacity` (4, +2, -2),
+    with `floor` the group's minimum too; a run starting more than `late_after_minutes` late changes nothing."""
+    params: dict[str, object] = {"tier": tier, "capacity": capacity, "late_after_minutes": late_after_minutes}
+    if floor:
+        params["floor"] = True
     return Cron(cron, timezone=TIMEZONE, active=active, slug=slug, parameters={"params": params})

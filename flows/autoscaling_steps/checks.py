@@ -65,16 +65,26 @@ def sample_health(run: TierRun[AutoScalingTierParameters], group: asg.Group) -> 
 
 
 def change_capacity_undoably(
-    run: TierRun[AutoScalingTierParameters], group: asg.Group, target: int, why: str, asked: str = ""
+    run: TierRun[AutoScalingTierParameters],
+    group: asg.Group,
+    target: int,
+    why: str,
+    asked: str = "",
+    min_size: int | None = None,
 ) -> list[asg.Activity]:
     """`change_capacity`, kept before it is made: per run key in a Prefect Variable (`remember_capacity`, what a re-run
     of the key and `cleanup-run` find once this process is gone) and in the ledger: on a failure (of its activity, of a
     later check, or a lost answer) the undo puts the desired capacity back, only while the group still desires
-    `target`, what this run wrote; a value set since by anyone else stays and is reported."""
+    `target`, what this run wrote; a value set since by anyone else stays and is reported. With `min_size`, the
+    group's minimum is written with it and put back the same way."""
     earlier = remembered_capacity(run.key, group.group_id)
     # a re-run writing what its killed run wrote keeps that run's original
-    previous = earlier.previous if earlier is not None and earlier.target == target else group.desired
+    again = earlier is not None and earlier.target == target
+    previous = earlier.previous if earlier is not None and again else group.desired
     change = CapacityChange(region=run.region, group_id=group.group_id, previous=previous, target=target, asked=asked)
+    if min_size is not None:
+        was = earlier.previous_min if earlier is not None and again else None
+        change.previous_min, change.target_min = group.min_size if was is None else was, min_size
     remember_capacity(run.key, change)
     timeouts = run.params.timeouts
 
@@ -86,21 +96,23 @@ def change_capacity_undoably(
     run.ledger.add(
         change.described(),
         restore,
-        f"set the desired capacity of {group.group_id} back to {previous} if it is still {target}",
+        f"set the desired capacity of {group.group_id} back to {previous} if it is still {target}"
+        + (f", its minimum to {change.previous_min} if it is still {min_size}" if min_size is not None else ""),
     )
-    return change_capacity(run, group, target, why)
+    return change_capacity(run, group, target, why, min_size)
 
 
 def change_capacity(
-    run: TierRun[AutoScalingTierParameters], group: asg.Group, target: int, why: str
+    run: TierRun[AutoScalingTierParameters], group: asg.Group, target: int, why: str, min_size: int | None = None
 ) -> list[asg.Activity]:
-    """ModifyDesiredCapacity to `target` and wait for every activity it starts to be SUCCESSFUL."""
+    """ModifyDesiredCapacity to `target` (and MinSize to `min_size`) and wait for every activity it starts to be
+    SUCCESSFUL."""
     timeout = run.params.autoscaling.activity_timeout
     with run.step(f"{why}: desired capacity {group.desired} -> {target}, activities SUCCESSFUL"):
         known = activity_ids(run.region, group.group_id)
         sample_health(run, group)
         run.record.capacity.drove(f"{why}: {group.desired} → {target}")
-        asg.modify_desired(run.region, group.group_id, target)
+        asg.modify_desired(run.region, group.group_id, target, min_size)
         new = asg.wait_new_activities(
             run.region, group.group_id, known, timeout, run.params.timeouts.poll, capacity_seen(run, group)
         )

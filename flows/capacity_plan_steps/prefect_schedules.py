@@ -1,6 +1,7 @@
 """The plan as the tier's Prefect schedules (`lunch_peak_by: prefect`): one cron schedule per step and day type on
 the tier's deployment `set-capacity/lunch-peak-<tier>`, slug `plan-<days>-<HHMM>` (the slug is the mark), each
-running set-capacity to the step's servers (absolute; set-capacity keeps it within the group's bounds).
+running set-capacity to the step's servers (absolute, within the group's maximum) with `floor`: desired and minimum,
+as the plan's Auto Scaling scheduled actions set them (apply.py), so an alarm's scale-in never takes planned servers.
 
 The fixed lunch peak's schedules of that deployment (`peak-out`, `peak-in`) are paused, as the declaration's
 `capacity_plan: forecast` says (`tcscale serve` serves them inactive then; a redeploy from prefect.yaml, which sets
@@ -46,7 +47,9 @@ def wanted_schedules(
     for kind, steps in plans.items():
         for step in steps:
             cron = f"{step.minute % 60} {step.minute // 60} * * {CRON_DAYS[kind]}"
-            made.append(capacity_schedule(cron, slug(kind, step), tier, str(step.servers), late_after_minutes))
+            made.append(
+                capacity_schedule(cron, slug(kind, step), tier, str(step.servers), late_after_minutes, floor=True)
+            )
     return [DeploymentScheduleCreate.from_schedule(s) for s in made]
 
 

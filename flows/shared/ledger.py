@@ -139,9 +139,12 @@ class CapacityChange(BaseModel):
     previous: int
     target: int
     asked: str = ""
+    previous_min: int | None = None  # set-capacity's floor writes the group's MinSize with it (else None)
+    target_min: int | None = None
 
     def described(self) -> str:
-        return f"desired capacity of {self.group_id} {self.previous} -> {self.target}"
+        floor = f", minimum {self.previous_min} -> {self.target_min}" if self.target_min is not None else ""
+        return f"desired capacity of {self.group_id} {self.previous} -> {self.target}{floor}"
 
 
 def _capacity_variable(run_key: str) -> str:
@@ -176,8 +179,9 @@ def restore_capacity(change: CapacityChange, timeout: float, poll: float = 2.0) 
     if now is not None and now.desired not in (change.target, change.previous):
         return Left(detail=f"desired capacity of {change.group_id} is {now.desired}, set since this run wrote "
                     f"{change.target}: not put back to {change.previous}")  # fmt: skip
+    floor = (change.target_min, change.previous_min) if change.target_min is not None else None
     return autoscaling_undo.restore_desired(
-        change.region, change.group_id, change.target, change.previous, timeout, poll
+        change.region, change.group_id, change.target, change.previous, timeout, poll, floor
     )
 
 

@@ -12,8 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from flows.capacity_plan_steps.prefect_schedules import wanted_schedules
+from flows.capacity_plan_steps.steps import CapacityStep
 from flows.configure_autoscaling import configure_autoscaling
 from flows.parameters import CapacityParameters
+from flows.run_forms import CapacityForm
 from flows.scale_out import scale_out_cluster
 from flows.set_capacity import set_capacity
 from flows.shared.capacity_chart import driver_of
@@ -166,6 +169,22 @@ def test_alarms_verify_and_set_capacity(guide, cloud_env, scaled):
     lowered = set_capacity(CapacityParameters(tier="business", capacity="0", business=business))
     assert "outside" in lowered.capacity_message and "set to 2" in lowered.capacity_message
     settled(region, lowered.group_id or "", 2)
+
+    # a plan's step as plan-capacity writes it in Prefect (lunch_peak_by: prefect) holds its servers as its Auto
+    # Scaling scheduled action does (MinSize = desired = the step's): the low CPU alarm cannot take them away
+    def plan_step(servers: int) -> CapacityParameters:
+        (schedule,) = wanted_schedules("business", {"daily": [CapacityStep(minute=690, servers=servers)]}, 20)
+        form = {**schedule.parameters["params"], "overrides": business.model_dump(mode="json")}
+        return CapacityForm.model_validate(form).parameters()  # as the deployment's flow reads the schedule's
+
+    set_capacity(plan_step(3))
+    cloud_env.admin("POST", "metrics", {**pin, "value": 5})
+    minutes(cloud_env, 16)
+    held = settled(region, group_id, 3)
+    assert held.min_size == 3, held
+    set_capacity(plan_step(2))  # the next step down puts the floor back
+    cloud_env.admin("DELETE", "metrics")
+    assert settled(region, group_id, 2).min_size == 2
 
 
 def test_real_load_through_the_public_clb_scales_out_then_in(guide, cloud_env, scaled):
