@@ -14,12 +14,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from devstack.chart_in_ui import open_chart
 from devstack.run_forms import CHROMIUM, CHROMIUM_ARGS, NONE_TEXT, VIEWPORT, WAIT_MS, deployments, measure_form
-from tests.devstack.up_support import UpProcess, finished, start_run
+from tests.devstack.up_support import UpProcess, api, finished, start_run
 from tests.sdk import poll
 
 
@@ -40,7 +39,7 @@ def browser() -> Any:
 def our_fields(api_url: str) -> list[re.Pattern[str]]:
     """How the form labels scale-out-cluster's run form (flows/run_forms.py: servers to add per tier, instance type,
     dry run, run key, overrides) and describes them: "<title>" or "<title> (Optional)", then the description."""
-    deployment = httpx.get(f"{api_url}/deployments/name/scale-out-cluster/cluster", timeout=10).json()
+    deployment = api("GET", f"{api_url}/deployments/name/scale-out-cluster/cluster").json()
     cluster = deployment["parameter_openapi_schema"]["definitions"]["ClusterScaleOutForm"]["properties"]
     assert {"session_count", "business_count", "run_key", "dry_run", "overrides"} <= set(cluster), cluster
     titles = [field["title"] for field in cluster.values()]
@@ -65,7 +64,7 @@ def open_report(page: Any, ui_url: str, api_url: str, run_id: str, tier: str, sc
     """The finished run's page -> Artifacts -> its report (markdown) -> the rendered report; its text."""
     key = f"scale-out-{tier}-tier-{run_id}"  # flows/shared/report.py: the report's key
     query = {"artifacts": {"key": {"any_": [key]}}}
-    (artifact,) = httpx.post(f"{api_url}/artifacts/filter", json=query, timeout=10).json()
+    (artifact,) = api("POST", f"{api_url}/artifacts/filter", query).json()
     page.goto(f"{ui_url}/v2/runs/flow-run/{run_id}")
     page.get_by_role("tab", name="Artifacts").click(timeout=WAIT_MS)
     page.get_by_text(f"scale-out-{tier}-tier report (succeeded)").first.click(timeout=WAIT_MS)
@@ -111,7 +110,7 @@ SECRETISH = ("known_hosts", "known hosts", "host key", "key file", "key_file", "
 
 def runs_of(stack: UpProcess, deployment_id: str) -> list[dict[str, Any]]:
     query = {"deployments": {"id": {"any_": [deployment_id]}}}
-    return list(httpx.post(f"{stack.api_url}/flow_runs/filter", json=query, timeout=10).json())
+    return list(api("POST", f"{stack.api_url}/flow_runs/filter", query).json())
 
 
 def test_every_run_form_is_a_few_fields_on_the_first_screen(browser: Any, up_stack: UpProcess) -> None:
@@ -143,5 +142,5 @@ def test_every_run_form_is_a_few_fields_on_the_first_screen(browser: Any, up_sta
     assert run["parameters"]["params"] == {"session_count": 2, "business_count": 3, "instance_type": "",
                                            "dry_run": True, "run_key": "", "overrides": {}}  # fmt: skip
     query = {"artifacts": {"key": {"any_": [f"scale-out-business-tier-{run['id']}"]}}}
-    (plan,) = httpx.post(f"{stack.api_url}/artifacts/filter", json=query, timeout=10).json()
+    (plan,) = api("POST", f"{stack.api_url}/artifacts/filter", query).json()
     assert "(plan)" in plan["data"] and "launch 3 x" in plan["data"], plan["data"]

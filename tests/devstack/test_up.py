@@ -5,12 +5,11 @@ import json
 import os
 from pathlib import Path
 
-import httpx
 import pytest
 
 from chatops.settings import ChatopsSettings
 from devstack.up_inputs import StackError, wecom_robot_env
-from tests.devstack.up_support import UpProcess, descendants, finished, listening, processes_in
+from tests.devstack.up_support import UpProcess, api, descendants, finished, listening, processes_in
 
 
 def alive(pid: int) -> bool:
@@ -25,8 +24,8 @@ def alive(pid: int) -> bool:
 def test_up_from_a_fresh_clone_is_ready_and_stops_cleanly_on_ctrl_c(up_stack: UpProcess) -> None:
     stack = up_stack
     assert {"Prefect UI", "Prefect API", "sandbox (cloud)", "chat bridge"} <= set(stack.urls), stack.output
-    assert httpx.get(f"{stack.api_url}/health", timeout=10).status_code == 200
-    assert httpx.get(f"{stack.urls['sandbox (cloud)']}/_sandbox/health", timeout=10).status_code == 200
+    assert api("GET", f"{stack.api_url}/health").status_code == 200
+    assert api("GET", f"{stack.urls['sandbox (cloud)']}/_sandbox/health").status_code == 200
     cluster = json.loads((stack.workdir / "cluster.json").read_text())
     assert cluster["session"]["source"]["instance_ids"] and cluster["business"]["source"]["instance_ids"]
 

@@ -29,6 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 300.0  # a busy 2-core machine: server ~30 s, serve imports and registers every deployment
 URL_LINE = re.compile(r"^\s+(Prefect UI|Prefect API|sandbox \(cloud\)|chat bridge)\s+(http://\S+)")
 KEY = pytest.StashKey["UpProcess"]()
+# A call to the stack (its Prefect API) as Prefect's own client makes it: a try may wait this long, and a timeout or a
+# 503 (its SQLite busy: serve registering, the scheduler and the automations writing) is tried again, with backoff,
+# until the call's deadline (CI, loaded 2 cores, once saw no answer within 10 s).
+API_TRY_TIMEOUT = 30.0
+API_DEADLINE = 120.0
 
 
 class UpProcess:
@@ -91,6 +96,24 @@ class UpProcess:
             for pid in processes_in(self.clone):
                 os.kill(pid, signal.SIGKILL)
             raise
+
+
+def api(method: str, url: str, json_body: object = None, deadline: float = API_DEADLINE) -> httpx.Response:
+    """`method url` on the stack (its Prefect API, the sandbox's), tried again on a timeout or a 503 until `deadline`
+    seconds have passed."""
+    ends, delay = time.monotonic() + deadline, 0.5
+    while True:
+        try:
+            response = httpx.request(method, url, json=json_body, timeout=API_TRY_TIMEOUT)
+            if response.status_code != 503:
+                return response
+            failure = f"503 {response.text[:200]}"
+        except httpx.TimeoutException as exc:
+            failure = f"{type(exc).__name__} after {API_TRY_TIMEOUT:g} s"
+        if time.monotonic() + delay > ends:
+            raise AssertionError(f"{method} {url}: no answer within {deadline:g} s (last: {failure})")
+        time.sleep(delay)  # the backoff between two tries of a busy server, as Prefect's client waits
+        delay = min(delay * 2, 8.0)
 
 
 def processes_in(folder: Path) -> list[int]:
@@ -164,7 +187,7 @@ def send(line: str) -> dict:
 
 def deployment_id(stack: UpProcess, name: str) -> str:
     flow, deployment = name.split("/")
-    response = httpx.get(f"{stack.api_url}/deployments/name/{flow}/{deployment}", timeout=10)
+    response = api("GET", f"{stack.api_url}/deployments/name/{flow}/{deployment}")
     assert response.status_code == 200, f"deployment {name}: {response.status_code} {response.text}"
     return str(response.json()["id"])
 
@@ -173,13 +196,7 @@ def start_run(stack: UpProcess, name: str, parameters: dict[str, object]) -> str
     """Create a run of deployment `name` through the REST API (as the UI's Run button does); its id."""
     url = f"{stack.api_url}/deployments/{deployment_id(stack, name)}/create_flow_run"
     body = {"parameters": parameters, "idempotency_key": f"test-{uuid.uuid4()}"}  # a retry never makes two runs
-
-    def create() -> httpx.Response:
-        return httpx.post(url, json=body, timeout=30)
-
-    # 503: the server's SQLite is busy (serve registering, the scheduler inserting runs); Prefect's own client
-    # retries it the same way.
-    created = poll(create, done=lambda r: r.status_code != 503, what=f"a run of {name} created", timeout=60)
+    created = api("POST", url, body)
     assert created.status_code in (200, 201), created.text
     return str(created.json()["id"])
 
@@ -188,7 +205,7 @@ def finished(stack: UpProcess, run_id: str, timeout: float = 180.0) -> dict:
     """The run once in a final state, which must be Completed."""
 
     def read() -> dict:
-        return httpx.get(f"{stack.api_url}/flow_runs/{run_id}", timeout=10).json()
+        return api("GET", f"{stack.api_url}/flow_runs/{run_id}").json()
 
     run = poll(read, done=lambda r: r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"),
                what=f"flow run {run_id} to finish", timeout=timeout)  # fmt: skip
