@@ -10,7 +10,10 @@ whose answer was lost, and `cleanup-run` undoes a killed run with the same funct
 Bindings to a load balancer the run did not create carry no mark a later process could find, so they are
 also kept in a Prefect Variable (`tcscale-bindings-<run key>`) for `cleanup-run`; so is a change of a scaling
 group's desired capacity (`tcscale-capacity-<run key>`: the original and the value the run writes, kept before it
-is written), which a re-run of the key and `cleanup-run` put back, and which makes `set-capacity` idempotent.
+is written), which a re-run of the key and `cleanup-run` put back, and which makes `set-capacity` idempotent; and so
+are configure-autoscaling's changes of a scaling group it did not create (`tcscale-groups-<run key>`: the fields it
+modifies, the servers it attaches, the scheduled actions and alarm policies it creates), each with its tier, so a
+cleanup-run of one tier undoes that tier's alone.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefect.variables import Variable
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tasks import autoscaling as asg
+from tasks import autoscaling_policies as policies
 from tasks import autoscaling_undo, clb
 
 log = logging.getLogger("tcscale.undo")
@@ -141,6 +145,7 @@ class CapacityChange(BaseModel):
     asked: str = ""
     previous_min: int | None = None  # set-capacity's floor writes the group's MinSize with it (else None)
     target_min: int | None = None
+    tier: str = ""  # the tier whose run made it: a cleanup-run of one tier puts back that tier's only
 
     def described(self) -> str:
         floor = f", minimum {self.previous_min} -> {self.target_min}" if self.target_min is not None else ""
@@ -193,3 +198,81 @@ def unbind(binding: Binding, timeout: float) -> list[clb.Target]:
     return clb.deregister_targets(
         binding.region, binding.load_balancer_id, binding.listener_id, binding.targets, timeout
     )
+
+
+# --- configure-autoscaling's changes of a scaling group it did not create ---------------------------------------
+
+
+class GroupChange(BaseModel):
+    """One change of a scaling group the run did not create, kept before it is made: the fields it writes (`written`,
+    over `previous`), the servers it attaches (and the pairs of the group's listener they had before: detaching
+    deregisters them), or the scheduled action or alarm policy it creates (`name`)."""
+
+    region: str
+    tier: str
+    group_id: str
+    kind: Literal["fields", "attached", "scheduled action", "alarm policy"]
+    written: dict[str, Any] = Field(default_factory=dict)
+    previous: dict[str, Any] = Field(default_factory=dict)
+    instance_ids: list[str] = Field(default_factory=list)
+    forward: asg.ForwardLoadBalancer | None = None
+    was_bound: list[clb.Target] = Field(default_factory=list)
+    name: str = ""
+
+    def described(self) -> str:
+        if self.kind == "fields":
+            return f"{', '.join(self.written)} of {self.group_id}"
+        if self.kind == "attached":
+            return f"{', '.join(self.instance_ids)} attached to {self.group_id}"
+        return f"{self.kind} {self.name} of {self.group_id}"
+
+    def fix(self) -> str:
+        if self.kind == "fields":
+            return f"set {self.group_id} back to {self.previous} (each field only if it still holds {self.written})"
+        if self.kind == "attached":
+            fwd = self.forward
+            where = f"{fwd.load_balancer_id}/{fwd.listener_id}" if fwd else "their CLB listener"
+            pairs = ", ".join(map(str, self.was_bound)) or "none"
+            return (f"unprotect and remove {', '.join(self.instance_ids)} from {self.group_id} (RemoveInstances only "
+                    f"detaches), then bind {pairs} to {where} again")  # fmt: skip
+        return f"delete {self.kind} {self.name} of {self.group_id}"
+
+
+def _group_changes_variable(run_key: str) -> str:
+    return f"tcscale-groups-{run_key}"
+
+
+def remembered_group_changes(run_key: str, tier: str | None = None) -> list[GroupChange]:
+    """The run's kept changes (of `tier` only, unless None), oldest first."""
+    kept = [GroupChange.model_validate(c) for c in _kept(_group_changes_variable(run_key))]
+    return [c for c in kept if tier is None or c.tier == tier]
+
+
+def remember_group_change(run_key: str, change: GroupChange) -> None:
+    """Keep, before the change, a change of a scaling group the run did not create (for `cleanup-run`)."""
+    _keep(_group_changes_variable(run_key), [*remembered_group_changes(run_key), change])
+
+
+def forget_group_changes(run_key: str, tier: str | None = None, only: GroupChange | None = None) -> None:
+    """Once undone, or once the tier's run finished: `only` that change, else the tier's (None: every tier's)."""
+    kept = [
+        c
+        for c in remembered_group_changes(run_key)
+        if not (c == only if only is not None else tier is None or c.tier == tier)
+    ]
+    _keep(_group_changes_variable(run_key), kept)
+
+
+def undo_group_change(change: GroupChange, timeout: float, poll: float = 2.0) -> bool:
+    """Undo one kept change, idempotently: fields back only while they hold what the run wrote, its servers detached
+    (and bound to the listener again as before), its scheduled action or alarm policy deleted. False: nothing left."""
+    region, group_id = change.region, change.group_id
+    if change.kind == "fields":
+        return autoscaling_undo.restore_group(region, group_id, change.written, change.previous)
+    if change.kind == "attached":
+        return autoscaling_undo.detach(
+            region, group_id, change.instance_ids, change.forward, change.was_bound, timeout, poll
+        )
+    if change.kind == "scheduled action":
+        return policies.delete_scheduled_action(region, group_id, change.name)
+    return policies.delete_alarm_policy(region, group_id, change.name)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,21 @@ from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.settings import PREFECT_API_URL
+from prefect.variables import Variable
 
 from flows.autoscaling_steps import plan
+from flows.autoscaling_steps.outcome import launch_seconds_variable
 from flows.cleanup_run import cleanup_run
 from flows.run_forms import CleanupForm
-from flows.shared.ledger import forget_capacity, remembered_capacities
+from flows.shared.ledger import forget_capacity, forget_group_changes, remembered_capacities, remembered_group_changes
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
-from tasks import clb
+from tasks import autoscaling_policies as policies
+from tasks import autoscaling_undo, clb
 from tasks.autoscaling_launch_configurations import create_launch_configuration
 from tasks.cloud import call_json, clients_for
+from tasks.cvm import Server, describe_servers
+from tests.flows.autoscaling_support import autoscaling_params, sandbox_now
 from tests.flows.support import (
     assert_business_untouched,
     business_configs,
@@ -178,3 +184,128 @@ def test_a_cancelled_capacity_change_hands_its_undo_to_cleanup_run(
         assert Artifact.get(f"cleanup-run-{key}") is not None
     finally:
         forget_capacity(key)  # the session's Prefect server outlives this test's sandbox
+
+
+# --- configure-autoscaling on groups it did not create ---------------------------------------------------------
+
+PUBLIC_IMAGE = "img-l8og963d"  # the catalog's public CentOS
+
+
+def operators_tier_group(
+    region: str, tier: str, server: Server, listener_port: int, port: int, launched: int = 0
+) -> asg.Group:
+    """The tier's scaling group as an operator made it, behind the operator's own CLB that already serves the tier's
+    server on `port` (none of it carries a mark of the run under test): its launch configuration, another one named as
+    configure-autoscaling names the one it wants, OLDEST_INSTANCE, bounds 0..3, `launched` servers of its own; its
+    listener on `listener_port` forwards to `port`."""
+    lb_type = "INTERNAL" if tier == "session" else "OPEN"
+    balancer = clb.create_load_balancer.fn(region, f"operators-{tier}", lb_type, server.vpc_id, server.subnet_id,
+                                           server.project_id, {}, f"operators-{tier}", 30)  # fmt: skip
+    listener = clb.ensure_tcp_listener.fn(region, balancer.load_balancer_id, listener_port, f"operators-{tier}",
+                                          clb.HealthCheckSpec(check_type="TCP"), "/", 30)  # fmt: skip
+    clb.register_targets.fn(region, balancer.load_balancer_id, listener.listener_id,
+                            clb.targets_on([server.instance_id], port), 30)  # fmt: skip
+    forward = asg.ForwardLoadBalancer(load_balancer_id=balancer.load_balancer_id, listener_id=listener.listener_id,
+                                      port=port)  # fmt: skip
+    request = {"ImageId": PUBLIC_IMAGE, "InstanceType": server.instance_type, "ProjectId": server.project_id}
+    lc, _ = create_launch_configuration.fn(region, f"operators-{tier}", request, {})
+    create_launch_configuration.fn(region, plan.launch_configuration_name(tier, PUBLIC_IMAGE), request, {})
+    group, _ = asg.create_group.fn(region, plan.group_name(tier), {
+        "LaunchConfigurationId": lc.launch_configuration_id, "MinSize": 0, "MaxSize": 3, "DesiredCapacity": launched,
+        "VpcId": server.vpc_id, "SubnetIds": [server.subnet_id], "ProjectId": server.project_id,
+        "ForwardLoadBalancers": [forward.api()], "TerminationPolicies": ["OLDEST_INSTANCE"]}, {})  # fmt: skip
+    return asg.wait_settled.fn(region, group.group_id, 60, 0.2)
+
+
+def group_state(region: str, group: asg.Group) -> dict[str, Any]:
+    """All of a group an undo must put back: its fields, members, scheduled actions, alarm policies, and the pairs
+    bound to its CLB listener."""
+    now = asg.wait_settled.fn(region, group.group_id, 60, 0.2)
+    fwd = group.forward[0]
+    return {
+        "fields": autoscaling_undo.group_fields(now),
+        "members": sorted((m.instance_id, m.creation_type, m.protected) for m in asg.members(region, group.group_id)),
+        "scheduled actions": sorted(a.name for a in policies.scheduled_actions(region, group.group_id)),
+        "alarm policies": sorted(p.name for p in policies.alarm_policies(region, group.group_id)),
+        "bound": sorted(map(str, clb.registered_targets(region, fwd.load_balancer_id, fwd.listener_id))),
+    }
+
+
+def test_a_cancelled_configure_autoscaling_hands_the_cancelled_tiers_undo_to_cleanup_run(
+    guide: dict[str, Any], cloud_env: EmbeddedSandbox
+) -> None:
+    """On groups it did not create, configure-autoscaling's changes (fields, bounds, attached servers, scheduled
+    actions, alarm policies) carry no tag: they are kept per run key before each is made, so a cancelled run hands
+    its undo over, and cleanup-run puts back exactly the cancelled tier's changes; the tier that had finished keeps
+    its configuration, the operator's own scheduled action, alarm policy and server stay."""
+    sandbox, region, key = cloud_env, guide["region"], "cancelled-configure"
+    params = autoscaling_params(guide)
+    params.run_key = key
+    groups: dict[str, asg.Group] = {}
+    for tier in ("session", "business"):
+        tier_params: Any = getattr(params, tier)
+        (server,) = describe_servers(region, [guide[f"{tier}_server"]["instance_id"]])
+        groups[tier] = operators_tier_group(region, tier, server, tier_params.load_balancer.listener_port,
+                                            tier_params.backend_port(),
+                                            launched=1 if tier == "business" else 0)  # fmt: skip
+        tier_params.load_balancer.load_balancer_id = groups[tier].forward[0].load_balancer_id
+        tier_params.autoscaling.image_id = PUBLIC_IMAGE  # its launch configuration exists: no image, no launch check
+    business = groups["business"].group_id
+    start = sandbox_now(sandbox).replace(microsecond=0) + timedelta(days=1)
+    nightly = asg.ScheduledAction(name="operators-nightly", min_size=0, max_size=3, desired=1,
+                                  start_time=start.isoformat(), end_time=(start + timedelta(days=30)).isoformat(),
+                                  recurrence="0 2 * * *")  # fmt: skip
+    policies.put_scheduled_action.fn(region, business, nightly)
+    policies.put_alarm_policy.fn(region, business, asg.AlarmPolicy(
+        name="operators-cpu", adjustment=1, operator="GREATER_THAN", threshold=95, period=300, continuous_time=3,
+        cooldown=300))  # fmt: skip
+    before = group_state(region, groups["business"])
+    seconds = {tier: launch_seconds_variable(region, tier) for tier in groups}
+    earlier = {tier: Variable.get(name) for tier, name in seconds.items()}
+    for name in seconds.values():
+        Variable.set(name, 20.0, overwrite=True)  # measured before: no launch check
+    sandbox.admin("POST", "clock", {"profile": "realistic", "time_scale": 0.1})
+    # cancelled as the business tier prices its servers: every change of that tier made, its undo longer than the grace
+    pricing = sandbox.admin("POST", "faults", {"service": "cvm", "action": "InquiryPriceRunInstances", "skip": 1,
+                                               "count": 1, "latency_ms": 15_000})  # fmt: skip
+    sandbox.admin("POST", "faults", {"service": "as", "action": "RemoveInstances", "count": 1, "latency_ms": 12_000})
+    deployment = deploy("configure-autoscaling", "configure-autoscaling",
+                        "flows/configure_autoscaling.py:configure_autoscaling")  # fmt: skip
+    deploy("cleanup-run", "cleanup", "flows/entrypoints.py:cleanup")
+    run, process = start_deployment_run(deployment, {"params": params.model_dump(mode="json")})
+    try:
+        try:
+            wait_for_a_fault_to_fire(sandbox, process, "the business tier to price its servers", pricing["id"])
+            cancel_like_the_runner(process)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        handed = handed_over(key)
+        assert [r.idempotency_key for r in handed] == [f"undo:{key}:{run.id}"], "no cleanup-run took the undo over"
+        form = CleanupForm.model_validate(handed[0].parameters["params"])
+        assert form.tier == "business" and form.restore_configs is False, form
+        report = Artifact.get(f"configure-autoscaling-{key}")
+        assert report is not None and f"undo handed to cleanup-run {handed[0].name}" in str(report.data)
+        attached = asg.members(region, business)
+        assert guide["business_server"]["instance_id"] in {m.instance_id for m in attached}, "undone in-process"
+        assert {c.tier for c in remembered_group_changes(key)} == {"business"}, "the finished tier's were kept"
+
+        sandbox.admin("DELETE", "faults")
+        removed = cleanup_run(form.parameters())  # the handed-over run, as the cleanup deployment runs it
+        assert not removed.failed and not removed.scaling_groups and not removed.launch_configurations, removed
+        assert group_state(region, groups["business"]) == before
+        session = group_state(region, groups["session"])  # the tier that had finished keeps its configuration
+        assert session["fields"]["TerminationPolicies"] == ["NEWEST_INSTANCE"]
+        assert session["fields"]["MinSize"] == 1 and session["fields"]["MaxSize"] == 5
+        assert session["members"] == [(guide["session_server"]["instance_id"], "MANUAL_ATTACHING", True)]
+        assert session["scheduled actions"] == sorted(plan.schedule_names("session"))
+        assert session["alarm policies"] == sorted(plan.policy_names("session"))
+        assert remembered_group_changes(key) == [] and remembered_capacities(key) == []
+        assert Artifact.get(f"cleanup-run-{key}") is not None
+    finally:
+        forget_group_changes(key)  # the session's Prefect server outlives this test's sandbox
+        for tier, name in seconds.items():
+            if earlier[tier] is None:
+                Variable.unset(name)
+            else:
+                Variable.set(name, earlier[tier], overwrite=True)
