@@ -30,9 +30,10 @@ MISSED_HEARTBEATS = 3  # a run is a zombie after this many heartbeats did not co
 CRASH_ZOMBIES = "tcscale: crash zombie runs"
 CLEAN_UP_CRASHED = "tcscale: clean up crashed runs"
 FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
-# The flows whose changes cleanup-run finds by their marks: what they make carries the run's tag or name, and a
-# desired capacity they change (verify-autoscaling's + 1, set-capacity's change) is kept per run key and put back
-# only while the group still desires what the run wrote, as their own undo does on a failure. Not cleanup-run
+# The flows whose changes cleanup-run finds by their marks: what they make carries the run's tag or name, a desired
+# capacity they change (verify-autoscaling's + 1, set-capacity's change) is kept per run key and put back only while
+# the group still desires what the run wrote, as their own undo does on a failure, and so are configure-autoscaling's
+# changes of a group it did not create (fields put back only while they hold what the run wrote). Not cleanup-run
 # (idempotent: run it again) nor plan-capacity (its scheduled actions carry no run key to find them by).
 CLEANED_UP_FLOWS = (
     "scale-out-cluster",

@@ -5,7 +5,11 @@ are named `tcscale-<tier>-<key>`, security group rules it adds say `tcscale:<key
 each sdk.config it rewrote has a backup named after it, its bindings to a CLB it did not create are
 kept in the Prefect Variable `tcscale-bindings-<key>`, a desired capacity it changed in `tcscale-capacity-<key>`
 (put back only while the group still desires what the run wrote), and its scaling groups carry the tag too (their launch
-configuration, attached servers, scheduled actions and alarm policies are found through the group). This flow
+configuration, attached servers, scheduled actions and alarm policies are found through the group); its changes of a
+group it did not create are kept in `tcscale-groups-<key>` (fields put back only while they hold what the run wrote).
+Given a `tier`, it undoes only what names that tier (configure-autoscaling cancelled after its other tier finished):
+resources tagged `tcscale:tier=<tier>`, the tier's listeners, kept changes of the tier; bindings and rules (no tier in
+their marks, and configure-autoscaling makes none) stay. This flow
 finds them by those marks alone (the key matching exactly: `abc` never touches `abc-2`) and undoes them with the
 same functions a failed run uses, under both tiers' locks. One failure (an unreachable server) does not stop
 the others; it is reported.
@@ -29,10 +33,13 @@ from flows.shared.ledger import (
     Undone,
     forget_bindings,
     forget_capacity,
+    forget_group_changes,
     remembered_bindings,
     remembered_capacities,
+    remembered_group_changes,
     restore_capacity,
     unbind,
+    undo_group_change,
 )
 from flows.shared.tier_lock import LEASE_SECONDS, tier_lock
 from flows.shared.tier_run import settle_all
@@ -61,6 +68,9 @@ class Removed(BaseModel):
     images: list[str] = Field(default_factory=list)
     scaling_groups: list[str] = Field(default_factory=list, description="group id (name)")
     capacities_restored: list[str] = Field(default_factory=list, description="group id: desired run's -> before")
+    fields_restored: list[str] = Field(
+        default_factory=list, description="group id: fields of a group it did not create, run's -> before"
+    )
     launch_configurations: list[str] = Field(default_factory=list, description="tagged with the run")
     scheduled_actions: list[str] = Field(default_factory=list, description="group id/name")
     alarm_policies: list[str] = Field(default_factory=list, description="group id/name")
@@ -72,6 +82,9 @@ class Removed(BaseModel):
     )
     capacities_left: list[Undone] = Field(
         default_factory=list, description="desired capacities set since the run: left, with the fix"
+    )
+    fields_left: list[Undone] = Field(
+        default_factory=list, description="scaling group fields set since the run: left, with the fix"
     )
 
     def markdown(self) -> str:
@@ -91,14 +104,17 @@ class Removed(BaseModel):
             ("servers the scaling group launched, terminated with it", self.group_servers),
             ("desired capacities put back", self.capacities_restored),
             ("desired capacities left: set since the run", [u.what for u in self.capacities_left]),
+            ("fields of a scaling group it did not create put back", self.fields_restored),
+            ("scaling group fields left: set since the run", [u.what for u in self.fields_left]),
             ("scaling groups deleted", self.scaling_groups),
             ("launch configurations deleted", self.launch_configurations),
         ]
         lines = [f"# cleanup-run {self.run_key}: {verb}", "", "| what | ids |", "|---|---|"]
         lines += [f"| {what} | {', '.join(ids) or '-'} |" for what, ids in rows]
-        if self.configs_left or self.capacities_left:
+        edited = self.configs_left + self.capacities_left + self.fields_left
+        if edited:
             lines += ["", "## Edited since the run: left as they are", "", "| what | now | fix |", "|---|---|---|"]
-            lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in self.configs_left + self.capacities_left]
+            lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in edited]
         if self.failed:
             lines += ["", "## Could not be undone: fix by hand", "", "| what | error | fix |", "|---|---|---|"]
             lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in self.failed]
@@ -108,8 +124,8 @@ class Removed(BaseModel):
 def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
     """Every mark of the run, in the order a run makes them (the ledger undoes newest first)."""
     region, key, timeout = params.region, params.run_key, params.timeout
-    tags = {RUN_TAG: key}
-    fix_tag = f"tagged tcscale:run={key}"
+    tags = run_marks(params)
+    fix_tag = "tagged " + ", ".join(f"{k}={v}" for k, v in tags.items())
     removed.images = cvm.tagged_images(region, tags)
     if removed.images:
         ledger.add("images", lambda: cvm.delete_tagged_images(region, tags, timeout), f"delete the images {fix_tag}")
@@ -124,13 +140,28 @@ def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> N
         if balancer.load_balancer_id in removed.load_balancers:
             continue  # its listeners go with it
         lb_id = balancer.load_balancer_id
-        for tier in TIERS:
+        for tier in (params.tier,) if params.tier else TIERS:
             name = clb.listener_name(key, tier)
             if any(item.get("ListenerName") == name for item in clb.listeners(region, lb_id)):
                 removed.listeners.append(f"{lb_id}/{name}")
                 ledger.add(f"listener {name} of {lb_id}",
                            lambda lb_id=lb_id, name=name: clb.delete_named_listeners(region, lb_id, name, timeout),
                            f"delete the listener {name} of {lb_id} in the CLB console")  # fmt: skip
+    if params.tier is None:  # bindings and rules name no tier: a one-tier cleanup (configure-autoscaling's) has none
+        find_bindings_and_rules(params, removed, ledger)
+    if params.restore_configs:
+        find_configs(params, removed, ledger)
+    find_autoscaling(params, removed, ledger)  # made after the scale-out's resources: added last, undone first
+    find_capacities(params, removed, ledger)  # a group's capacity changed last of all: put back first
+
+
+def run_marks(params: CleanupParameters) -> dict[str, str]:
+    """The tags of the run's resources (of its one tier, when given)."""
+    return {RUN_TAG: params.run_key, **({TIER_TAG: params.tier} if params.tier else {})}
+
+
+def find_bindings_and_rules(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
+    region, key, timeout = params.region, params.run_key, params.timeout
     for rule in vpc.rules_of_run(region, key):
         removed.rules_revoked.append(f"{rule.security_group_id}: {rule.protocol} {rule.port} from {rule.cidr_block}")
         ledger.add(f"rule of {rule.security_group_id}", lambda rule=rule: vpc.revoke(region, rule),
@@ -146,10 +177,6 @@ def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> N
             ledger.add(f"bindings to {binding.load_balancer_id}", lambda b=binding: unbind(b, timeout),
                        f"unbind {still} (instance:port) from {binding.load_balancer_id} in the CLB "
                        "console")  # fmt: skip
-    if params.restore_configs:
-        find_configs(params, removed, ledger)
-    find_autoscaling(params, removed, ledger)  # made after the scale-out's resources: added last, undone first
-    find_capacities(params, removed, ledger)  # a group's capacity changed last of all: put back first
 
 
 def find_capacities(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
@@ -157,6 +184,8 @@ def find_capacities(params: CleanupParameters, removed: Removed, ledger: Ledger)
     what the run wrote; a group of the run's own goes anyway."""
     region, timeout, own = params.region, params.timeout, {g.split(" ")[0] for g in removed.scaling_groups}
     for change in remembered_capacities(params.run_key):
+        if params.tier is not None and change.tier != params.tier:
+            continue
         group = asg.describe_group(region, change.group_id)
         back = change.target_min is None or group is None or group.min_size != change.target_min
         if group is None or change.group_id in own or (group.desired == change.previous and back):
@@ -177,7 +206,7 @@ def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger
     """The run's launch configurations and scaling groups (by its tag) and what `configure-autoscaling` made in
     each of its groups, in the order it makes them. Nothing without the run's tag: an operator's launch
     configuration stays, whether a group of the run used it or none does."""
-    region, timeout, tags = params.region, params.timeout, {RUN_TAG: params.run_key}
+    region, timeout, tags = params.region, params.timeout, run_marks(params)
     removed.launch_configurations = [lc.launch_configuration_id for lc in tagged_launch_configurations(region, tags)]
     if removed.launch_configurations:  # added before the groups: deleted after them, once no group of the run uses it
         ledger.add("launch configurations", lambda: delete_tagged_launch_configurations(region, tags),
@@ -216,6 +245,41 @@ def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger
             ledger.add(f"alarm policy {policy.name}",
                        lambda gid=gid, name=policy.name: policies.delete_alarm_policy(region, gid, name),
                        f"delete scaling policy {policy.name} of {gid}")  # fmt: skip
+    find_group_changes(params, removed, ledger)  # made after the launch configuration it may point to: undone before
+
+
+def find_group_changes(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
+    """configure-autoscaling's changes of groups it did not create, kept before each was made (a group of the run's
+    own goes whole): fields put back only while they hold what the run wrote, its servers detached, its scheduled
+    actions and alarm policies deleted; the operator's own stay."""
+    region, timeout, own = params.region, params.timeout, {g.split(" ")[0] for g in removed.scaling_groups}
+    for change in remembered_group_changes(params.run_key, params.tier):
+        gid = change.group_id
+        group = asg.describe_group(region, gid)
+        if group is None or gid in own:
+            continue
+        if change.kind == "fields":
+            holding = autoscaling_undo.still_written(group, change.written)
+            for name in [k for k in change.written if k not in holding]:
+                removed.fields_left.append(Undone(what=f"{name} of {gid}", outcome="left",
+                                                  detail=f"{name} is not {change.written[name]}: set since the run",
+                                                  fix=f"to go back to before the run: set {name} of {gid} to "
+                                                  f"{change.previous[name]}"))  # fmt: skip
+            if not holding:
+                continue
+            removed.fields_restored.append(f"{gid}: " + ", ".join(
+                f"{k} {change.written[k]} -> {change.previous[k]}" for k in holding))  # fmt: skip
+        elif change.kind == "attached":
+            present = [m.instance_id for m in asg.members(region, gid) if m.instance_id in change.instance_ids]
+            if present:
+                removed.servers_detached.append(f"{gid}: {', '.join(present)}")
+        else:
+            names = policies.scheduled_actions if change.kind == "scheduled action" else policies.alarm_policies
+            if change.name not in {item.name for item in names(region, gid)}:
+                continue
+            listed = removed.scheduled_actions if change.kind == "scheduled action" else removed.alarm_policies
+            listed.append(f"{gid}/{change.name}")
+        ledger.add(change.described(), lambda c=change: undo_group_change(c, timeout), change.fix())
 
 
 def find_configs(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
@@ -267,6 +331,18 @@ def _restorer(server: Server, params: CleanupParameters) -> Callable[[], bool]:
     )
 
 
+def forget_undone(params: CleanupParameters) -> None:
+    """Everything kept for the run (for its one tier: that tier's) is undone: no more use for it."""
+    key, tier = params.run_key, params.tier
+    if tier is None:
+        forget_bindings(key)
+        forget_capacity(key)
+    for change in remembered_capacities(key) if tier is not None else []:
+        if change.tier == tier:
+            forget_capacity(key, change.group_id)
+    forget_group_changes(key, tier)
+
+
 @contextlib.contextmanager
 def both_tier_locks() -> Iterator[None]:
     with tier_lock(TIERS[0], LOCK_WAIT_SECONDS), tier_lock(TIERS[1], LOCK_WAIT_SECONDS):  # one order: no deadlock
@@ -283,8 +359,7 @@ def cleanup_run(params: CleanupParameters) -> Removed:
         if not params.dry_run:
             removed.failed += [u for u in ledger.undo_all(get_run_logger()) if u.outcome == "FAILED"]
             if not removed.failed:
-                forget_bindings(params.run_key)
-                forget_capacity(params.run_key)
+                forget_undone(params)
     create_markdown_artifact(removed.markdown(), key=f"cleanup-run-{params.run_key}", description="cleanup-run report")
     if removed.failed:
         raise RuntimeError(

@@ -17,11 +17,12 @@ from prefect.variables import Variable
 
 from flows.autoscaling_steps import plan
 from flows.autoscaling_steps.checks import LaunchCheck, capacity_seen
-from flows.autoscaling_steps.converge import Converge, NamedItems, converge_named
+from flows.autoscaling_steps.converge import Converge, NamedItems, converge_named, record_group_change
 from flows.autoscaling_steps.outcome import AutoScalingOutcome, launch_seconds_variable, publish, tier_params
 from flows.autoscaling_steps.preflight import TierFacts, preflight
 from flows.declaration import declared
 from flows.parameters import AutoScalingClusterParameters, AutoScalingTierParameters, CostModel
+from flows.shared.ledger import GroupChange, forget_group_changes
 from flows.shared.tier_run import TierRun, this_flow_run_id, tier_run
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies as policies
@@ -198,22 +199,19 @@ def _marks(run: TierRun[AutoScalingTierParameters]) -> str:
 
 
 def modify(run: TierRun[AutoScalingTierParameters], group: asg.Group, changes: dict[str, Any]) -> None:
-    """ModifyAutoScalingGroup on a group the run did not create, written to the ledger first: the undo puts back
-    each field that still holds the run's value."""
+    """ModifyAutoScalingGroup on a group the run did not create, kept first (per run key and in the ledger): the undo
+    puts back each field that still holds the run's value."""
     previous = {k: v for k, v in autoscaling_undo.group_fields(group).items() if k in changes}
-    run.ledger.add(
-        f"{', '.join(changes)} of {group.group_id}",
-        lambda: autoscaling_undo.restore_group(run.region, group.group_id, changes, previous),
-        f"set {group.group_id} back to {previous} (unless changed since the run)",
-    )
+    change = GroupChange(region=run.region, tier=run.tier, group_id=group.group_id, kind="fields", written=changes,
+                         previous=previous)  # fmt: skip
+    record_group_change(run, change)
     asg.modify_group(run.region, group.group_id, changes)
 
 
 def attach_and_protect(
     run: TierRun[AutoScalingTierParameters], facts: TierFacts, c: Converge, group: asg.Group
 ) -> None:
-    region, timeout = run.region, run.params.autoscaling.activity_timeout
-    undo, poll = run.params.timeouts.undo, run.params.timeouts.poll
+    region, timeout, poll = run.region, run.params.autoscaling.activity_timeout, run.params.timeouts.poll
     membership = asg.membership_of(region, [s.instance_id for s in facts.attachable])
     outside = [s.instance_id for s in facts.attachable if s.instance_id not in membership]
     if outside:
@@ -224,12 +222,9 @@ def attach_and_protect(
                 # the pairs the group's detach would take away (it deregisters its own port only)
                 bound = clb.registered_targets(region, fwd.load_balancer_id, fwd.listener_id)
                 was_bound = [t for t in clb.targets_on(outside, fwd.port) if t in bound]
-                run.ledger.add(
-                    f"{', '.join(outside)} attached to {group.group_id}",
-                    lambda: autoscaling_undo.detach(region, group.group_id, outside, fwd, was_bound, undo, poll),
-                    f"remove {', '.join(outside)} from {group.group_id} (RemoveInstances only detaches), then bind "
-                    f"{', '.join(map(str, was_bound)) or 'none'} to {fwd.load_balancer_id}/{fwd.listener_id} again",
-                )
+                change = GroupChange(region=region, tier=run.tier, group_id=group.group_id, kind="attached",
+                                     instance_ids=outside, forward=fwd, was_bound=was_bound)  # fmt: skip
+                record_group_change(run, change)
                 activity = asg.attach_instances(region, group.group_id, outside)
                 asg.wait_activity(region, activity, timeout, poll)
 
@@ -359,13 +354,17 @@ def planned_rest(
 
 
 def configure_tier(params: AutoScalingTierParameters, tier: str) -> AutoScalingOutcome:
-    with tier_run("configure-autoscaling", tier, params, CONFIGURE_STEPS) as run:
+    # every change is found by the run's tags or kept per run key with its tier: a signalled deployment run hands the
+    # undo of this tier alone to a cleanup-run (a tier configured before it in this run keeps its configuration)
+    with tier_run("configure-autoscaling", tier, params, CONFIGURE_STEPS, undo_by_marks=True, edits_configs=False,
+                  one_tier=True) as run:  # fmt: skip
         with run.step("preflight: servers, CLB listener, image, subnets, bounds, schedule, alarms"):
             facts = preflight(run)
         c = Converge(run)
         result = converge_tier(run, facts, c)
         run.record.plan += c.differences or ["no change: the cloud already matches the declaration"]
         run.finish(result)
+    forget_group_changes(run.key, tier)  # configured: none of its changes is undone again
     publish("configure-autoscaling", result)
     return result
 

@@ -164,6 +164,11 @@ class CleanupParameters(BusinessServersAccess):
         pattern=r"^[a-z0-9-]{1,36}$", description="the run whose resources to remove (its flow run id)"
     )
     region: str = "ap-guangzhou"
+    tier: Tier | None = Field(
+        None,
+        description="undo only this tier's changes (those whose marks name it: its tagged resources, listeners, kept "
+        "scaling-group and capacity changes); None: every change of the run",
+    )
     restore_configs: bool = Field(True, description="put back the business servers' sdk.config from the run's backup")
     ssh: SshSettings = Field(default_factory=SshSettings, title="SSH access")
     health: HealthCheck = Field(

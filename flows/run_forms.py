@@ -15,7 +15,7 @@ no None, only defaults ("" or 0 saying what they mean).
 from __future__ import annotations
 
 import typing
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -197,10 +197,16 @@ class CleanupForm(RunForm):
         True, title="Restore sdk.config",
         description="put the business servers' sdk.config back from the run's backup, and restart their app",
     )  # fmt: skip
+    tier: Literal["", "session", "business"] = Field(
+        "", title="Only this tier",
+        description="undo only this tier's changes (a configure-autoscaling run cancelled after its other tier "
+        "finished); empty: every change of the run",
+    )  # fmt: skip
     overrides: dict[str, Any] = overrides_field('{"timeout": 1200}')
 
     def decisions(self) -> dict[str, Any]:
-        return {"run_key": self.run_key, **_set(self, dry_run=self.dry_run, restore_configs=self.restore_configs)}
+        chosen = _set(self, dry_run=self.dry_run, restore_configs=self.restore_configs, tier=self.tier)
+        return {"run_key": self.run_key, **chosen}
 
 
 # --- Auto Scaling ----------------------------------------------------------------------------------------------------

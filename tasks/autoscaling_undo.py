@@ -80,8 +80,7 @@ def restore_group(region: str, group_id: str, written: dict[str, Any], previous:
     group = asg.describe_group(region, group_id)
     if group is None:
         return False
-    now = group_fields(group)
-    back = {k: previous[k] for k, v in written.items() if _same(now.get(k), v)}
+    back = {k: previous[k] for k in still_written(group, written)}
     if back:
         asg.modify_group.fn(region, group_id, back)
     return bool(back)
@@ -97,6 +96,12 @@ def group_fields(group: Group) -> dict[str, Any]:
         "SubnetIds": group.subnet_ids,
         "TerminationPolicies": group.termination_policies,
     }
+
+
+def still_written(group: Group, written: dict[str, Any]) -> list[str]:
+    """The fields of `written` the group still holds (the others were set since by someone else)."""
+    now = group_fields(group)
+    return [k for k, v in written.items() if _same(now.get(k), v)]
 
 
 def _same(a: Any, b: Any) -> bool:

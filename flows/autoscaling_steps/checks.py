@@ -81,7 +81,8 @@ def change_capacity_undoably(
     # a re-run writing what its killed run wrote keeps that run's original
     again = earlier is not None and earlier.target == target
     previous = earlier.previous if earlier is not None and again else group.desired
-    change = CapacityChange(region=run.region, group_id=group.group_id, previous=previous, target=target, asked=asked)
+    change = CapacityChange(region=run.region, group_id=group.group_id, previous=previous, target=target, asked=asked,
+                            tier=run.tier)  # fmt: skip
     if min_size is not None:
         was = earlier.previous_min if earlier is not None and again else None
         change.previous_min, change.target_min = group.min_size if was is None else was, min_size

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from flows.parameters import AutoScalingTierParameters
+from flows.shared.ledger import GroupChange, forget_group_changes, remember_group_change, undo_group_change
 from flows.shared.tier_run import TierRun
 from tasks import autoscaling as asg
 
@@ -29,12 +30,27 @@ class Converge:
         return apply()
 
 
+def record_group_change(run: TierRun[AutoScalingTierParameters], change: GroupChange) -> None:
+    """A change of a scaling group, kept before it is made: per run key in a Prefect Variable (what `cleanup-run` finds
+    once this process is gone: a group the run did not create carries no mark of it) and in the ledger, whose undo
+    forgets it once undone."""
+    remember_group_change(run.key, change)
+    timeouts = run.params.timeouts
+
+    def undo() -> bool:
+        undone = undo_group_change(change, timeouts.undo, timeouts.poll)
+        forget_group_changes(run.key, only=change)
+        return undone
+
+    run.ledger.add(change.described(), undo, change.fix())
+
+
 @dataclass(frozen=True)
 class NamedItems(Generic[Named]):
     """One kind of a group's named items that configure-autoscaling owns by name (scheduled actions, alarm
     policies): how to list, compare, show, create-or-modify and delete them."""
 
-    kind: str
+    kind: Literal["scheduled action", "alarm policy"]
     ours: set[str]  # the names this tier's runs use: only these are ever deleted
     gone_because: str
     listed: Callable[[str, str], list[Named]]
@@ -62,11 +78,8 @@ def converge_named(
 
         def put(item: Named = item, created: bool = old is None) -> None:
             if created:
-                run.ledger.add(
-                    f"{items.kind} {item.name}",
-                    lambda: items.delete(region, group_id, item.name),
-                    f"delete {items.kind} {item.name} of {group_id}",
-                )
+                change = GroupChange(region=region, tier=run.tier, group_id=group_id, kind=items.kind, name=item.name)
+                record_group_change(run, change)
             items.put(region, group_id, item)
 
         c.change(f"{'create' if old is None else 'modify'} {items.kind} {item.name}: {items.shown(item)}", put)

@@ -7,13 +7,13 @@ signal — undo what the run changed while still holding the lock, then write th
 A signal in a deployment run is the exception: Prefect's runner (a cancel from the UI, a stopping worker) sends
 SIGTERM and SIGKILL 30 s later (`prefect/runner/runner.py` `_kill_process(grace_seconds=30)`), shorter than a
 real-cloud undo. A run whose every change `cleanup-run` finds by its marks (the scale-outs; verify-autoscaling and
-set-capacity, whose desired capacity change is kept per run key) hands its undo to a `cleanup-run/cleanup` run
-created at once, says so in its report, releases the tier and exits; that run waits for the tier (and starts only
-once a write of this process whose answer was lost can no longer land), undoes and reports. (Prefect's
-`on_cancellation` hooks were the other way: the runner runs them in its own process after the SIGKILL, with no
-flow run context or report, only for cancels, and not at all when the runner itself stops.)
-configure-autoscaling undoes in its own process: its changes of a group it did not create (fields, bounds,
-attached servers, scheduled actions, alarm policies) carry no mark cleanup-run could find.
+set-capacity, whose desired capacity change is kept per run key; configure-autoscaling, whose changes of a group it
+did not create are kept per run key too) hands its undo to a `cleanup-run/cleanup` run created at once, says so in its
+report, releases the tier and exits; that run waits for the tier (and starts only once a write of this process whose
+answer was lost can no longer land), undoes and reports. configure-autoscaling runs its tiers one after the other
+under one key: its cleanup-run undoes the signalled tier's changes alone. (Prefect's `on_cancellation` hooks were the
+other way: the runner runs them in its own process after the SIGKILL, with no flow run context or report, only for
+cancels, and not at all when the runner itself stops.)
 """
 
 from __future__ import annotations
@@ -95,11 +95,19 @@ class TierRun(Generic[P_co]):
     """The state of one tier's run that its steps share, typed by the flow's parameters."""
 
     def __init__(
-        self, flow: str, tier: str, params: P_co, steps: int, undo_by_marks: bool = False, edits_configs: bool = True
+        self,
+        flow: str,
+        tier: str,
+        params: P_co,
+        steps: int,
+        undo_by_marks: bool = False,
+        edits_configs: bool = True,
+        one_tier: bool = False,
     ) -> None:
         self.params = params
         self.undo_by_marks = undo_by_marks  # cleanup-run finds every change of this flow by the run's marks
         self.edits_configs = edits_configs  # may rewrite sdk.config: the cleanup-run it hands over to restores them
+        self.one_tier = one_tier  # the run key's other tier may have finished: the cleanup-run undoes this tier's only
         self.tier = tier
         self.region = params.region
         self.key = run_key(params)
@@ -144,9 +152,12 @@ class TierRun(Generic[P_co]):
             return False
         if deployment.id is None:
             return False
-        shared = (set(CleanupParameters.model_fields) & set(type(self.params).model_fields)) - {"run_key", "dry_run"}
+        decided = {"run_key", "dry_run", "tier"}  # the run form's own fields
+        shared = (set(CleanupParameters.model_fields) & set(type(self.params).model_fields)) - decided
         overrides = self.params.model_dump(mode="json", include=shared)  # cleanup's run form (flows/run_forms.py)
         form = {"run_key": self.key, "restore_configs": self.edits_configs, "overrides": overrides}
+        if self.one_tier:
+            form["tier"] = self.tier
         # a write whose answer was lost may still land: the undo waits it out (`outlast`) only in this process
         wait = landing_deadline()
         start = datetime.now(UTC) + timedelta(seconds=wait)
@@ -164,7 +175,8 @@ class TierRun(Generic[P_co]):
             return False
         what = (f"undo handed to cleanup-run {taker.name} ({taker.id}): signalled ({error}), this process has 30 s; "
                 f"{f'it starts in {wait:.0f} s, once a lost write can no longer land; ' if wait else ''}"
-                f"it waits for the tier, undoes the {len(self.ledger.entries)} change(s) by the run's marks and "
+                f"it waits for the tier, undoes the {len(self.ledger.entries)} change(s) "
+                f"{f'of the {self.tier} tier ' if self.one_tier else ''}by the run's marks and "
                 f"writes the report cleanup-run-{self.key}")  # fmt: skip
         logger.warning("%s", what)
         with self.step(what):
@@ -182,13 +194,15 @@ def tier_run(
     lock_wait_seconds: float | None = None,
     undo_by_marks: bool = False,
     edits_configs: bool = True,
+    one_tier: bool = False,
 ) -> Iterator[TierRun[P]]:
     """Lock (unless a dry run; waiting `lock_wait_seconds` for a busy tier, default the short wait), run, undo on
     any failure under the lock (a signalled deployment run of a flow whose changes all carry marks,
-    `undo_by_marks`: by a cleanup-run, which looks for sdk.config backups only if the flow `edits_configs`), report
+    `undo_by_marks`: by a cleanup-run, which looks for sdk.config backups only if the flow `edits_configs`, and undoes
+    this tier's changes alone if `one_tier`: a flow running its tiers one after the other under one key), report
     whatever happens. One SSH connection per server serves every step of the run, its undo included
     (`remote.pooled`)."""
-    run = TierRun(flow, tier, params, steps, undo_by_marks, edits_configs)
+    run = TierRun(flow, tier, params, steps, undo_by_marks, edits_configs, one_tier)
     outcome = "failed"
     try:
         if params.dry_run:

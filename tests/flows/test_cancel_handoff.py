@@ -286,13 +286,19 @@ def test_a_cancelled_configure_autoscaling_hands_the_cancelled_tiers_undo_to_cle
         assert form.tier == "business" and form.restore_configs is False, form
         report = Artifact.get(f"configure-autoscaling-{key}")
         assert report is not None and f"undo handed to cleanup-run {handed[0].name}" in str(report.data)
-        attached = asg.members(region, business)
-        assert guide["business_server"]["instance_id"] in {m.instance_id for m in attached}, "undone in-process"
+        cancelled = group_state(region, groups["business"])
+        assert cancelled["scheduled actions"] == sorted(["operators-nightly", *plan.schedule_names("business")])
+        assert cancelled["alarm policies"] == sorted(["operators-cpu", *plan.policy_names("business")])
+        assert (guide["business_server"]["instance_id"], "MANUAL_ATTACHING", True) in cancelled["members"]
         assert {c.tier for c in remembered_group_changes(key)} == {"business"}, "the finished tier's were kept"
 
         sandbox.admin("DELETE", "faults")
         removed = cleanup_run(form.parameters())  # the handed-over run, as the cleanup deployment runs it
         assert not removed.failed and not removed.scaling_groups and not removed.launch_configurations, removed
+        assert removed.servers_detached == [f"{business}: {guide['business_server']['instance_id']}"]
+        assert sorted(removed.scheduled_actions) == sorted(f"{business}/{n}" for n in plan.schedule_names("business"))
+        assert sorted(removed.alarm_policies) == sorted(f"{business}/{n}" for n in plan.policy_names("business"))
+        assert len(removed.fields_restored) == 2 and "TerminationPolicies" in removed.markdown(), removed.markdown()
         assert group_state(region, groups["business"]) == before
         session = group_state(region, groups["session"])  # the tier that had finished keeps its configuration
         assert session["fields"]["TerminationPolicies"] == ["NEWEST_INSTANCE"]
