@@ -33,8 +33,9 @@ FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed",
 # The flows whose changes cleanup-run finds by their marks: what they make carries the run's tag or name, a desired
 # capacity they change (verify-autoscaling's + 1, set-capacity's change) is kept per run key and put back only while
 # the group still desires what the run wrote, as their own undo does on a failure, and so are configure-autoscaling's
-# changes of a group it did not create (fields put back only while they hold what the run wrote). Not cleanup-run
-# (idempotent: run it again) nor plan-capacity (its scheduled actions carry no run key to find them by).
+# changes of a group it did not create (fields put back only while they hold what the run wrote); plan-capacity's
+# schedule changes are kept per run key too (flows/capacity_plan_steps/kept.py). Not cleanup-run (idempotent: run it
+# again).
 CLEANED_UP_FLOWS = (
     "scale-out-cluster",
     "scale-out-session-tier",
@@ -42,6 +43,7 @@ CLEANED_UP_FLOWS = (
     "configure-autoscaling",
     "verify-autoscaling",
     "set-capacity",
+    "plan-capacity",
 )
 # The run key of the dead run: its `params.run_key` (set-capacity: that of the tier it changes), else its flow run id
 # (as `tier_run.run_key` does). Rendered as text: a bare "{{ ... }}" string is rendered as JSON by Prefect, and a flow

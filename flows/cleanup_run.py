@@ -4,7 +4,8 @@ A run marks what it makes: instances, images and CLBs carry the tag `tcscale:run
 are named `tcscale-<tier>-<key>`, security group rules it adds say `tcscale:<key>` in their description,
 each sdk.config it rewrote has a backup named after it, its bindings to a CLB it did not create are
 kept in the Prefect Variable `tcscale-bindings-<key>`, a desired capacity it changed in `tcscale-capacity-<key>`
-(put back only while the group still desires what the run wrote), and its scaling groups carry the tag too (their launch
+(put back only while the group still desires what the run wrote), plan-capacity's schedule changes in
+`tcscale-plan-<key>-<n>` (flows/capacity_plan_steps/kept.py), and its scaling groups carry the tag too (their launch
 configuration, attached servers, scheduled actions and alarm policies are found through the group); its changes of a
 group it did not create are kept in `tcscale-groups-<key>` (fields put back only while they hold what the run wrote).
 Given a `tier`, it undoes only what names that tier (configure-autoscaling cancelled after its other tier finished):
@@ -25,6 +26,8 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from flows.autoscaling_steps import plan
+from flows.capacity_plan_steps import kept_undo
+from flows.capacity_plan_steps.kept import forget_changes
 from flows.declaration import declared
 from flows.parameters import CleanupParameters
 from flows.scale_out_steps.preflight import select_servers
@@ -86,6 +89,10 @@ class Removed(BaseModel):
     fields_left: list[Undone] = Field(
         default_factory=list, description="scaling group fields set since the run: left, with the fix"
     )
+    schedules_restored: list[str] = Field(default_factory=list, description="plan-capacity's schedule changes undone")
+    schedules_left: list[Undone] = Field(
+        default_factory=list, description="plan-capacity's schedules changed since the run: left, with the fix"
+    )
 
     def markdown(self) -> str:
         verb = "would undo" if self.dry_run else "undid"
@@ -106,12 +113,13 @@ class Removed(BaseModel):
             ("desired capacities left: set since the run", [u.what for u in self.capacities_left]),
             ("fields of a scaling group it did not create put back", self.fields_restored),
             ("scaling group fields left: set since the run", [u.what for u in self.fields_left]),
+            ("plan-capacity's schedule changes undone", self.schedules_restored),
             ("scaling groups deleted", self.scaling_groups),
             ("launch configurations deleted", self.launch_configurations),
         ]
         lines = [f"# cleanup-run {self.run_key}: {verb}", "", "| what | ids |", "|---|---|"]
         lines += [f"| {what} | {', '.join(ids) or '-'} |" for what, ids in rows]
-        edited = self.configs_left + self.capacities_left + self.fields_left
+        edited = self.configs_left + self.capacities_left + self.fields_left + self.schedules_left
         if edited:
             lines += ["", "## Edited since the run: left as they are", "", "| what | now | fix |", "|---|---|---|"]
             lines += [f"| {u.what} | {u.detail} | {u.fix} |" for u in edited]
@@ -153,6 +161,7 @@ def find_marks(params: CleanupParameters, removed: Removed, ledger: Ledger) -> N
         find_configs(params, removed, ledger)
     find_autoscaling(params, removed, ledger)  # made after the scale-out's resources: added last, undone first
     find_capacities(params, removed, ledger)  # a group's capacity changed last of all: put back first
+    find_schedules(params, removed, ledger)  # plan-capacity's, in the order it made them
 
 
 def run_marks(params: CleanupParameters) -> dict[str, str]:
@@ -200,6 +209,20 @@ def find_capacities(params: CleanupParameters, removed: Removed, ledger: Ledger)
         ledger.add(change.described(), lambda c=change: restore_capacity(c, timeout),
                    f"set the desired capacity of {change.group_id} back to {change.previous} if it is still "
                    f"{change.target}")  # fmt: skip
+
+
+def find_schedules(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
+    """plan-capacity's schedule changes (kept before each was made: Auto Scaling scheduled actions, Prefect
+    schedules, the fixed peak it paused), each put back only while the schedule still holds what the run wrote."""
+    for change, found in kept_undo.pending(params.run_key):
+        if params.tier is not None and change.tier != params.tier:
+            continue
+        if found == "left":
+            detail = f"{change.name} changed since the run"
+            removed.schedules_left.append(Undone(what=change.what, outcome="left", detail=detail, fix=change.fix))
+        elif found == "to undo":
+            removed.schedules_restored.append(change.what)
+            ledger.add(change.what, lambda c=change: kept_undo.undo(c), change.fix)
 
 
 def find_autoscaling(params: CleanupParameters, removed: Removed, ledger: Ledger) -> None:
@@ -337,6 +360,7 @@ def forget_undone(params: CleanupParameters) -> None:
     if tier is None:
         forget_bindings(key)
         forget_capacity(key)
+        forget_changes(key)  # plan-capacity's (a one-tier cleanup is configure-autoscaling's: it keeps none)
     for change in remembered_capacities(key) if tier is not None else []:
         if change.tier == tier:
             forget_capacity(key, change.group_id)

@@ -156,7 +156,8 @@ def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
     params = declared(params)
     tp = params.tier_params()
     tier = params.tier
-    with tier_run("plan-capacity", tier, tp, PLAN_STEPS) as run:
+    # its changes are kept per run key (capacity_plan_steps/kept.py): a signalled deployment run hands its undo over
+    with tier_run("plan-capacity", tier, tp, PLAN_STEPS, undo_by_marks=True, edits_configs=False) as run:
         with run.step("preflight: scaling group, CLB listener, declaration, launch-to-healthy time"):
             where = preflight(params, declaration, run.region)
         group = where.group

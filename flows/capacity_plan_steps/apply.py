@@ -5,17 +5,17 @@ Each action sets the desired capacity and the minimum to the step's servers, the
 is a floor the CPU alarms cannot take away, and they still add servers above it for load it did not foresee (the
 guide's lunch-peak actions do the same with min + extra). The day's first step, at 00:00, puts the floor back to the
 tier's base.
-Every change is written to the run's undo ledger before it is made: a creation is undone by deleting it, a
-modification by putting the earlier action back (only while the action still holds what this run wrote), a deletion
-by creating the earlier action again.
+Every change is kept for cleanup-run (kept.py) and written to the run's undo ledger before it is made: a creation is
+undone by deleting it, a modification by putting the earlier action back, a deletion by creating the earlier action
+again, each only while the action still holds what this run wrote.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from flows.autoscaling_steps.plan import MIN_NOTICE, beijing, next_at
+from flows.capacity_plan_steps.kept import Dumped, Keeper, PlaceOps, ScheduleChange, restore
 from flows.capacity_plan_steps.steps import CapacityStep
 from flows.parameters import AutoScalingTierParameters
 from flows.shared.tier_run import TierRun
@@ -74,64 +74,69 @@ def shown(a: asg.ScheduledAction) -> str:
     return f"desired {a.desired} at cron '{a.recurrence}' Beijing time (bounds {a.min_size}-{a.max_size})"
 
 
+def _now(change: ScheduleChange) -> Dumped | None:
+    if asg.describe_group(change.region, change.group_id) is None:
+        return None  # the group is gone, its actions with it
+    found = [a for a in policies.scheduled_actions(change.region, change.group_id) if a.name == change.name]
+    return found[0].model_dump(mode="json") if found else None
+
+
+def _put(change: ScheduleChange, to: Dumped) -> None:
+    group = asg.describe_group(change.region, change.group_id)
+    if group is None:
+        raise LookupError(f"the scaling group {change.group_id} is gone: {change.name} cannot be put back")
+    action = _refreshed(asg.ScheduledAction.model_validate(to), asg.cloud_now(change.region, group))
+    policies.put_scheduled_action(change.region, change.group_id, action)  # an undo's starts later
+
+
+PLACE = PlaceOps(
+    now=_now,
+    same=lambda a, b: _same(asg.ScheduledAction.model_validate(a), asg.ScheduledAction.model_validate(b)),
+    put=_put,
+    delete=lambda change: policies.delete_scheduled_action(change.region, change.group_id, change.name),
+)
+
+
 def converge(
     run: TierRun[AutoScalingTierParameters], group: asg.Group, wanted: list[asg.ScheduledAction], now: datetime
 ) -> list[str]:
-    """Create, modify or delete the tier's plan actions to match `wanted`; each change in the ledger first.
-    Returns the differences (a dry run: what would change)."""
+    """Create, modify or delete the tier's plan actions to match `wanted`; each change kept for cleanup-run
+    (kept.py) and in the ledger first. Returns the differences (a dry run: what would change)."""
     region, group_id = run.region, group.group_id
     have = {a.name: a for a in policies.scheduled_actions(region, group_id) if a.name.startswith(prefix(run.tier))}
     differences: list[str] = []
+    keeper: list[Keeper] = []  # made at the first change: a run that changes nothing reads no Variable
 
-    def change(what: str, undo: Callable[[], bool], fix: str, act: Callable[[], object]) -> None:
+    def change(
+        what: str, fix: str, name: str, old: asg.ScheduledAction | None, new: asg.ScheduledAction | None
+    ) -> None:
         differences.append(what)
         if run.params.dry_run:
             return
-        run.ledger.add(what, undo, fix)
-        act()
-
-    def current(name: str) -> asg.ScheduledAction | None:
-        return next((a for a in policies.scheduled_actions(region, group_id) if a.name == name), None)
+        keeper[:] = keeper or [Keeper(run.key)]
+        kept = keeper[0].keep(
+            place="autoscaling", region=region, tier=run.tier, group_id=group_id, name=name, what=what, fix=fix,
+            before=old and old.model_dump(mode="json"), written=new and new.model_dump(mode="json"),
+        )  # fmt: skip
+        run.ledger.add(what, lambda: restore(kept, PLACE), fix)
+        if new is None:
+            policies.delete_scheduled_action(region, group_id, name)
+        else:
+            policies.put_scheduled_action(region, group_id, new)
 
     for action in wanted:
         old = have.get(action.name)
         if old is not None and _same(old, action):
             continue
         if old is None:
-            change(
-                f"create scheduled action {action.name}: {shown(action)}",
-                lambda name=action.name: policies.delete_scheduled_action(region, group_id, name),
-                f"delete scheduled action {action.name} of {group_id}",
-                lambda action=action: policies.put_scheduled_action(region, group_id, action),
-            )
+            change(f"create scheduled action {action.name}: {shown(action)}",
+                   f"delete scheduled action {action.name} of {group_id}", action.name, None, action)  # fmt: skip
             continue
-
-        def put_back(old: asg.ScheduledAction = old, ours: asg.ScheduledAction = action) -> bool:
-            now_there = current(ours.name)
-            if now_there is None or not _same(now_there, ours):
-                return False  # changed since by someone else: left as it is
-            policies.put_scheduled_action(region, group_id, _refreshed(old, asg.cloud_now(region, group)))
-            return True
-
-        change(
-            f"modify scheduled action {action.name}: {shown(old)} -> {shown(action)}",
-            put_back,
-            f"set scheduled action {action.name} of {group_id} back to {shown(old)}",
-            lambda action=action: policies.put_scheduled_action(region, group_id, action),
-        )
+        back = f"set scheduled action {action.name} of {group_id} back to {shown(old)}"
+        change(f"modify scheduled action {action.name}: {shown(old)} -> {shown(action)}", back, action.name, old,
+               action)  # fmt: skip
     for name in sorted(set(have) - {a.name for a in wanted}):
         old = have[name]
-
-        def recreate(old: asg.ScheduledAction = old) -> bool:
-            if current(old.name) is not None:
-                return False
-            policies.put_scheduled_action(region, group_id, _refreshed(old, asg.cloud_now(region, group)))
-            return True
-
-        change(
-            f"delete scheduled action {name} (no longer in the plan): {shown(old)}",
-            recreate,
-            f"create scheduled action {name} of {group_id} again: {shown(old)}",
-            lambda name=name: policies.delete_scheduled_action(region, group_id, name),
-        )
+        change(f"delete scheduled action {name} (no longer in the plan): {shown(old)}",
+               f"create scheduled action {name} of {group_id} again: {shown(old)}", name, old, None)  # fmt: skip
     return differences

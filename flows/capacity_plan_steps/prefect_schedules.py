@@ -6,15 +6,15 @@ as the plan's Auto Scaling scheduled actions set them (apply.py), so an alarm's 
 The fixed lunch peak's schedules of that deployment (`peak-out`, `peak-in`) are paused, as the declaration's
 `capacity_plan: forecast` says (`tcscale serve` serves them inactive then; a redeploy from prefect.yaml, which sets
 no `active`, leaves them paused). The operator's other schedules are never touched. Every change goes to the run's
-undo ledger before it is made, as apply.py's: a created schedule is undone by deleting it, a modified or paused one
-by putting the earlier one back, a deleted one by creating it again, each only while the schedule still holds what
-this run wrote (else it is left, and the report says so). Prefect deletes the deployment's future auto-scheduled
+undo ledger before it is made, and kept for cleanup-run (kept.py), as apply.py's: a created schedule is undone by
+deleting it, a modified or paused one by putting the earlier one back, a deleted one by creating it again, each only
+while the schedule still holds what this run wrote (else it is left, and the report says so); the fixed peak is
+resumed only by the undo of the run that paused it. Prefect deletes the deployment's future auto-scheduled
 runs when a schedule is modified or deleted; its scheduler makes them again from the schedules in place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -24,9 +24,9 @@ from prefect.exceptions import ObjectNotFound
 
 from flows.autoscaling_steps.capacity_schedules import PEAK_SLUGS, capacity_schedule, full_deployment_name
 from flows.capacity_plan_steps.history import PlanInputError
+from flows.capacity_plan_steps.kept import Dumped, Keeper, PlaceOps, ScheduleChange, restore
 from flows.capacity_plan_steps.steps import CapacityStep
 from flows.parameters import AutoScalingTierParameters
-from flows.shared.ledger import Left
 from flows.shared.tier_run import TierRun
 
 PLAN_PREFIX = "plan-"
@@ -110,11 +110,47 @@ def _delete(deployment_id: UUID, schedule_id: UUID) -> None:
         client.delete_deployment_schedule(deployment_id, schedule_id)
 
 
+def _dumped(schedule: Schedule | None) -> Dumped | None:
+    return _as_create(schedule).model_dump(mode="json") if schedule is not None else None
+
+
+def _now(change: ScheduleChange) -> Dumped | None:
+    return _dumped(_current(change.tier, change.name)[1])
+
+
+def _put(change: ScheduleChange, to: Dumped) -> None:
+    deployment_id, there = _current(change.tier, change.name)
+    if deployment_id is None:
+        raise LookupError(
+            f"the deployment {full_deployment_name(change.tier)} is gone: {change.name} cannot be put back"
+        )
+    wanted = DeploymentScheduleCreate.model_validate(to)
+    if there is None:
+        _create(deployment_id, wanted)
+    else:
+        _update(deployment_id, there.id, wanted)
+
+
+def _remove(change: ScheduleChange) -> None:
+    deployment_id, there = _current(change.tier, change.name)
+    if deployment_id is not None and there is not None:
+        _delete(deployment_id, there.id)
+
+
+PLACE = PlaceOps(
+    now=_now,
+    same=lambda a, b: _same(DeploymentScheduleCreate.model_validate(a), DeploymentScheduleCreate.model_validate(b)),
+    put=_put,
+    delete=_remove,
+)
+
+
 def converge(
     run: TierRun[AutoScalingTierParameters], wanted: list[DeploymentScheduleCreate], pause_peak: bool
 ) -> list[str]:
     """Create, modify or delete the tier's plan schedules to match `wanted` (pause the fixed peak's when
-    `pause_peak`); each change in the ledger first. Returns the differences (a dry run: what would change)."""
+    `pause_peak`); each change kept for cleanup-run (kept.py) and in the ledger first. Returns the differences (a dry
+    run: what would change)."""
     tier, name = run.tier, full_deployment_name(run.tier)
     deployment_id, schedules = deployment_schedules(tier)
     if deployment_id is None and wanted and not run.params.dry_run:
@@ -126,66 +162,38 @@ def converge(
             ours[peak.slug] = peak
             goal[peak.slug] = _as_create(peak).model_copy(update={"active": False})
     differences: list[str] = []
+    keeper: list[Keeper] = []  # made at the first change: a run that changes nothing reads no Variable
 
-    def change(what: str, undo: Callable[[], object], fix: str, act: Callable[[UUID], object]) -> None:
+    def change(what: str, fix: str, key: str, old: Schedule | None, new: Schedule | None) -> None:
         differences.append(what)
         if run.params.dry_run or deployment_id is None:
             return
-        run.ledger.add(what, undo, fix)
-        act(deployment_id)
-
-    def left(key: str | None) -> Left:
-        return Left(detail=f"the schedule {key} of {name} changed since this run wrote it: left as it is")
+        keeper[:] = keeper or [Keeper(run.key)]
+        kept = keeper[0].keep(
+            place="prefect", region=run.region, tier=tier, name=key, what=what, fix=fix,
+            before=_dumped(old), written=_dumped(new),
+        )  # fmt: skip
+        run.ledger.add(what, lambda: restore(kept, PLACE), fix)
+        if new is None:
+            assert isinstance(old, DeploymentSchedule)
+            _delete(deployment_id, old.id)
+        elif isinstance(old, DeploymentSchedule):
+            _update(deployment_id, old.id, new)
+        else:
+            _create(deployment_id, _as_create(new))
 
     for key, want in goal.items():
         old = ours.get(key)
         if old is not None and _same(old, want):
             continue
         if old is None:
-
-            def remove(want: DeploymentScheduleCreate = want) -> object:
-                there_id, now_there = _current(tier, want.slug)
-                if there_id is None or now_there is None:
-                    return False
-                if not _same(now_there, want):
-                    return left(want.slug)
-                _delete(there_id, now_there.id)
-                return True
-
-            change(
-                f"create Prefect schedule {key} of {name}: {shown(want)}", remove,
-                f"delete the schedule {key} of the deployment {name}",
-                lambda deployment_id, want=want: _create(deployment_id, want),
-            )  # fmt: skip
+            change(f"create Prefect schedule {key} of {name}: {shown(want)}",
+                   f"delete the schedule {key} of the deployment {name}", key, None, want)  # fmt: skip
             continue
-
-        def put_back(old: DeploymentSchedule = old, want: DeploymentScheduleCreate = want) -> object:
-            there_id, now_there = _current(tier, want.slug)
-            if there_id is None or now_there is None or not _same(now_there, want):
-                return left(want.slug)
-            _update(there_id, now_there.id, old)
-            return True
-
-        change(
-            f"modify Prefect schedule {key} of {name}: {shown(old)} -> {shown(want)}", put_back,
-            f"set the schedule {key} of the deployment {name} back to {shown(old)}",
-            lambda deployment_id, old=old, want=want: _update(deployment_id, old.id, want),
-        )  # fmt: skip
+        change(f"modify Prefect schedule {key} of {name}: {shown(old)} -> {shown(want)}",
+               f"set the schedule {key} of the deployment {name} back to {shown(old)}", key, old, want)  # fmt: skip
     for key in sorted(k for k in set(ours) - set(goal) if k):
         old = ours[key]
-
-        def recreate(old: DeploymentSchedule = old) -> object:
-            there_id, now_there = _current(tier, old.slug)
-            if there_id is None:
-                return Left(detail=f"the deployment {name} is gone")
-            if now_there is not None:
-                return left(old.slug)
-            _create(there_id, _as_create(old))
-            return True
-
-        change(
-            f"delete Prefect schedule {key} of {name} (no longer in the plan): {shown(old)}", recreate,
-            f"create the schedule {key} of the deployment {name} again: {shown(old)}",
-            lambda deployment_id, old=old: _delete(deployment_id, old.id),
-        )  # fmt: skip
+        change(f"delete Prefect schedule {key} of {name} (no longer in the plan): {shown(old)}",
+               f"create the schedule {key} of the deployment {name} again: {shown(old)}", key, old, None)  # fmt: skip
     return differences

@@ -96,13 +96,13 @@ def test_the_cleanup_gets_the_dead_runs_run_key() -> None:
 def test_every_flow_whose_run_can_leave_a_change_is_handed_to_cleanup_run() -> None:
     """A dead verify-autoscaling leaves its + 1, a dead set-capacity its unchecked capacity: both are kept per run key
     (tcscale-capacity-<key>), and cleanup-run puts them back only while the group still desires what the run wrote,
-    as their own undo does on a failure. Only cleanup-run (idempotent: run again by hand) and plan-capacity (its
-    scheduled actions carry no run key to find them by) are not handed over."""
+    as their own undo does on a failure; plan-capacity's schedule changes are kept per run key too
+    (tcscale-plan-<key>-<n>). Only cleanup-run (idempotent: run again by hand) is not handed over."""
     from prefect.server.events.schemas.automations import AutomationCore as ServerAutomation
 
     cleanup = ServerAutomation.model_validate(crashes.clean_up_crashed(UUID(int=7)).model_dump(mode="json"))
     handed = set(cleanup.trigger.match_related[0]["prefect.resource.name"])
-    assert handed == set(crashes.tcscale_flows()) - {"cleanup-run", "plan-capacity"}
+    assert handed == set(crashes.tcscale_flows()) - {"cleanup-run"}
 
 
 def test_a_dead_set_capacity_is_cleaned_up_under_its_run_key() -> None:

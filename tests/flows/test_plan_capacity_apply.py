@@ -66,5 +66,5 @@ def test_the_plan_replaces_only_its_own_actions_and_its_undo_puts_them_back(clou
     apply.converge(again, g, wanted, now)
     policies.put_scheduled_action.fn(REGION, g.group_id, action(night, "00:00", 3, now))
     outcomes = {u.what.split(":")[0]: u.outcome for u in again.ledger.undo_all()}
-    assert outcomes[f"modify scheduled action {night}"] == "nothing to undo"
+    assert outcomes[f"modify scheduled action {night}"] == "left"
     assert listed(g.group_id)[night].desired == 3

@@ -16,10 +16,13 @@ from flows.autoscaling_steps.capacity_schedules import capacity_schedule, deploy
 from flows.capacity_plan_steps import apply
 from flows.capacity_plan_steps.forecast import BEIJING
 from flows.capacity_plan_steps.history import PlanInputError
+from flows.capacity_plan_steps.kept import kept_changes
 from flows.capacity_plan_steps.prefect_schedules import converge, deployment_schedules, wanted_schedules
 from flows.capacity_plan_steps.steps import CapacityStep
-from flows.parameters import BusinessAutoScalingParameters, CapacityPlanParameters
-from flows.plan_capacity import plan_capacity
+from flows.cleanup_run import Removed, cleanup_run
+from flows.declaration import load_declaration
+from flows.parameters import BusinessAutoScalingParameters, CapacityPlanParameters, CleanupParameters
+from flows.plan_capacity import apply_plan, plan_capacity, preflight
 from flows.shared.tier_run import TierRun
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
@@ -175,3 +178,70 @@ def test_prefect_mode_refuses_without_the_deployment(
         plan_capacity(ASKED)
     assert "no deployment set-capacity/lunch-peak-business" in str(refused.value)
     assert "prefect deploy --all" in str(refused.value) and "lunch_peak_by: autoscaling" in str(refused.value)
+
+
+def crash_mid_apply(key: str, plans: dict[str, list[CapacityStep]], fault: dict[str, object], sandbox: EmbeddedSandbox):
+    """plan-capacity's apply, its process killed where the sandbox fails a request: what it wrote before stays and
+    no undo of its own runs (the ledger dies with the process)."""
+    run = TierRun("plan-capacity", "business", BusinessAutoScalingParameters(run_key=key), 1)
+    where = preflight(ASKED, load_declaration(), REGION)
+    sandbox.admin("POST", "faults", {"service": "as", "error_code": "InvalidParameterValue", "count": 1, **fault})
+    with pytest.raises(CloudError):
+        apply_plan(run, where, plans, datetime.now(BEIJING), 20)
+
+
+def cleanup(key: str, dry_run: bool = False) -> Removed:
+    return cleanup_run(CleanupParameters(run_key=key, region=REGION, restore_configs=False, dry_run=dry_run))
+
+
+def test_a_plan_killed_mid_apply_is_undone_by_cleanup_run_exactly(
+    cloud_env: EmbeddedSandbox, lunch_peak_business: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cleanup-run of a killed plan-capacity finds what it wrote by the run key alone and undoes exactly that, in either
+    place; the fixed peak is resumed only by the cleanup of the run that paused it; a schedule edited since is left."""
+    declare(tmp_path, monkeypatch, "prefect")
+    group = planned_group(cloud_env)
+    before, leftover = schedules_now(), action_names(group.group_id)
+    plans = {"weekday": [CapacityStep(minute=0, servers=1), CapacityStep(minute=675, servers=3)],
+             "weekend": [CapacityStep(minute=0, servers=1)]}  # fmt: skip
+    # killed once the schedules were written (the peak paused, the earlier plan's deleted), at the Auto Scaling leftover
+    crash_mid_apply("killed-1", plans, {"action": "DeleteScheduledAction"}, cloud_env)
+    written = schedules_now()
+    assert set(written) == {"peak-out", "peak-in", "saturday-sale", "plan-weekday-0000", "plan-weekday-1115",
+                            "plan-weekend-0000"} and not written["peak-out"][1], written  # fmt: skip
+    assert action_names(group.group_id) == leftover
+    with get_client(sync_client=True) as client:  # the operator edits one of the killed run's schedules
+        deployment_id, found = deployment_schedules("business")
+        edited = next(s for s in found if s.slug == "plan-weekend-0000")
+        edited.parameters["params"]["capacity"] = "2"
+        client.update_deployment_schedule(deployment_id, edited.id, parameters=edited.parameters)
+
+    removed = cleanup("killed-1")
+    assert schedules_now() == {**before, "plan-weekend-0000": ("0 0 * * 0,6", True, "2")}
+    assert action_names(group.group_id) == leftover
+    assert len(removed.schedules_restored) == 5, removed
+    assert [u.what.split(":")[0] for u in removed.schedules_left] == [
+        f"create Prefect schedule plan-weekend-0000 of {full_deployment_name('business')}"
+    ]
+    assert kept_changes("killed-1") == [], "cleaned up: nothing kept of it any more"
+
+    # the fixed peak already paused (by an earlier plan): a killed run that found it so leaves it paused
+    with get_client(sync_client=True) as client:
+        deployment_id, found = deployment_schedules("business")
+        for peak in (s for s in found if s.slug in ("peak-out", "peak-in")):
+            client.update_deployment_schedule(deployment_id, peak.id, active=False, parameters=peak.parameters)
+    paused = schedules_now()
+    crash_mid_apply("killed-2", plans, {"action": "DeleteScheduledAction"}, cloud_env)
+    assert kept_changes("killed-20") == [] and len(kept_changes("killed-2")) == 5, "the key matches exactly"
+    crashed = schedules_now()
+    planned = cleanup("killed-2", dry_run=True)
+    assert len(planned.schedules_restored) == 4 and schedules_now() == crashed, "a dry run lists, changes nothing"
+    cleanup("killed-2")
+    assert schedules_now() == paused
+
+    # Auto Scaling's scheduled actions: killed at the second creation; the first one goes, the rest stays
+    declare(tmp_path, monkeypatch, "autoscaling")
+    crash_mid_apply("killed-3", plans, {"action": "CreateScheduledAction", "skip": 1}, cloud_env)
+    assert len(action_names(group.group_id)) == len(leftover) + 1
+    assert len(cleanup("killed-3").schedules_restored) == 1 and action_names(group.group_id) == leftover
+    assert schedules_now() == paused
