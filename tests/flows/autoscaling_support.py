@@ -1,9 +1,12 @@
-"""Helpers of the Auto Scaling flow tests: parameters for the scaled guide, the sandbox clock in Beijing time."""
+"""Helpers of the Auto Scaling flow tests: parameters for the scaled guide, the sandbox clock in Beijing time, a
+group settled with its servers healthy behind the CLB, requests through it."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+import httpx
 
 from flows.parameters import (
     AutoScalingClusterParameters,
@@ -12,7 +15,10 @@ from flows.parameters import (
     SessionAutoScalingParameters,
 )
 from sandbox.server import EmbeddedSandbox
+from tasks import autoscaling as asg
+from tasks import clb
 from tests.flows.support import cluster_params
+from tests.sdk import poll
 
 BEIJING = timezone(timedelta(hours=8))
 
@@ -68,3 +74,29 @@ def cleanup_autoscaling(guide: dict[str, Any], key: str, dry_run: bool = False) 
         restore_configs=False,
     )
     return cleanup_run(params)
+
+
+def settle(region: str, group_id: str, listener: asg.ForwardLoadBalancer, servers: int) -> asg.Group:
+    """The group settled at `servers`, every one of them healthy behind the CLB."""
+
+    def read() -> tuple[asg.Group | None, int]:
+        group = asg.describe_group(region, group_id)
+        health = clb.target_health(region, listener.load_balancer_id, listener.listener_id)
+        return group, sum(ok for target, ok in health.items() if target.port == listener.port)
+
+    def done(seen: tuple[asg.Group | None, int]) -> bool:
+        group, healthy = seen
+        return group is not None and group.settled and group.desired == group.in_service == healthy == servers
+
+    group, _ = poll(read, done, what=f"{group_id} at {servers} servers, all healthy", timeout=90)
+    assert group is not None
+    return group
+
+
+def at(day: datetime, minute: int) -> datetime:
+    return day.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
+
+
+def through_the_clb(vip: str, port: int, requests: int = 20) -> None:
+    for _ in range(requests):  # a new connection each: the CLB spreads them over the serving servers
+        assert httpx.get(f"http://{vip}:{port}/login", timeout=5).status_code == 200

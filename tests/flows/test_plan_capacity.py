@@ -4,11 +4,10 @@ through the business tier's CLB: the planned servers healthy behind it before ea
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from flows.capacity_plan_steps import apply
@@ -21,10 +20,9 @@ from flows.plan_capacity import plan_capacity
 from flows.scale_out import scale_out_cluster
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
-from tasks import autoscaling_policies, clb
-from tests.flows.autoscaling_support import advance_to, autoscaling_params, sandbox_now
+from tasks import autoscaling_policies
+from tests.flows.autoscaling_support import advance_to, at, autoscaling_params, sandbox_now, settle, through_the_clb
 from tests.flows.support import cluster_params
-from tests.sdk import poll
 
 LUNCH, EVENING = (11 * 60 + 30, 13 * 60 + 30), (19 * 60, 21 * 60)
 
@@ -35,32 +33,6 @@ def test_a_real_plan_needs_the_declaration_to_say_forecast_and_a_scaling_group(c
         plan_capacity(CapacityPlanParameters(tier="business"))
     assert "capacity_plan: forecast" in str(refused.value)
     assert "no scaling group tcscale-business" in str(refused.value) and "configure-autoscaling" in str(refused.value)
-
-
-def settle(region: str, group_id: str, listener: asg.ForwardLoadBalancer, servers: int) -> asg.Group:
-    """The group settled at `servers`, every one of them healthy behind the CLB."""
-
-    def read() -> tuple[asg.Group | None, int]:
-        group = asg.describe_group(region, group_id)
-        health = clb.target_health(region, listener.load_balancer_id, listener.listener_id)
-        return group, sum(ok for target, ok in health.items() if target.port == listener.port)
-
-    def done(seen: tuple[asg.Group | None, int]) -> bool:
-        group, healthy = seen
-        return group is not None and group.settled and group.desired == group.in_service == healthy == servers
-
-    group, _ = poll(read, done, what=f"{group_id} at {servers} servers, all healthy", timeout=90)
-    assert group is not None
-    return group
-
-
-def at(day: datetime, minute: int) -> datetime:
-    return day.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
-
-
-def through_the_clb(vip: str, port: int, requests: int = 20) -> None:
-    for _ in range(requests):  # a new connection each: the CLB spreads them over the serving servers
-        assert httpx.get(f"http://{vip}:{port}/login", timeout=5).status_code == 200
 
 
 @pytest.mark.slow

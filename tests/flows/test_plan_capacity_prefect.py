@@ -1,12 +1,14 @@
 """plan-capacity with `lunch_peak_by: prefect`: the plan written as the schedules of the tier's set-capacity deployment
 (`set-capacity/lunch-peak-<tier>`) on a real Prefect API, never as Auto Scaling scheduled actions; only the plan's
-own schedules replaced and the fixed peak's paused, the operator's left; a failed apply restores what it replaced."""
+own schedules replaced and the fixed peak's paused, the operator's left; a failed apply restores what it replaced; a
+run killed mid-apply (in either place) is undone by cleanup-run of its key; and the Prefect mode end to end (slow)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -17,18 +19,25 @@ from flows.capacity_plan_steps import apply
 from flows.capacity_plan_steps.forecast import BEIJING
 from flows.capacity_plan_steps.history import PlanInputError
 from flows.capacity_plan_steps.kept import kept_changes
-from flows.capacity_plan_steps.prefect_schedules import converge, deployment_schedules, wanted_schedules
-from flows.capacity_plan_steps.steps import CapacityStep
+from flows.capacity_plan_steps.prefect_schedules import converge, deployment_schedules, slug, wanted_schedules
+from flows.capacity_plan_steps.steps import CapacityStep, servers_at
 from flows.cleanup_run import Removed, cleanup_run
+from flows.configure_autoscaling import configure_autoscaling
 from flows.declaration import load_declaration
+from flows.entrypoints import capacity
 from flows.parameters import BusinessAutoScalingParameters, CapacityPlanParameters, CleanupParameters
 from flows.plan_capacity import apply_plan, plan_capacity, preflight
+from flows.run_forms import CapacityForm
+from flows.scale_out import scale_out_cluster
 from flows.shared.tier_run import TierRun
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tasks import autoscaling_policies as policies
 from tasks.autoscaling_launch_configurations import create_launch_configuration
 from tasks.cloud import CloudError, call_json, clients_for
+from tests.flows.autoscaling_support import advance_to, at, autoscaling_params, sandbox_now, settle, through_the_clb
+from tests.flows.support import cluster_params
+from tests.flows.test_plan_capacity import EVENING, LUNCH
 from tests.tasks.test_autoscaling_tasks import REGION
 from tests.tasks.test_monitor import public_clb
 
@@ -245,3 +254,70 @@ def test_a_plan_killed_mid_apply_is_undone_by_cleanup_run_exactly(
     assert len(action_names(group.group_id)) == len(leftover) + 1
     assert len(cleanup("killed-3").schedules_restored) == 1 and action_names(group.group_id) == leftover
     assert schedules_now() == paused
+
+
+@pytest.mark.slow  # ~25 s: a scale-out, configure-autoscaling, two plans and a day's seven set-capacity runs
+def test_a_plan_in_prefect_schedules_has_capacity_healthy_before_each_peak_and_back_down_after(
+    guide: dict[str, Any],
+    cloud_env: EmbeddedSandbox,
+    lunch_peak_business: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prefect mode end to end: four weeks of a lunch peak at 11:30-13:30 and an evening peak at 19:00-21:00; plan (a
+    dry run writes nothing); the plan's schedules on set-capacity/lunch-peak-business, the fixed peak paused; then each
+    planned slot's run of the deployment's flow in turn, with the schedule's parameters and the sandbox clock at the
+    slot (as Prefect's scheduler starts them): the servers healthy behind the CLB before each peak, each step a floor
+    the low CPU alarm keeps between the slots, and back down after."""
+    region = guide["region"]
+    declare(tmp_path, monkeypatch, "prefect")
+    _, business = scale_out_cluster(cluster_params(guide, count=1))
+    params = autoscaling_params(guide)
+    params.tiers = ["business"]
+    (configured,) = configure_autoscaling(params)
+    group_id = configured.group_id or ""
+    cloud_env.admin("POST", "monitor/history", {
+        "profile": "lunch-and-evening", "days": 28, "seed": 3,
+        "load_balancer_id": business.load_balancer_id, "auto_scaling_group_id": group_id,
+    })  # fmt: skip
+    asked = CapacityPlanParameters(tier="business", business=params.business, target_cpu=50)
+    before = schedules_now()
+    assert plan_capacity(asked.model_copy(update={"dry_run": True})).differences
+    assert schedules_now() == before, "a dry run writes nothing"
+
+    outcome = plan_capacity(asked)
+    after = schedules_now()
+    assert not after["peak-out"][1] and not after["peak-in"][1] and after["saturday-sale"] == before["saturday-sale"]
+    planned = {s.slug: s for s in deployment_schedules("business")[1] if (s.slug or "").startswith("plan-")}
+    assert set(planned) == {slug(kind, s) for kind, steps in outcome.plans.items() for s in steps}
+    assert all(s.parameters["params"]["floor"] for s in planned.values())
+    assert action_names(group_id) == [], "no Auto Scaling scheduled action in Prefect mode"
+
+    now = sandbox_now(cloud_env)
+    day = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    while "daily" not in outcome.plans and day.isoweekday() >= 6:
+        day += timedelta(days=1)
+    steps = outcome.plans.get("daily") or outcome.plans["weekday"]
+    kind = "daily" if "daily" in outcome.plans else "weekday"
+    firings = [(at(day, s.minute), planned[slug(kind, s)], s.servers) for s in steps]  # the day's slots, from 00:00
+    group = asg.describe_group(region, group_id)
+    assert group is not None
+    listener, vip, port = group.forward[0], business.vip or "", params.business.load_balancer.listener_port
+    base = servers_at(steps, 0)
+    starts = {at(day, start): servers_at(steps, start) for start, _ in (LUNCH, EVENING)}
+    assert all(peak > base for peak in starts.values()), steps
+    overrides = params.business.model_dump(mode="json")
+    for when, schedule, servers in firings:
+        for begins in [b for b in starts if b <= when]:  # a peak begins before this slot
+            peak = starts.pop(begins)
+            serving = asg.describe_group(region, group_id)  # settled, all healthy, at the slot before
+            assert sandbox_now(cloud_env) < begins, "the servers are healthy behind the CLB before the peak begins"
+            assert serving is not None and serving.in_service >= peak > base, (begins, serving, steps)
+            through_the_clb(vip, port)
+        advance_to(cloud_env, when)
+        capacity(CapacityForm.model_validate({**schedule.parameters["params"], "overrides": overrides}))
+        settled = settle(region, group_id, listener, servers)
+        assert settled.min_size == servers, "a floor: the low CPU alarm keeps the planned servers until the next slot"
+    assert not starts, f"no slot after {starts}"
+    assert servers_at(steps, EVENING[1] + 30) == base  # and back down after the evening peak: settled at base above
+    through_the_clb(vip, port)
