@@ -283,7 +283,8 @@ def find_group_changes(params: CleanupParameters, removed: Removed, ledger: Ledg
             continue
         if change.kind == "fields":
             holding = autoscaling_undo.still_written(group, change.written)
-            for name in [k for k in change.written if k not in holding]:
+            as_before = autoscaling_undo.still_written(group, change.previous)  # never written, or put back
+            for name in [k for k in change.written if k not in holding and k not in as_before]:
                 removed.fields_left.append(Undone(what=f"{name} of {gid}", outcome="left",
                                                   detail=f"{name} is not {change.written[name]}: set since the run",
                                                   fix=f"to go back to before the run: set {name} of {gid} to "

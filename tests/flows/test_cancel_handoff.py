@@ -237,7 +237,8 @@ def test_a_cancelled_configure_autoscaling_hands_the_cancelled_tiers_undo_to_cle
     """On groups it did not create, configure-autoscaling's changes (fields, bounds, attached servers, scheduled
     actions, alarm policies) carry no tag: they are kept per run key before each is made, so a cancelled run hands
     its undo over, and cleanup-run puts back exactly the cancelled tier's changes; the tier that had finished keeps
-    its configuration, the operator's own scheduled action, alarm policy and server stay."""
+    its configuration, the operator's own scheduled action, alarm policy and server stay, and a field set by hand
+    since the run is left (and reported)."""
     sandbox, region, key = cloud_env, guide["region"], "cancelled-configure"
     params = autoscaling_params(guide)
     params.run_key = key
@@ -293,13 +294,15 @@ def test_a_cancelled_configure_autoscaling_hands_the_cancelled_tiers_undo_to_cle
         assert {c.tier for c in remembered_group_changes(key)} == {"business"}, "the finished tier's were kept"
 
         sandbox.admin("DELETE", "faults")
+        asg.modify_group.fn(region, business, {"MaxSize": 4})  # by hand, after the run: not the run's to put back
         removed = cleanup_run(form.parameters())  # the handed-over run, as the cleanup deployment runs it
         assert not removed.failed and not removed.scaling_groups and not removed.launch_configurations, removed
         assert removed.servers_detached == [f"{business}: {guide['business_server']['instance_id']}"]
         assert sorted(removed.scheduled_actions) == sorted(f"{business}/{n}" for n in plan.schedule_names("business"))
         assert sorted(removed.alarm_policies) == sorted(f"{business}/{n}" for n in plan.policy_names("business"))
         assert len(removed.fields_restored) == 2 and "TerminationPolicies" in removed.markdown(), removed.markdown()
-        assert group_state(region, groups["business"]) == before
+        assert [u.what for u in removed.fields_left] == [f"MaxSize of {business}"], removed.fields_left
+        assert group_state(region, groups["business"]) == {**before, "fields": {**before["fields"], "MaxSize": 4}}
         session = group_state(region, groups["session"])  # the tier that had finished keeps its configuration
         assert session["fields"]["TerminationPolicies"] == ["NEWEST_INSTANCE"]
         assert session["fields"]["MinSize"] == 1 and session["fields"]["MaxSize"] == 5

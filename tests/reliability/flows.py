@@ -13,16 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows.autoscaling_steps import plan
 from flows.configure_autoscaling import configure_autoscaling
 from flows.parameters import Timeouts
 from flows.scale_out import scale_out_business_tier, scale_out_cluster, scale_out_session_tier
 from flows.set_capacity import set_capacity
 from flows.verify_autoscaling import verify_autoscaling
 from sandbox.server import EmbeddedSandbox
+from tasks import autoscaling as asg
+from tasks.autoscaling_launch_configurations import find_launch_configuration
 from tasks.health import auth_url
 from tests.flows.autoscaling_support import autoscaling_params
 from tests.flows.support import SHORT, business_params, cluster_params, session_params
 from tests.flows.test_cleanup import KILLED, cleanup, leave_what_a_killed_run_leaves
+from tests.reliability.cloud import OPERATOR_LC
 
 QUIET = {"peak": {"enabled": False}, "alarms": {"enabled": False}}
 AS_KEY = "matrix-as-1"
@@ -65,6 +69,23 @@ def scaled_business(sandbox: EmbeddedSandbox, guide: dict[str, Any]) -> None:
 def business_group(sandbox: EmbeddedSandbox, guide: dict[str, Any]) -> None:
     scaled_business(sandbox, guide)
     configure_autoscaling(business_autoscaling(guide, Knobs(), quiet=True))
+
+
+def operators_business_group(sandbox: EmbeddedSandbox, guide: dict[str, Any]) -> None:
+    """The business tier scaled out, and a scaling group for it the operator made (no mark of any run): named as
+    configure-autoscaling names the tier's, forwarding to the tier's listener, launching from the operator's launch
+    configuration, bounds 0..4, OLDEST_INSTANCE. configure-autoscaling adopts it and changes it."""
+    region = guide["region"]
+    tier = scale_out_business_tier(business_params(guide, count=1))
+    lc = find_launch_configuration(region, OPERATOR_LC)
+    assert lc is not None and tier.load_balancer_id and tier.listener_id
+    port = business_params(guide).backend_port()
+    forward = {"LoadBalancerId": tier.load_balancer_id, "ListenerId": tier.listener_id,
+               "TargetAttributes": [{"Port": port, "Weight": 10}]}  # fmt: skip
+    asg.create_group.fn(region, plan.group_name("business"), {
+        "LaunchConfigurationId": lc.launch_configuration_id, "MinSize": 0, "MaxSize": 4, "DesiredCapacity": 0,
+        "VpcId": guide["vpc"]["vpc_id"], "SubnetIds": [guide["subnet"]["subnet_id"]],
+        "ForwardLoadBalancers": [forward], "TerminationPolicies": ["OLDEST_INSTANCE"]}, {})  # fmt: skip
 
 
 def killed_run(sandbox: EmbeddedSandbox, guide: dict[str, Any]) -> None:
@@ -203,6 +224,26 @@ def configured(
     return problems + unchanged_configs(before, after)
 
 
+def configured_existing(
+    baseline: Snapshot, before: Snapshot, after: Snapshot, outcomes: Any, guide: dict[str, Any]
+) -> list[str]:
+    """The operator's group adopted: no new group, the run's launch configuration in it, the tier's servers members."""
+    (outcome,) = outcomes
+    (group_id,) = before["groups"]
+    group = after["groups"].get(group_id) or {}
+    problems = [] if outcome.group_id == group_id and not new_ids(before, after, "groups") else [
+        f"new groups {new_ids(before, after, 'groups')}, the run reports {outcome.group_id}, the operator's {group_id}"
+    ]  # fmt: skip
+    if new_ids(before, after, "launch_configurations") != [outcome.launch_configuration_id]:
+        problems.append(f"new launch configurations {new_ids(before, after, 'launch_configurations')}")
+    if group.get("launch_configuration_id") != outcome.launch_configuration_id:
+        problems.append(f"{group_id} launches from {group.get('launch_configuration_id')}")
+    servers = sorted(i for i, tier in after["instance_tiers"].items() if tier == "business")
+    if group.get("members") != servers:
+        problems.append(f"{group_id} has members {group.get('members')}, the tier's servers are {servers}")
+    return problems + unchanged_configs(before, after)
+
+
 def verified(baseline: Snapshot, before: Snapshot, after: Snapshot, outcomes: Any, guide: dict[str, Any]) -> list[str]:
     problems = (
         [] if after["groups"] == before["groups"] else ["the group is not as before the check (desired, members)"]
@@ -278,3 +319,14 @@ FLOWS: dict[str, FlowSpec] = {
         FlowSpec("cleanup-run", killed_run, lambda guide, knobs: cleanup(guide), cleaned_up, repoints=True),
     )
 }
+
+# The crash matrix only (the fault matrix's configure-autoscaling makes the same calls): configure-autoscaling on a
+# group it did not create, whose changes a cleanup-run finds kept per run key, not by a tag.
+EXISTING_GROUP = FlowSpec(
+    "configure-autoscaling-on-an-existing-group",
+    operators_business_group,
+    lambda guide, knobs: configure_autoscaling(business_autoscaling(guide, knobs)),
+    configured_existing,
+    waits=("activity",),
+)
+CRASH_FLOWS: dict[str, FlowSpec] = {**FLOWS, EXISTING_GROUP.name: EXISTING_GROUP}

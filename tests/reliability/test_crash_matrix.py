@@ -31,7 +31,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from devstack.prefect_server import PrefectServer
-from flows.shared.ledger import forget_capacity
+from flows.shared.ledger import forget_capacity, forget_group_changes
 from flows.shared.tier_lock import limit_name
 from flows.shared.tier_run import TierOutcome
 from sandbox.server import EmbeddedSandbox
@@ -41,7 +41,7 @@ from tests.flows.test_cleanup import KILLED, cleanup
 from tests.reliability import boundaries
 from tests.reliability.boundaries import RESTART, Boundary
 from tests.reliability.cloud import operator_view, snapshot
-from tests.reliability.flows import FLOWS, Knobs, capacity_set, duplicates, new_ids
+from tests.reliability.flows import CRASH_FLOWS, Knobs, capacity_set, duplicates, new_ids
 from tests.reliability.test_fault_matrix import (
     apps_as_before,
     changed_configs,
@@ -63,9 +63,9 @@ DEFECTS: dict[str, str] = {}
 RUN_IN_A_PROCESS = """
 import json, sys
 from pydantic_core import to_json
-from tests.reliability.flows import FLOWS, Knobs
+from tests.reliability.flows import CRASH_FLOWS, Knobs
 guide, flow, key = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-result = FLOWS[flow].run(guide, Knobs(run_key=key))
+result = CRASH_FLOWS[flow].run(guide, Knobs(run_key=key))
 print("OUTCOME " + to_json(result).decode(), flush=True)
 """
 
@@ -162,9 +162,10 @@ def test_crash(
     tmp_path: Path,
     record_property: Any,
 ) -> None:
-    sandbox, spec, key = cloud_env, FLOWS[boundary.flow], KEYS.get(boundary.flow, KEY)
+    sandbox, spec, key = cloud_env, CRASH_FLOWS[boundary.flow], KEYS.get(boundary.flow, KEY)
     operator, baseline, before = start(sandbox, guide, boundary.flow)
     forget_capacity(key)  # a case's sandbox is new, the session's Prefect server (and a key's kept change) is not
+    forget_group_changes(key)
     run_until_killed(sandbox, guide, boundary, key, tmp_path / "killed-run.log")
     held = free_the_killed_runs_tiers()
     refresh_known_hosts(sandbox, guide)  # the operator's known_hosts lists the servers a scaling group launched since
@@ -206,11 +207,11 @@ def test_crash(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flow", list(FLOWS))
+@pytest.mark.parametrize("flow", list(CRASH_FLOWS))
 def test_crash_points_follow_the_code(flow: str, guide: dict[str, Any], cloud_env: EmbeddedSandbox) -> None:
     """crash_points.json holds the changes each flow makes in a clean run, in order (the boundaries come from it)."""
     start(cloud_env, guide, flow)
-    FLOWS[flow].run(guide, Knobs())
+    CRASH_FLOWS[flow].run(guide, Knobs())
     changes = cloud_env.admin("GET", "stats")["changes"]
     recorded = boundaries.recorded_points()
     if boundaries.RECORD:  # one flow at a time (record without -n)
@@ -266,7 +267,7 @@ def test_a_change_outlives_its_prefect_server_killed_and_restarted(
     if code == 0:
         (line,) = [line for line in log.read_text().splitlines() if line.startswith("OUTCOME ")]
         outcome = TierOutcome.model_validate_json(line.removeprefix("OUTCOME "))
-        problems = FLOWS[flow].intended(baseline, before, after, outcome, guide)
+        problems = CRASH_FLOWS[flow].intended(baseline, before, after, outcome, guide)
     else:
         problems = differences(before, after) + apps_as_before(sandbox, before, guide)
     problems += apps_follow_their_configs(sandbox) + [f"duplicate: {d}" for d in duplicates(before, after)]

@@ -21,7 +21,7 @@ from sandbox.server import EmbeddedSandbox
 from tests.flows.support import guest_status, refresh_known_hosts
 from tests.reliability import matrix
 from tests.reliability.cloud import operator_view, seed_operator_resources, snapshot
-from tests.reliability.flows import FLOWS, duplicates, session_tier_kept
+from tests.reliability.flows import CRASH_FLOWS, FLOWS, duplicates, session_tier_kept
 
 SMOKE = {
     "scale-out-session-tier/RunInstances/lost-answer",
@@ -50,7 +50,7 @@ def start(sandbox: EmbeddedSandbox, guide: dict[str, Any], flow: str) -> tuple[d
     """The operator's resources, the flow's starting point; the snapshots before each; request stats reset."""
     operator = seed_operator_resources(sandbox, guide)
     baseline = snapshot(sandbox)
-    FLOWS[flow].prepare(sandbox, guide)
+    CRASH_FLOWS[flow].prepare(sandbox, guide)  # both matrices' flows
     refresh_known_hosts(sandbox, guide)
     before = snapshot(sandbox)
     sandbox.admin("POST", "stats/reset")
