@@ -32,6 +32,7 @@ from flows.autoscaling_steps.plan import group_name, lead_minutes, schedule_name
 from flows.autoscaling_steps.preflight import stored_launch_seconds
 from flows.capacity_plan_steps import apply, forecast, history, prefect_schedules
 from flows.capacity_plan_steps.chart import plan_chart
+from flows.capacity_plan_steps.kept import forget_changes
 from flows.capacity_plan_steps.steps import CapacityStep, plan_day, server_hours
 from flows.declaration import ClusterDeclaration, declared, load_declaration
 from flows.parameters import AutoScalingTierParameters, CapacityPlanParameters, LunchPeak
@@ -210,6 +211,8 @@ def plan_capacity(params: CapacityPlanParameters) -> PlanOutcome:
         )
         run.finish(outcome)
         chart = chart_lines(outcome, past, days, forecasts)
+        if differences and not tp.dry_run:
+            forget_changes(run.key)  # the plan is in place: nothing of this run for a cleanup-run to put back
     publish(outcome, chart)
     return outcome
 

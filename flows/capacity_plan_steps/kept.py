@@ -9,7 +9,8 @@ characters, a plan's changes more). A change holds the schedule before it (None:
 (None: deleted). Its undo is the same in the run and in cleanup-run (`restore`): put `before` back only while the
 schedule still holds what the run wrote; one that still holds `before` was never changed (the process died between
 keeping and writing); anything else was changed since by someone else and is left (reported). Once undone here, a
-change is marked so: a later cleanup-run of the key never undoes it again over a later plan's identical schedule.
+change is marked so: a later cleanup-run of the key never undoes it again over a later plan's identical schedule;
+once the run's plan is in place, its kept changes are deleted (plan_capacity.py).
 """
 
 from __future__ import annotations

@@ -136,6 +136,7 @@ def test_the_plan_goes_to_the_place_the_declaration_names_and_a_failed_apply_res
 
     outcome = plan_capacity(ASKED)
     assert "set-capacity/lunch-peak-business" in outcome.schedules_in and outcome.differences == dry.differences
+    assert kept_changes(outcome.run_key) == [], "a finished plan keeps nothing for a cleanup-run"
     steps = outcome.plans.get("daily") or outcome.plans["weekday"]
     assert len(steps) >= 2 and max(s.servers for s in steps) > steps[0].servers, steps  # peaks above the night
     after = schedules_now()
