@@ -15,6 +15,7 @@ from flows.parameters import AutoScalingParameters, CapacityParameters, LoadBala
 from flows.scale_out import scale_out_cluster
 from flows.scale_out_steps.preflight import PreflightFailed
 from flows.set_capacity import set_capacity
+from flows.shared.ledger import remembered_group_changes
 from sandbox.server import EmbeddedSandbox
 from tasks import autoscaling as asg
 from tests.flows.autoscaling_support import autoscaling_params
@@ -125,16 +126,17 @@ def test_dry_run_shows_the_difference_and_changes_nothing(guide, cloud_env):
 
 def test_failed_configure_is_undone_and_the_tier_keeps_serving(guide, cloud_env):
     """An alarm policy the cloud refuses: the group, its launch configuration and image go; the servers it
-    attached stay, bound to the tier's listener as before."""
+    attached stay, bound to the tier's listener as before; nothing is left kept for a cleanup-run."""
     scale_out_cluster(cluster_params(guide, count=1))
     before = inventory(cloud_env)
     fault = {"service": "as", "action": "CreateScalingPolicy", "error_code": "InternalError", "count": 10}
     cloud_env.admin("POST", "faults", fault)
     params = autoscaling_params(guide)
-    params.tiers = ["business"]
+    params.tiers, params.run_key = ["business"], "failed-configure"
     with pytest.raises(Exception, match="InternalError"):
         configure_autoscaling(params)
     assert inventory(cloud_env) == before
+    assert remembered_group_changes("failed-configure") == [], "an undone change is still kept for cleanup-run"
     state = cloud_env.admin("GET", "state")["services"]["as"]
     assert not state["groups"] and not state["launch_configurations"]
     assert asg.find_group(guide["region"], "tcscale-business") is None
