@@ -66,7 +66,8 @@ def restore_desired(
         return False
     known = {a.activity_id for a in asg.activities(region, group_id)}
     min_size = floor[1] if floor is not None and group.min_size == floor[0] else None
-    asg.modify_desired.fn(region, group_id, previous, min_size)
+    lowest = group.min_size if min_size is None else min_size  # a minimum set since stays: desired not below it
+    asg.modify_desired.fn(region, group_id, max(previous, lowest), min_size)
     asg.wait_new_activities.fn(region, group_id, known, timeout, poll)
     return True
 

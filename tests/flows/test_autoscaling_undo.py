@@ -168,6 +168,28 @@ def test_cleanup_puts_back_a_kept_capacity_change_only_over_the_runs_value(guide
     forget_capacity(KEY)  # the session's Prefect server outlives this test's sandbox
 
 
+def test_cleanup_puts_back_a_plan_steps_floor_with_its_desired_capacity(guide, cloud_env):
+    """A plan step's set-capacity (floor: MinSize written with the desired capacity) killed after its write: cleanup-run
+    puts both back while they hold what the run wrote; a minimum set since stays."""
+    from tests.tasks.test_autoscaling_tasks import REGION, group
+
+    g = group()
+    kept = CapacityChange(region=REGION, group_id=g.group_id, previous=0, target=2, previous_min=0, target_min=2)
+    remember_capacity(KEY, kept)
+    asg.modify_desired.fn(REGION, g.group_id, 2, 2)
+    removed = cleanup(guide)
+    assert removed.capacities_restored == [f"{g.group_id}: 2 -> 0"] and not removed.failed
+    back = asg.wait_settled.fn(REGION, g.group_id, 60, 0.2)
+    assert (back.desired, back.min_size) == (0, 0)
+
+    remember_capacity(KEY, kept)
+    asg.modify_desired.fn(REGION, g.group_id, 2, 1)  # the run's desired, someone else's minimum
+    cleanup(guide)
+    back = asg.wait_settled.fn(REGION, g.group_id, 60, 0.2)
+    assert (back.desired, back.min_size) == (1, 1), "the desired capacity goes back as far as the later minimum lets it"
+    forget_capacity(KEY)  # the session's Prefect server outlives this test's sandbox
+
+
 def test_a_set_capacity_rerun_applies_its_kept_target_or_refuses_another(guide, cloud_env):
     """Crash matrix: the same run key's set-capacity never counts a relative change again from what it reached."""
     from flows.parameters import CapacityParameters
