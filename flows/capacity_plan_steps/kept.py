@@ -124,6 +124,8 @@ def restore(change: ScheduleChange, ops: PlaceOps) -> bool | Left:
             ops.put(change, change.before)
     if not change.undone:
         mark_undone(change)
+    if change.n == 0 and all(c.undone for c in kept_changes(change.run_key)):
+        forget_changes(change.run_key)  # the first change undone last (newest first): the run's undo is complete
     if found == "left":
         return Left(detail=f"{change.name} was changed since this run wrote it: left as it is")
     return found == "to undo"

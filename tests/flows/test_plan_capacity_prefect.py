@@ -130,9 +130,11 @@ def test_the_plan_goes_to_the_place_the_declaration_names_and_a_failed_apply_res
     # a failed apply (the Auto Scaling leftover's deletion, after the schedules were written) restores them
     fault = {"service": "as", "action": "DeleteScheduledAction", "error_code": "InvalidParameterValue", "count": 1}
     cloud_env.admin("POST", "faults", fault)
+    keyed = ASKED.model_copy(update={"business": ASKED.business.model_copy(update={"run_key": "failed-plan"})})
     with pytest.raises(CloudError, match="DeleteScheduledAction"):
-        plan_capacity(ASKED)
+        plan_capacity(keyed)
     assert (schedules_now(), action_names(group.group_id)) == (before, leftover)
+    assert kept_changes("failed-plan") == [], "its own undo complete: nothing kept for a cleanup-run"
 
     outcome = plan_capacity(ASKED)
     assert "set-capacity/lunch-peak-business" in outcome.schedules_in and outcome.differences == dry.differences
