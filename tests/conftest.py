@@ -85,6 +85,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # (imported once the environment above is set: Prefect reads its settings at import)
+import prefect._internal.schemas.validators  # noqa: E402
 import prefect.testing.utilities  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
@@ -92,6 +93,11 @@ from devstack.prefect_server import DATABASE_CACHE, PrefectServer, migrated_sqli
 from sandbox.core.emulated_cloud import SandboxConfig  # noqa: E402
 from sandbox.server import EmbeddedSandbox  # noqa: E402
 from tests.sdk import sdk_client  # noqa: E402
+
+# Prefect 3.8.8 lists the zoneinfo folder at every validation of a cron schedule (`get_timezones()`: a walk of ~600
+# files, ~25 ms; Python's docs say to cache `available_timezones`), on the server and in the client, at each read of a
+# deployment with schedules. The in-process test server and client list it once: the list cannot change in a test run.
+prefect._internal.schemas.validators.get_timezones = functools.cache(prefect._internal.schemas.validators.get_timezones)
 
 
 @pytest.fixture(autouse=True)

@@ -120,8 +120,11 @@ CASES: dict[str, Case] = {
         "session", prepare=slow_clb, error="timed out", timeouts=SHORT.model_copy(update={"clb": 0.05})
     ),
     # SSH: the connection dropped at every command; the SFTP write refused.
-    "ssh-dropped-at-every-restart": Case(
-        "session", [{"service": "ssh", "action": "exec"}], error="lost its SSH connection"
+    "ssh-dropped-at-every-restart": Case(  # the servers' reach check retries a dropped connection until its deadline
+        "session",
+        [{"service": "ssh", "action": "exec"}],
+        error="lost its SSH connection",
+        timeouts=SHORT.model_copy(update={"health": 4}),
     ),
     "sftp-write-refused": Case(
         "session",
