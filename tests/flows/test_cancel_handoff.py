@@ -80,6 +80,33 @@ def cancel_like_the_runner(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def cancelled_and_handed_over(
+    sandbox: EmbeddedSandbox,
+    flow_name: str,
+    deployment: Any,
+    parameters: dict[str, Any],
+    key: str,
+    waiting_for: str,
+    rule_id: str | None = None,
+) -> CleanupForm:
+    """A run of `flow_name`'s `deployment` with run key `key`, cancelled as Prefect's runner does once a sandbox
+    fault (rule `rule_id`) fired in it; the one cleanup-run created to take its undo over, as the run's report says:
+    its form."""
+    deploy("cleanup-run", "cleanup", "flows/entrypoints.py:cleanup")
+    run, process = start_deployment_run(deployment, {"params": parameters})
+    try:
+        wait_for_a_fault_to_fire(sandbox, process, waiting_for, rule_id)
+        cancel_like_the_runner(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    handed = handed_over(key)
+    assert [r.idempotency_key for r in handed] == [f"undo:{key}:{run.id}"], "no cleanup-run took the undo over"
+    report = Artifact.get(f"{flow_name}-{key}")
+    assert report is not None and f"undo handed to cleanup-run {handed[0].name}" in str(report.data)
+    return CleanupForm.model_validate(handed[0].parameters["params"])
+
+
 @pytest.mark.slow  # about 40 s: a scale-out to its repoint, the grace, a slow terminate
 def test_a_cancelled_deployment_run_hands_its_undo_to_cleanup_run_which_completes_it(
     guide: dict[str, Any], cloud_env: EmbeddedSandbox
@@ -91,22 +118,12 @@ def test_a_cancelled_deployment_run_hands_its_undo_to_cleanup_run_which_complete
     sandbox.admin("POST", "faults", {"service": "cvm", "action": "TerminateInstances", "latency_ms": 12_000,
                                      "count": 1})  # fmt: skip
     session_tier = deploy("scale-out-session-tier", "session-tier", "flows/scale_out.py:scale_out_session_tier")
-    deploy("cleanup-run", "cleanup", "flows/entrypoints.py:cleanup")
     params = session_params(guide, run_key="cancelled-1")
-    run, process = start_deployment_run(session_tier, {"params": params.model_dump(mode="json")})
-    try:
-        wait_for_a_fault_to_fire(sandbox, process, "the canary's restart to begin")
-        cancel_like_the_runner(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    handed = handed_over("cancelled-1")
-    assert [r.idempotency_key for r in handed] == [f"undo:cancelled-1:{run.id}"], "no cleanup-run took the undo over"
-    report = Artifact.get("scale-out-session-tier-cancelled-1")
-    assert report is not None and f"undo handed to cleanup-run {handed[0].name}" in str(report.data)
+    form = cancelled_and_handed_over(sandbox, "scale-out-session-tier", session_tier, params.model_dump(mode="json"),
+                                     "cancelled-1", "the canary's restart to begin")  # fmt: skip
 
     # the handed-over run, as the cleanup deployment runs it: it undoes everything by the marks, and reports
-    cleanup_run(CleanupForm.model_validate(handed[0].parameters["params"]).parameters())
+    cleanup_run(form.parameters())
     assert inventory(sandbox) == before
     assert_business_untouched(sandbox, configs, guide["auth_server_url"])
     assert Artifact.get("cleanup-run-cancelled-1") is not None
@@ -159,21 +176,10 @@ def test_a_cancelled_capacity_change_hands_its_undo_to_cleanup_run(
     sandbox.admin("POST", "faults", {"service": "as", "action": "ModifyDesiredCapacity", "skip": 1, "count": 1,
                                      "latency_ms": 12_000})  # fmt: skip
     deployment = deploy(flow_name, flow_name, entrypoint)
-    deploy("cleanup-run", "cleanup", "flows/entrypoints.py:cleanup")
-    run, process = start_deployment_run(deployment, {"params": parameters(region, key)})
     try:
-        wait_for_a_fault_to_fire(sandbox, process, "the scale-out's activity to be waited for", waiting["id"])
-        cancel_like_the_runner(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    try:
-        handed = handed_over(key)
-        assert [r.idempotency_key for r in handed] == [f"undo:{key}:{run.id}"], "no cleanup-run took the undo over"
-        form = CleanupForm.model_validate(handed[0].parameters["params"])
+        form = cancelled_and_handed_over(sandbox, flow_name, deployment, parameters(region, key), key,
+                                         "the scale-out's activity to be waited for", waiting["id"])  # fmt: skip
         assert form.restore_configs is False, f"{flow_name} rewrites no sdk.config: none to look for"
-        report = Artifact.get(f"{flow_name}-{key}")
-        assert report is not None and f"undo handed to cleanup-run {handed[0].name}" in str(report.data)
         assert (asg.describe_group(region, group.group_id) or pytest.fail("gone")).desired == 1
 
         sandbox.admin("DELETE", "faults")
@@ -272,21 +278,10 @@ def test_a_cancelled_configure_autoscaling_hands_the_cancelled_tiers_undo_to_cle
     sandbox.admin("POST", "faults", {"service": "as", "action": "RemoveInstances", "count": 1, "latency_ms": 12_000})
     deployment = deploy("configure-autoscaling", "configure-autoscaling",
                         "flows/configure_autoscaling.py:configure_autoscaling")  # fmt: skip
-    deploy("cleanup-run", "cleanup", "flows/entrypoints.py:cleanup")
-    run, process = start_deployment_run(deployment, {"params": params.model_dump(mode="json")})
     try:
-        try:
-            wait_for_a_fault_to_fire(sandbox, process, "the business tier to price its servers", pricing["id"])
-            cancel_like_the_runner(process)
-        finally:
-            if process.poll() is None:
-                process.kill()
-        handed = handed_over(key)
-        assert [r.idempotency_key for r in handed] == [f"undo:{key}:{run.id}"], "no cleanup-run took the undo over"
-        form = CleanupForm.model_validate(handed[0].parameters["params"])
+        form = cancelled_and_handed_over(sandbox, "configure-autoscaling", deployment, params.model_dump(mode="json"),
+                                         key, "the business tier to price its servers", pricing["id"])  # fmt: skip
         assert form.tier == "business" and form.restore_configs is False, form
-        report = Artifact.get(f"configure-autoscaling-{key}")
-        assert report is not None and f"undo handed to cleanup-run {handed[0].name}" in str(report.data)
         cancelled = group_state(region, groups["business"])
         assert cancelled["scheduled actions"] == sorted(["operators-nightly", *plan.schedule_names("business")])
         assert cancelled["alarm policies"] == sorted(["operators-cpu", *plan.policy_names("business")])
