@@ -4,6 +4,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import httpx
 import paramiko
 from tencentcloud.common import credential
 from tencentcloud.common.profile.client_profile import ClientProfile
@@ -50,3 +51,12 @@ def strict_ssh_client(known_hosts: list[str]) -> paramiko.SSHClient:
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     client.get_host_keys().update(parse_known_hosts(known_hosts))
     return client
+
+
+def load(url: str, requests: int) -> None:
+    """GET `url` `requests` times, each on a new connection (as many users' clients: a balancer spreads them), all
+    answered 200. One client without keep-alive: `httpx.get` would build a client, and load the CA bundle, each time."""
+    with httpx.Client(timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        for _ in range(requests):
+            status = client.get(url).status_code
+            assert status == 200, f"GET {url}: {status}"

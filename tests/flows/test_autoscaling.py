@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from flows.capacity_plan_steps.prefect_schedules import wanted_schedules
@@ -29,7 +28,7 @@ from tasks.cvm import describe_servers
 from tasks.health import auth_url, probe_app_up, probe_auth, probe_session_reach
 from tests.flows.autoscaling_support import advance_to, autoscaling_params, minutes, sandbox_now
 from tests.flows.support import cluster_params, guest_status
-from tests.sdk import poll
+from tests.sdk import load, poll
 
 
 @pytest.fixture
@@ -201,8 +200,7 @@ def test_real_load_through_the_public_clb_scales_out_then_in(guide, cloud_env, s
     group_id = outcome.group_id or ""
     vip, port = scaled["business"].vip, params.business.load_balancer.listener_port
     before = cloud_env.admin("GET", "metrics")["servers"]
-    for _ in range(100):  # a new connection each: the CLB spreads them over both servers
-        assert httpx.get(f"http://{vip}:{port}/login", timeout=5).status_code == 200
+    load(f"http://{vip}:{port}/login", 100)  # a new connection each: the CLB spreads them over both servers
     after = cloud_env.admin("GET", "metrics")["servers"]
     served = {i: after[i]["requests"] - before.get(i, {}).get("requests", 0) for i in after}
     assert sum(served.values()) >= 100 and len([n for n in served.values() if n > 0]) >= 2, served

@@ -63,14 +63,15 @@ def found(text: str, needles: dict[str, str]) -> list[str]:
     return [what for what, needle in needles.items() if needle in text]
 
 
-BASE64_RUN = re.compile(r"(?:[A-Za-z0-9+/]|\\n|[\r\n]){60,}={0,2}")
+# One character class (escaped line breaks made real first): ~3x faster than an alternation over megabytes of database.
+BASE64_RUN = re.compile(r"[A-Za-z0-9+/\r\n]{60,}={0,2}")
 
 
 def decoded(text: str) -> str:
     """Every run of base64 in `text` (line breaks, escaped or not, allowed), decoded at each of the 4 alignments."""
     pieces = []
-    for run in BASE64_RUN.findall(text):
-        compact = re.sub(r"\\n|[\r\n]", "", run)
+    for run in BASE64_RUN.findall(text.replace("\\n", "\n")):
+        compact = run.replace("\r", "").replace("\n", "")
         for skip in range(4):
             usable = compact[skip:]
             usable = usable[: len(usable) // 4 * 4]

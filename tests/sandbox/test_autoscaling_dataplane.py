@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.sandbox.as_world import World, seed_guide
-from tests.sdk import poll
+from tests.sdk import load, poll
 
 
 @pytest.fixture
@@ -89,8 +89,7 @@ def test_group_servers_boot_from_the_image_answer_through_the_vip_and_their_traf
         AdjustmentValue=1,
     )
     before = sandbox.admin("GET", "metrics")["servers"]
-    for _ in range(80):  # a new connection each: the balancer spreads them over both servers
-        assert httpx.get(url, timeout=5).status_code == 200
+    load(url, 80)  # a new connection each: the balancer spreads them over both servers
     after = sandbox.admin("GET", "metrics")["servers"]
     served = {i: after[i]["requests"] - before[i]["requests"] for i in members}
     assert sum(served.values()) == 80 and min(served.values()) > 0, served
