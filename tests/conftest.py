@@ -10,8 +10,10 @@ so the stack starts once per run.
 
 import functools
 import os
+import runpy
 import shutil
 import tempfile
+import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,6 +34,13 @@ if WORKER_NAME:
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+# What every Python process of the run loads at startup (tests/every_process/sitecustomize.py: Prefect lists the time
+# zones once per process): the processes the tests start find it first on PYTHONPATH; this one runs it here.
+EVERY_PROCESS = str(Path(__file__).parent / "every_process")
+if EVERY_PROCESS not in os.environ.get("PYTHONPATH", "").split(os.pathsep):  # xdist workers inherit it
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [EVERY_PROCESS, os.environ.get("PYTHONPATH")]))
+    runpy.run_path(f"{EVERY_PROCESS}/sitecustomize.py")
 
 # The sandbox's servers listen on this run's SSH port and, for real ports below 1024, from its app port up
 # (p -> app_port - 80 + p). Sandboxes side by side (two runs, xdist workers) need their own: each worker takes
@@ -85,8 +94,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # (imported once the environment above is set: Prefect reads its settings at import)
-import prefect._internal.schemas.validators  # noqa: E402
 import prefect.testing.utilities  # noqa: E402
+import prefect.types._datetime  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from devstack.prefect_server import DATABASE_CACHE, PrefectServer, migrated_sqlite_database  # noqa: E402
@@ -94,10 +103,9 @@ from sandbox.core.emulated_cloud import SandboxConfig  # noqa: E402
 from sandbox.server import EmbeddedSandbox  # noqa: E402
 from tests.sdk import sdk_client  # noqa: E402
 
-# Prefect 3.8.8 lists the zoneinfo folder at every validation of a cron schedule (`get_timezones()`: a walk of ~600
-# files, ~25 ms; Python's docs say to cache `available_timezones`), on the server and in the client, at each read of a
-# deployment with schedules. The in-process test server and client list it once: the list cannot change in a test run.
-prefect._internal.schemas.validators.get_timezones = functools.cache(prefect._internal.schemas.validators.get_timezones)
+# Prefect lists the time zones once per process (tests/every_process/sitecustomize.py): in the processes the tests
+# start, from PYTHONPATH (set above); here, loaded before Prefect took its own reference to `available_timezones`.
+assert prefect.types._datetime.available_timezones is zoneinfo.available_timezones, "prefect was imported too early"
 
 
 @pytest.fixture(autouse=True)
