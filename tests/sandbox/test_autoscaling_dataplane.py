@@ -72,6 +72,7 @@ def test_group_servers_boot_from_the_image_answer_through_the_vip_and_their_traf
     vip = world.clb("DescribeLoadBalancers", LoadBalancerIds=[lb_id]).LoadBalancerSet[0].LoadBalancerVips[0]
     url = f"http://{vip}:{s['ports']['map'][str(port)]}/"
     poll(lambda: _answers(url), what="the business app through the VIP", timeout=30)
+    poll(lambda: _healthy(world, lb_id) == set(members), what="both servers healthy behind the CLB", timeout=30)
 
     alarm = {
         "ComparisonOperator": "GREATER_THAN",
@@ -99,6 +100,14 @@ def test_group_servers_boot_from_the_image_answer_through_the_vip_and_their_traf
     group = world.settle(group_id, timeout=30)
     assert group.DesiredCapacity == 3
     assert "busy" in world.activities(group_id)[0].Cause
+
+
+def _healthy(world: World, lb_id: str) -> set[str]:
+    """The servers the CLB's health checks find healthy: the ones it forwards new connections to."""
+    answer = world.clb("DescribeTargetHealth", LoadBalancerIds=[lb_id]).LoadBalancers[0]
+    return {
+        t.TargetId for listener in answer.Listeners for rule in listener.Rules for t in rule.Targets if t.HealthStatus
+    }
 
 
 def _answers(url: str) -> bool:
