@@ -29,9 +29,6 @@ MA_CHECK = {
     "componentName": "MA",
     "interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "nobody", "skey": "nothing"}},
 }
-# Sandboxes of concurrent test runs share 127.0.0.0/8: a network per run avoids the others' seeds' addresses.
-_NET = 65 + os.getpid() % 30  # 127.65-94, clear of the default VPCs (127.16+) and the public pool (127.100)
-SEED_NETWORK = {"vpc_cidr": f"127.{_NET}.0.0/16", "subnet_cidr": f"127.{_NET}.3.0/24"}
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
@@ -63,7 +60,8 @@ class Guide:
         self.sandbox = sandbox
         self.cvm, self.clb, self.vpc = client(CvmClient), client(ClbClient), client(VpcClient)
         sandbox.admin("POST", "servers/settle")  # the previous test's servers have let go of their addresses
-        seeded = httpx.post(f"{sandbox.url}/_sandbox/seed", json=SEED_NETWORK, timeout=60)
+        # The seed's own VPC: it claims a /16 no other sandbox on this host holds (a named one would not be claimed).
+        seeded = httpx.post(f"{sandbox.url}/_sandbox/seed", json={}, timeout=60)
         assert seeded.status_code == 200, seeded.text  # say why the seed failed
         self.seed: dict[str, Any] = seeded.json()
         self.app_port: int = self.seed["ports"]["session"]  # 80, as in the cloud
