@@ -56,7 +56,9 @@ class SeedRequest(BaseModel):
     region: str = "ap-guangzhou"
     zone: str = "ap-guangzhou-3"
     project_id: int = 1001
-    vpc_cidr: str | None = Field(None, description="default: the first free 127.N.0.0/16 from 127.64 on")
+    vpc_cidr: str | None = Field(
+        None, description="default: the first free 127.N.0.0/16 from 127.64 on; a named one is held alike (409: taken)"
+    )
     subnet_cidr: str | None = Field(None, description="default: 127.N.<zone number>.0/24 inside vpc_cidr")
     key_name: str = "tcscale_guide"
     key_file: Path | None = Field(None, description="where the private key is written (default: the data dir)")
@@ -173,6 +175,7 @@ def _networks(cloud: Cloud, request: SeedRequest, ports: list[int]) -> tuple[str
         return request.subnet_cidr or str(next(network.subnets(new_prefix=24), network))
 
     if request.vpc_cidr:
+        _claim_named(cloud, request.vpc_cidr)
         return request.vpc_cidr, subnet_of(request.vpc_cidr)
     taken = [ipaddress.IPv4Network(v.cidr_block) for v in cloud.vpc.state.vpcs.values()]
     for second in range(64, 100):
@@ -190,6 +193,25 @@ def _networks(cloud: Cloud, request: SeedRequest, ports: list[int]) -> tuple[str
         "another sandbox on this machine, or its first server addresses are taken; stop another sandbox, or name "
         "a free one with vpc_cidr",
     )
+
+
+def _claim_named(cloud: Cloud, vpc_cidr: str) -> None:
+    """Hold the /16s of a VPC named in the request, as a default one is held: unclaimed, another sandbox's default
+    seed could take the same /16, and both seeds' servers (the same first addresses) fight for the unmapped ports."""
+    try:
+        network = ipaddress.IPv4Network(vpc_cidr, strict=False)
+    except ValueError:
+        return  # create_vpc refuses it, saying why
+    if not network.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")):
+        return  # likewise: every sandbox address is a loopback one
+    blocks = [network.supernet(new_prefix=16)] if network.prefixlen >= 16 else list(network.subnets(new_prefix=16))
+    held = [str(block) for block in blocks if not claim(str(block), cloud)]
+    if held:
+        raise AdminError(
+            409,
+            f"vpc_cidr {vpc_cidr}: {', '.join(held)} is held by another sandbox on this machine (its servers have "
+            "these addresses): name another /16 of 127.64-99, or leave vpc_cidr out for a free one",
+        )
 
 
 def _bindable(address: str, port: int) -> bool:

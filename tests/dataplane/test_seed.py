@@ -3,6 +3,8 @@
 import json
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,3 +152,25 @@ def test_cli_seed_says_when_the_sandbox_is_unreachable(endpoint: str) -> None:
     result = CliRunner().invoke(sandbox_cli, ["seed", "--endpoint", endpoint])
     assert result.exit_code == 1
     assert "cannot reach" in result.output
+
+
+# Another sandbox process: claims the highest free /16 of the seed's range (127.64-99), says which, holds it until told.
+HOLD_A_NETWORK = (
+    "from sandbox.core.pools import claim\nclass Sandbox: ...\nowner = Sandbox()\n"
+    "print(next(n for n in (f'127.{s}.0.0/16' for s in range(99, 63, -1)) if claim(n, owner)), flush=True)\ninput()"
+)
+
+
+def test_a_named_vpc_is_held_like_a_default_one(sandbox: Any, tmp_path: Path) -> None:
+    """A VPC named in the seed is claimed as a default one is: one held by another sandbox on this host is refused,
+    naming it (both seeds' servers would get the same addresses and their apps fight for the unmapped port 5757)."""
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_NETWORK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        held = other.stdout.readline().strip() if other.stdout else ""
+        response = httpx.post(f"{sandbox.url}/_sandbox/seed", json={"vpc_cidr": held}, timeout=60)
+    finally:
+        other.communicate("\n", timeout=10)
+    assert response.status_code == 409, response.text
+    assert held in response.json()["error"] and "another sandbox" in response.json()["error"]
