@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -86,7 +87,23 @@ def upgrade_database(database_url: str, home: Path, shared_env: dict[str, str] |
         )  # fmt: skip
 
 
+# Our servers' ports: below the kernel's ephemeral range, which is all that another process's `bind(..., 0)`
+# (Prefect's test servers pick their ports so) is given. A server of ours down for a restart keeps its port; one in
+# that range was once taken mid-outage by a test server, whose answers the restarted server's clients then got.
+PORTS_FROM = 28672  # above the sandboxes' mapped ports (TCSCALE_TEST_APP_PORT ranges)
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now, below the ephemeral range (an ephemeral one where that range leaves no room)."""
+    low = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else 32768
+    for port in random.sample(range(PORTS_FROM, low), min(200, max(low - PORTS_FROM, 0))):
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue  # taken: another
+            return port
     with socket.socket() as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
